@@ -1,0 +1,3 @@
+from protomatch.cli import main
+
+main()

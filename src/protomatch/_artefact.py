@@ -1,0 +1,129 @@
+"""Atomic writes, JSON manifests and fingerprints shared by every artefact.
+
+Every artefact protomatch writes (library, store, model, index, report) is a folder with a
+``manifest.json`` (or ``<name>.json``) saying what made it. Files appear atomically: they are
+written to a temporary sibling and renamed, so an interrupted run never leaves a half-written
+file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from protomatch import __version__
+from protomatch.errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; move it to ``path`` if the block succeeds.
+
+    An existing non-empty ``path`` is replaced only when ``overwrite`` is true.
+    """
+    path = Path(path)
+    ensure_writable_output(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_writable_output(path: Path, overwrite: bool) -> None:
+    """Refuse to replace a non-empty output unless ``overwrite`` is set."""
+    if path.exists() and not path.is_dir():
+        if not overwrite:
+            raise InputError(path, "exists and is not a folder; pass --overwrite to replace it")
+    elif path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise InputError(path, "is not empty; pass --overwrite to replace it")
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    text = json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n"
+    write_bytes_atomic(path, text.encode())
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
+
+
+def provenance(kind: str, schema_version: int) -> dict[str, Any]:
+    """The fields every manifest starts with: what it is and what made it."""
+    return {
+        "kind": kind,
+        "schema_version": schema_version,
+        "protomatch_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]),
+    }
+
+
+def read_manifest(path: str | Path, kind: str, schema_version: int) -> dict[str, Any]:
+    """Read a JSON manifest and check it describes a ``kind`` artefact we can read."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"missing; this does not look like a protomatch {kind}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != kind:
+        raise InputError(path, f"is not a protomatch {kind} manifest")
+    found = manifest.get("schema_version")
+    if not isinstance(found, int):
+        raise InputError(path, "has no integer schema_version")
+    if found > schema_version:
+        raise InputError(
+            path,
+            f"{kind} schema version {found} is newer than this protomatch "
+            f"({__version__}) reads (up to {schema_version}); upgrade protomatch",
+        )
+    return manifest
+
+
+def fingerprint_bytes(chunks: Iterable[bytes]) -> str:
+    """A short, stable content hash (sha256, first 16 hex digits)."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()[:16]
