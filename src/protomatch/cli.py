@@ -64,6 +64,31 @@ def simulate(
     typer.echo(result.describe())
 
 
+@app.command()
+def ingest(
+    src: Annotated[Path, typer.Argument(help="Library folder (HDF5 tree, or images + catalog).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Store folder to write.")],
+    size: Annotated[int, typer.Option(help="Image side in pixels after crop/resize.")] = 64,
+    stretch: Annotated[str, typer.Option(help="Intensity stretch: log, asinh or linear.")] = "log",
+    skip_bad: Annotated[bool, typer.Option(help="Skip unreadable files; report them.")] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
+) -> None:
+    """Validate a library, preprocess every image once and write a fast library store."""
+    from protomatch.store import ingest_library
+
+    result = ingest_library(
+        src,
+        output,
+        size=size,
+        stretch=stretch,
+        skip_bad=skip_bad,
+        workers=workers or None,
+        overwrite=overwrite,
+    )
+    typer.echo(result.describe())
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     try:

@@ -1,0 +1,46 @@
+"""The simulation library file schema (DESIGN.md §1), shared by the simulator and readers.
+
+A library is a folder tree with one HDF5 file per snapshot of one system ("sink")::
+
+    <root>/sink<K>/output_<SSSSSS>_isink_<K>_data.hdf5
+
+holding ``intensity_projection_1`` … ``intensity_projection_8`` (2-D images of one system
+seen from eight directions) and seven 0-d scalar datasets of physical parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import MappingProxyType
+
+N_PROJECTIONS = 8
+
+#: Default physical parameters of the HDF5 schema and their units.
+PARAMETER_UNITS = MappingProxyType(
+    {
+        "Envelope_mass": "Msun",
+        "accretion_rate": "Msun/yr",
+        "temperature": "K",
+        "mass": "Msun",
+        "disk_size": "AU",
+        "luminosity": "Lsun",
+        "age": "yr",
+    }
+)
+DEFAULT_PARAMETERS: tuple[str, ...] = tuple(PARAMETER_UNITS)
+
+#: File attribute holding the pixel scale, astronomical units per pixel.
+PIXEL_SCALE_ATTRIBUTE = "au_per_pixel"
+
+LIBRARY_FILE_PATTERN = re.compile(r"^output_(\d+)_isink_(\d+)_data\.hdf5$")
+
+
+def projection_dataset(index: int) -> str:
+    """Dataset name of projection ``index`` (1-based, 1 … 8)."""
+    return f"intensity_projection_{index}"
+
+
+def library_file_path(root: Path, system: int, snapshot: int) -> Path:
+    """Where snapshot ``snapshot`` of system ``system`` lives under ``root``."""
+    return root / f"sink{system}" / f"output_{snapshot:06d}_isink_{system}_data.hdf5"
