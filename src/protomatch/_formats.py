@@ -1,0 +1,224 @@
+"""Low-level file formats: sniff a file by its first bytes, load FITS and .npy arrays safely.
+
+Nothing here ever unpickles: a pickle is refused by its magic bytes before any parser sees
+the file, and ``.npy`` files are loaded with ``allow_pickle=False``. Every problem becomes
+a one-line :class:`InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from protomatch.errors import InputError
+
+log = logging.getLogger(__name__)
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_HDF5_OFFSETS = (0, 512, 1024, 2048)
+_FITS_SIGNATURE = b"SIMPLE  ="
+_NPY_SIGNATURE = b"\x93NUMPY"
+_GZIP_SIGNATURE = b"\x1f\x8b"
+_PICKLE_OPCODE = 0x80
+_PICKLE_MESSAGE = "looks like a Python pickle; protomatch never unpickles files"
+_HEADER_KEYS = (
+    "OBJECT", "TELESCOP", "INSTRUME", "DATE-OBS", "BUNIT", "BTYPE", "BMAJ", "BMIN", "BPA",
+    "CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CDELT1", "CDELT2", "CRPIX1", "CRPIX2",
+    "CRVAL1", "CRVAL2", "RADESYS", "EQUINOX", "RESTFRQ", "DISTANCE",
+)  # fmt: skip
+READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError)
+HDF5_ERRORS = (*READ_ERRORS, RuntimeError)
+
+FileFormat = Literal["hdf5", "fits", "npy"]
+
+
+def sniff_format(path: str | Path) -> FileFormat:
+    """Identify a file by its first bytes: ``hdf5``, ``fits`` (maybe gzipped) or ``npy``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "does not exist")
+    if not path.is_file():
+        raise InputError(path, "is not a file")
+    with path.open("rb") as stream:
+        head = stream.read(max(_HDF5_OFFSETS) + len(_HDF5_SIGNATURE))
+    if len(head) >= 2 and head[0] == _PICKLE_OPCODE and 1 <= head[1] <= 5:
+        raise InputError(path, _PICKLE_MESSAGE)
+    if not head:
+        raise InputError(path, "is empty (0 bytes)")
+    if any(head[o : o + len(_HDF5_SIGNATURE)] == _HDF5_SIGNATURE for o in _HDF5_OFFSETS):
+        return "hdf5"
+    if head.startswith(_FITS_SIGNATURE):
+        return "fits"
+    if head.startswith(_NPY_SIGNATURE):
+        return "npy"
+    if head.startswith(_GZIP_SIGNATURE):
+        return _sniff_gzip(path)
+    if _looks_like_text(head):
+        raise InputError(path, "is a text file, not a FITS, HDF5 or .npy image")
+    raise InputError(path, "is not a FITS, HDF5 or .npy file (unrecognised contents)")
+
+
+def _sniff_gzip(path: Path) -> FileFormat:
+    try:
+        with gzip.open(path, "rb") as stream:
+            inner = stream.read(len(_FITS_SIGNATURE))
+    except (OSError, EOFError) as exc:
+        raise InputError(path, f"is a corrupt gzip file ({brief(exc)})") from None
+    if inner == _FITS_SIGNATURE:
+        return "fits"
+    raise InputError(path, "is gzip-compressed but does not hold a FITS file")
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a multi-byte character cut at the end
+    return True
+
+
+def brief(exc: BaseException) -> str:
+    """An exception's message on one short line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def expect_format(path: Path, wanted: FileFormat) -> None:
+    found = sniff_format(path)
+    if found != wanted:
+        raise InputError(path, f"is a {found.upper()} file, expected {wanted.upper()}")
+
+
+def check_pixels(path: Path, image: np.ndarray, what: str) -> None:
+    """Refuse an image with no finite pixel, all zero, or no positive pixel."""
+    finite = np.isfinite(image)
+    if not finite.any():
+        raise InputError(path, f"{what} has no finite pixels (all NaN/inf)")
+    values = image[finite]
+    if not values.any():
+        raise InputError(path, f"{what} is all zero")
+    if values.max() <= 0:
+        raise InputError(path, f"{what} has no positive pixels")
+
+
+def as_image(path: Path, array: np.ndarray, what: str, projection: int | None) -> np.ndarray:
+    """Squeeze degenerate axes, pick ``projection`` of a 3-D stack, return (H, W) float32."""
+    if array.dtype.kind not in "fiu":
+        raise InputError(path, f"{what} has non-numeric type {array.dtype}")
+    squeezed = np.squeeze(array)
+    if squeezed.ndim == 3 and projection is not None:
+        if not 1 <= projection <= squeezed.shape[0]:
+            raise InputError(
+                path, f"has no projection {projection} (it holds {squeezed.shape[0]} planes)"
+            )
+        squeezed = squeezed[projection - 1]
+    if squeezed.ndim != 2:
+        raise InputError(
+            path,
+            f"{what} has shape {array.shape}; expected a 2-D image "
+            f"(found {squeezed.ndim} non-degenerate axes)",
+        )
+    with np.errstate(over="ignore"):
+        image = np.asarray(squeezed, dtype=np.float32)
+    check_pixels(path, image, what)
+    return image
+
+
+def require_square(path: Path, image: np.ndarray, what: str) -> None:
+    if image.shape[0] != image.shape[1]:
+        raise InputError(path, f"{what} is not square ({image.shape[0]}x{image.shape[1]} px)")
+
+
+def read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise InputError(
+                path, "holds a Python object array; protomatch never unpickles files"
+            ) from None
+        raise InputError(path, f"is not a valid .npy file ({brief(exc)})") from None
+    except (OSError, EOFError) as exc:
+        raise InputError(path, f"is not a valid .npy file, truncated? ({brief(exc)})") from None
+
+
+def read_fits(path: Path, hdu: int | None) -> tuple[np.ndarray, Any]:
+    """Data and header of HDU ``hdu`` (None: the first HDU holding an image)."""
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            with fits.open(path, memmap=False) as hdus:
+                chosen = hdus[hdu] if hdu is not None else _first_image_hdu(hdus)
+                if chosen is None or chosen.data is None or not chosen.is_image:
+                    raise InputError(path, "holds no image data")
+                return np.array(chosen.data), chosen.header.copy()
+    except IndexError:
+        raise InputError(path, f"has no HDU {hdu}") from None
+    except (*READ_ERRORS, fits.VerifyError) as exc:
+        raise unreadable(path, "FITS", exc) from None
+
+
+def _first_image_hdu(hdus: Any) -> Any:
+    for candidate in hdus:
+        if candidate.is_image and candidate.data is not None and candidate.data.size:
+            return candidate
+    return None
+
+
+def select_header(header: Any) -> dict[str, Any]:
+    selected: dict[str, Any] = {}
+    for key in _HEADER_KEYS:
+        value = header.get(key)
+        if isinstance(value, (bool, int, str)) or (isinstance(value, float) and np.isfinite(value)):
+            selected[key] = value
+    return selected
+
+
+def pixel_scale_arcsec(path: Path, header: Any) -> float | None:
+    from astropy.utils.exceptions import AstropyWarning
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            celestial = WCS(header).celestial
+            if celestial.naxis != 2 or not celestial.has_celestial:
+                return None
+            scales = np.abs(proj_plane_pixel_scales(celestial)) * 3600.0
+    except Exception as exc:  # metadata is optional: a broken WCS must not stop a match
+        log.warning("%s: ignoring unreadable WCS (%s)", path, exc)
+        return None
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        return None
+    if not np.isclose(scales[0], scales[1], rtol=1e-3):
+        log.warning("%s: non-square pixels %s arcsec; using their geometric mean", path, scales)
+    return float(np.sqrt(scales[0] * scales[1]))
+
+
+def beam_arcsec(header: Any) -> tuple[float, float, float] | None:
+    bmaj = header.get("BMAJ")
+    if not isinstance(bmaj, (int, float)) or not np.isfinite(bmaj) or bmaj <= 0:
+        return None
+    bmin = header.get("BMIN", bmaj)
+    bpa = header.get("BPA", 0.0)
+    if not isinstance(bmin, (int, float)) or not np.isfinite(bmin) or bmin <= 0:
+        bmin = bmaj
+    if not isinstance(bpa, (int, float)) or not np.isfinite(bpa):
+        bpa = 0.0
+    return float(bmaj) * 3600.0, float(bmin) * 3600.0, float(bpa)
+
+
+def unreadable(path: Path, kind: str, exc: BaseException) -> InputError:
+    """The error for a file its parser rejects (truncated or corrupt)."""
+    return InputError(path, f"cannot be read as {kind}, truncated or corrupt? ({brief(exc)})")
