@@ -89,6 +89,124 @@ def ingest(
     typer.echo(result.describe())
 
 
+@app.command()
+def train(
+    library: Annotated[Path, typer.Argument(help="Library store written by `ingest`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
+    config: Annotated[Path | None, typer.Option(help="YAML training config.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override: epochs.")] = None,
+    pretrain_epochs: Annotated[
+        int | None, typer.Option(help="Override: autoencoder epochs.")
+    ] = None,
+    pairs_per_epoch: Annotated[int | None, typer.Option(help="Override: pairs per epoch.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override: pairs per batch.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Override: learning rate.")] = None,
+    loss: Annotated[str | None, typer.Option(help="Override: contrastive or mse.")] = None,
+    device: Annotated[str | None, typer.Option(help="Override: auto, cpu, cuda or mps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override: random seed.")] = None,
+    tensorboard: Annotated[bool, typer.Option(help="Also log to TensorBoard.")] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any setting: KEY=VALUE, e.g. augment.beam=true."),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
+) -> None:
+    """Train the Siamese network on a library store."""
+    from protomatch.train import load_config, train_model
+
+    overrides = _parse_settings(set_ or [])
+    named = {
+        "epochs": epochs,
+        "pretrain_epochs": pretrain_epochs,
+        "pairs.pairs_per_epoch": pairs_per_epoch,
+        "pairs.batch_size": batch_size,
+        "optim.learning_rate": lr,
+        "loss": loss,
+        "device": device,
+        "seed": seed,
+    }
+    overrides.update({key: value for key, value in named.items() if value is not None})
+    if tensorboard:
+        overrides["tensorboard"] = True
+    resolved = load_config(config, overrides)
+    result = train_model(library, output, resolved, resume=resume, overwrite=overwrite)
+    typer.echo(result.describe())
+
+
+@app.command()
+def index(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `train`.")],
+    library: Annotated[Path, typer.Argument(help="Library store written by `ingest`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Index folder to write.")],
+    kind: Annotated[str, typer.Option(help="flat (exact), ivf or hnsw (approximate).")] = "flat",
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
+) -> None:
+    """Embed the whole library once and build a FAISS similarity index."""
+    from protomatch.index import IndexConfig, build_index
+
+    config = _validated(IndexConfig, kind=kind)
+    typer.echo(build_index(model, library, output, config=config, overwrite=overwrite).describe())
+
+
+@app.command()
+def match(
+    index: Annotated[Path, typer.Argument(help="Index folder written by `index`.")],
+    observations: Annotated[
+        list[str], typer.Argument(help="FITS, .npy, or library file with projection (f.hdf5:3).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Report folder to write.")],
+    k: Annotated[int, typer.Option("--k", help="Number of best matches.")] = 50,
+    threshold: Annotated[
+        float | None, typer.Option(help="Keep every match with similarity >= T instead of k.")
+    ] = None,
+    distance: Annotated[
+        float | None, typer.Option(help="Distance to the observed system, pc.")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="Model folder, if moved.")] = None,
+    library: Annotated[Path | None, typer.Option(help="Library store, if moved.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
+) -> None:
+    """Find the best-matching simulated images of each observation and write a report."""
+    from protomatch.match import match_observations
+
+    result = match_observations(
+        index,
+        observations,
+        output,
+        k=k,
+        threshold=threshold,
+        distance_pc=distance,
+        model=model,
+        library=library,
+        overwrite=overwrite,
+    )
+    typer.echo(result.describe())
+
+
+def _validated(config_class: type, **values: object) -> object:
+    from pydantic import ValidationError
+
+    try:
+        return config_class(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ProtomatchError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+
+
+def _parse_settings(settings: list[str]) -> dict[str, object]:
+    """KEY=VALUE pairs with YAML-typed values (numbers, booleans, lists)."""
+    import yaml
+
+    parsed: dict[str, object] = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise ProtomatchError(f"--set expects KEY=VALUE, got {setting!r}")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     try:

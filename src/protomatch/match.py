@@ -1,0 +1,354 @@
+"""Best matches of observations in the library, and what their parameters say.
+
+For each observation: read it, bring it to the library's pixel grid (physically when the
+pixel scale and distance are known), embed it with the model, search the index, and
+summarise the best matches' parameters as similarity-weighted quantiles beside the
+library's own distribution (the prior). :func:`score_pairwise` is the research pipeline's
+way (every target-library pair through the network), kept as a reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from protomatch._artefact import atomic_directory
+from protomatch.errors import InputError, ProtomatchError
+from protomatch.index import EmbeddingIndex
+from protomatch.modelio import TrainedModel
+from protomatch.preprocess import PreprocessConfig, intensity_transform, prepare_image
+from protomatch.readers import Observation, read_library_file, read_observation, sniff_format
+from protomatch.report import MatchReportData, write_match_report, write_report_index
+from protomatch.schema import PIXEL_SCALE_ATTRIBUTE
+
+log = logging.getLogger(__name__)
+
+QUANTILES = {"median": 0.5, "q16": 0.16, "q84": 0.84, "q2.5": 0.025, "q97.5": 0.975}
+_SHOWN_MATCHES = 11
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    name: str
+    folder: Path
+    summary: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    out: Path
+    targets: tuple[TargetResult, ...]
+
+    def describe(self) -> str:
+        lines = []
+        for target in self.targets:
+            s = target.summary
+            lines.append(
+                f"{target.name}: {s['n_matches']} matches, best similarity "
+                f"{s['best_similarity']:.3f}"
+            )
+            for name, stats in s["parameters"].items():
+                m = stats["matches"]
+                truth = stats["truth"]
+                known = f"  (true {truth:.3g})" if truth is not None else ""
+                lines.append(
+                    f"  {name:>15}: {m['median']:.3g} [{m['q16']:.3g}, {m['q84']:.3g}] "
+                    f"{stats['unit']}{known}"
+                )
+            lines += [f"  WARNING: {w}" for w in s["warnings"]]
+        lines.append(f"report: {self.out / 'index.html'}")
+        return "\n".join(lines)
+
+
+def match_observations(
+    index: str | Path,
+    observations: Sequence[str | Path],
+    out: str | Path,
+    *,
+    k: int = 50,
+    threshold: float | None = None,
+    distance_pc: float | None = None,
+    model: str | Path | None = None,
+    library: str | Path | None = None,
+    overwrite: bool = False,
+) -> MatchResult:
+    """Match each observation against an index and write a report folder ``out``."""
+    if not observations:
+        raise ProtomatchError("give at least one observation")
+    if k < 1:
+        raise ProtomatchError(f"k must be >= 1, got {k}")
+    if threshold is not None and not -1 <= threshold <= 1:
+        raise ProtomatchError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
+    if distance_pc is not None and distance_pc <= 0:
+        raise ProtomatchError(f"distance must be positive (pc), got {distance_pc}")
+    opened = EmbeddingIndex.open(index, model=model, library=library)
+    targets = [read_observation(path) for path in observations]
+    out = Path(out)
+    results = []
+    with atomic_directory(out, overwrite) as tmp:
+        names = _unique_names([t.source for t in targets], [str(p) for p in observations])
+        for name, observation in zip(names, targets):
+            folder = Path(name) if len(targets) > 1 else Path(".")
+            summary = _match_one(opened, observation, name, tmp / folder, k, threshold, distance_pc)
+            results.append(TargetResult(name, out / folder, summary))
+        if len(targets) > 1:
+            write_report_index(tmp, [(r.name, Path(r.name), r.summary) for r in results])
+    return MatchResult(out, tuple(results))
+
+
+def _unique_names(sources: Sequence[Path], given: Sequence[str]) -> list[str]:
+    names: list[str] = []
+    for source, text in zip(sources, given):
+        base = source.name.replace(":", "_")
+        if ":" in Path(text).name:
+            base = Path(text).name.replace(":", "_p")
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}_{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _match_one(
+    index: EmbeddingIndex,
+    observation: Observation,
+    name: str,
+    folder: Path,
+    k: int,
+    threshold: float | None,
+    distance_pc: float | None,
+) -> dict[str, Any]:
+    trained, store = index.model, index.store
+    image, notes = prepare_observation(
+        observation, trained.preprocess, store.au_per_pixel, distance_pc
+    )
+    embedding = trained.embed(image[None])
+    if threshold is None and k > len(index):
+        notes.append(f"k={k} is larger than the library ({len(index)} images): using all")
+    sims, ids = index.search(embedding, len(index) if threshold is not None else k)
+    sims, ids = sims[0], ids[0]
+    if threshold is not None:
+        keep = sims >= threshold
+        if not keep.any():
+            raise ProtomatchError(
+                f"{observation.source}: no library image reaches similarity {threshold} "
+                f"(best {sims.max():.3f}); lower --threshold"
+            )
+        sims, ids = sims[keep], ids[keep]
+    matches = _matches_table(store.table, sims, ids, trained.normaliser.names)
+    truth = _truth(observation, trained.normaliser.names)
+    warnings = _analogue_warnings(float(sims[0]), index.neighbour_stats)
+    for warning in warnings:
+        log.warning("%s: %s", name, warning)
+    names = trained.normaliser.names
+    units = dict(trained.manifest["parameters"]["units"])
+    summary = summarise(matches, store.table[list(names)], names, units, truth)
+    summary.update(
+        target=name,
+        k=k if threshold is None else None,
+        threshold=threshold,
+        warnings=warnings,
+        notes=notes,
+    )
+    shown = ids[:_SHOWN_MATCHES]
+    order = np.argsort(shown)
+    match_images = np.empty((len(shown), *store.images.shape[1:]), dtype=np.float32)
+    match_images[order] = store.images[shown[order]]
+    log_params = frozenset(n for n, f in zip(names, trained.normaliser.log10) if f)
+    write_match_report(
+        folder,
+        MatchReportData(
+            target_name=name,
+            target_image=image,
+            match_images=match_images,
+            matches=matches,
+            summary=summary,
+            param_names=tuple(names),
+            units=units,
+            log_params=log_params,
+            prior=store.table[list(names)],
+            truth=truth,
+            warnings=tuple(warnings),
+            notes=tuple(notes),
+        ),
+    )
+    return summary
+
+
+def prepare_observation(
+    observation: Observation,
+    preprocess: PreprocessConfig,
+    library_au_per_pixel: float | None,
+    distance_pc: float | None,
+) -> tuple[np.ndarray, list[str]]:
+    """The observation on the library's grid: (size, size) float32 linear image, peak 1.
+
+    With a pixel scale (arcsec from the WCS, or AU from a library file), a distance for
+    arcsec, and the library's AU per pixel, a square of the library's field of view in AU is
+    cut around the image centre (zero-padded where the observation is smaller) and resized;
+    otherwise the image is centre-cropped to a square and resized as the library was.
+    """
+    image = np.asarray(observation.image, dtype=np.float32)
+    notes: list[str] = []
+    distance = distance_pc or _header_distance(observation)
+    au_per_pixel = observation.header.get(PIXEL_SCALE_ATTRIBUTE)
+    if au_per_pixel is None and observation.pixel_scale_arcsec and distance:
+        au_per_pixel = observation.pixel_scale_arcsec * distance  # 1 arcsec at 1 pc is 1 AU
+    config = preprocess
+    if au_per_pixel and library_au_per_pixel:
+        field_au = library_au_per_pixel * preprocess.size
+        side = field_au / float(au_per_pixel)
+        image = _square_field(image, side)
+        config = preprocess.model_copy(update={"crop_fraction": 1.0})
+        notes.append(
+            f"resampled from {float(au_per_pixel):.3g} to the library's "
+            f"{library_au_per_pixel:.3g} AU/pixel (field {field_au:.0f} AU)"
+        )
+    else:
+        image = _square_field(image, min(image.shape))
+        missing = (
+            "the library's AU per pixel"
+            if not library_au_per_pixel
+            else (
+                "a distance (--distance)" if observation.pixel_scale_arcsec else "a WCS pixel scale"
+            )
+        )
+        notes.append(
+            f"no physical pixel scale ({missing} unknown): the observation was centre-cropped "
+            "to a square and resized like the library images; its field of view may differ"
+        )
+    prepared = prepare_image(image, config)
+    if prepared.peak <= 0:
+        raise InputError(observation.source, "image has no positive pixel after preparation")
+    return prepared.image, notes
+
+
+def _header_distance(observation: Observation) -> float | None:
+    value = observation.header.get("DISTANCE")
+    try:
+        return float(value) if value is not None and float(value) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _square_field(image: np.ndarray, side: float) -> np.ndarray:
+    """A centred square of ``side`` pixels, blank (NaN, later filled with 0) beyond the image edges."""
+    n = max(1, round(side))
+    height, width = image.shape
+    out = np.full((n, n), np.nan, dtype=np.float32)
+    top, left = (height - n) // 2, (width - n) // 2
+    src_rows = slice(max(top, 0), min(top + n, height))
+    src_cols = slice(max(left, 0), min(left + n, width))
+    dst_rows = slice(src_rows.start - top, src_rows.stop - top)
+    dst_cols = slice(src_cols.start - left, src_cols.stop - left)
+    out[dst_rows, dst_cols] = image[src_rows, src_cols]
+    return out
+
+
+def _matches_table(
+    table: pd.DataFrame, sims: np.ndarray, ids: np.ndarray, names: Sequence[str]
+) -> pd.DataFrame:
+    valid = ids >= 0
+    sims, ids = sims[valid], ids[valid]
+    rows = table.set_index("image_id").loc[ids]
+    frame = pd.DataFrame(
+        {
+            "rank": np.arange(1, len(ids) + 1),
+            "similarity": sims.astype(float),
+            "image_id": ids,
+            "system": rows["system"].to_numpy(),
+            "snapshot": rows["snapshot"].to_numpy(),
+            "projection": rows["projection"].to_numpy(),
+            "source": rows["source"].to_numpy(),
+        }
+    )
+    for name in names:
+        frame[name] = rows[name].to_numpy()
+    return frame
+
+
+def _truth(observation: Observation, names: Sequence[str]) -> dict[str, float] | None:
+    if sniff_format(observation.source) != "hdf5":
+        return None
+    record = read_library_file(observation.source, names)
+    return {name: float(record.params[name]) for name in names}
+
+
+def _analogue_warnings(best: float, stats: Mapping[str, float]) -> list[str]:
+    floor = stats.get("p1", math.nan)
+    if math.isnan(floor) or best >= floor:
+        return []
+    return [
+        f"no good simulated analogue: the best similarity {best:.3f} is below what 99% of "
+        f"library images reach against their nearest other system (1st percentile "
+        f"{floor:.3f}, median {stats['median']:.3f}); treat these parameters with caution"
+    ]
+
+
+def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """Quantiles of ``values`` with non-negative ``weights`` (uniform if all are zero)."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
+    if not weights.any():
+        weights = np.ones_like(values)
+    order = np.argsort(values)
+    values, weights = values[order], weights[order]
+    cdf = (np.cumsum(weights) - 0.5 * weights) / weights.sum()
+    return np.interp(qs, cdf, values)
+
+
+def summarise(
+    matches: pd.DataFrame,
+    prior: pd.DataFrame,
+    names: Sequence[str],
+    units: Mapping[str, str],
+    truth: Mapping[str, float] | None,
+) -> dict[str, Any]:
+    """Per parameter: similarity-weighted quantiles of the matches, the prior's, the truth."""
+    qs = list(QUANTILES.values())
+    parameters = {}
+    for name in names:
+        weighted = weighted_quantiles(matches[name], matches["similarity"], qs)
+        plain = np.quantile(prior[name].to_numpy(dtype=np.float64), qs)
+        parameters[name] = {
+            "unit": units.get(name, ""),
+            "matches": dict(zip(QUANTILES, weighted.tolist())),
+            "prior": dict(zip(QUANTILES, plain.tolist())),
+            "truth": None if truth is None else float(truth[name]),
+        }
+    return {
+        "n_matches": len(matches),
+        "best_similarity": float(matches["similarity"].iloc[0]),
+        "parameters": parameters,
+    }
+
+
+@torch.no_grad()
+def score_pairwise(
+    trained: TrainedModel, target: np.ndarray, library_images: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
+    """The research pipeline's matching: every (target, library image) pair through the network.
+
+    Returns the predicted similarity (N,) of the prepared ``target`` (H, W) to each of
+    ``library_images`` (N, H, W). Same ranking as the index, at N forwards' cost.
+    """
+    network = trained.network.eval()
+    device = trained.device
+    target_input = intensity_transform(
+        torch.from_numpy(target[None]).to(device), trained.preprocess
+    )
+    scores = np.empty(len(library_images), dtype=np.float32)
+    for start in range(0, len(library_images), batch_size):
+        batch = torch.from_numpy(np.asarray(library_images[start : start + batch_size])).to(device)
+        inputs = intensity_transform(batch, trained.preprocess).unsqueeze(1)
+        targets = target_input.unsqueeze(1).expand(len(batch), -1, -1, -1)
+        scores[start : start + len(batch)] = network(targets, inputs).float().cpu().numpy()
+    return scores

@@ -1,0 +1,182 @@
+"""The model artefact (model.safetensors + model.json) and training checkpoints.
+
+Weights are stored with safetensors and everything else as JSON, so loading a model never
+executes code from the file. ``model.json`` says how to rebuild the network (architecture),
+how images were prepared (preprocessing), which parameters it compares and how they were
+normalised, what it scored, and on which library it was trained (fingerprint).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from protomatch._artefact import (
+    atomic_path,
+    fingerprint_bytes,
+    provenance,
+    read_manifest,
+    write_json_atomic,
+)
+from protomatch.errors import InputError
+from protomatch.model import EncoderConfig, SiameseNetwork
+from protomatch.params import ParameterNormaliser
+from protomatch.preprocess import PreprocessConfig, intensity_transform
+
+MODEL_SCHEMA_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained Siamese network with everything needed to use it on new images."""
+
+    network: SiameseNetwork
+    encoder_config: EncoderConfig
+    preprocess: PreprocessConfig
+    normaliser: ParameterNormaliser
+    weights: tuple[float, ...]
+    manifest: Mapping[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["fingerprint"])
+
+    @property
+    def library_fingerprint(self) -> str:
+        return str(self.manifest["library"]["fingerprint"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @torch.no_grad()
+    def embed(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """L2-normalised embeddings (N, D) float32 of prepared linear images (N, H, W)."""
+        self.network.eval()
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.as_tensor(np.asarray(images[start : start + batch_size]))
+            batch = intensity_transform(batch.to(self.device, torch.float32), self.preprocess)
+            chunks.append(self.network.embed(batch.unsqueeze(1)).float().cpu().numpy())
+        if not chunks:
+            return np.zeros((0, self.encoder_config.embedding_dim), dtype=np.float32)
+        return np.concatenate(chunks)
+
+
+def save_model(out: Path, network: SiameseNetwork, manifest: Mapping[str, Any]) -> None:
+    """Write weights and manifest atomically; the manifest gains kind, version and fingerprint."""
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
+    payload = {**provenance("model", MODEL_SCHEMA_VERSION), **manifest}
+    payload["fingerprint"] = _weights_fingerprint(out / WEIGHTS_FILE)
+    write_json_atomic(out / MANIFEST_FILE, payload)
+
+
+def update_model_manifest(out: Path, fields: Mapping[str, Any]) -> None:
+    """Replace top-level ``fields`` of an existing model.json (weights untouched)."""
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    manifest.update(fields)
+    write_json_atomic(out / MANIFEST_FILE, manifest)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
+    """Load a model folder (or its model.json) without executing anything from the files."""
+    folder = Path(path)
+    if folder.is_file():
+        folder = folder.parent
+    manifest = read_manifest(folder / MANIFEST_FILE, "model", MODEL_SCHEMA_VERSION)
+    try:
+        encoder_config = EncoderConfig(**manifest["architecture"])
+        preprocess = PreprocessConfig(**manifest["preprocessing"])
+        normaliser = ParameterNormaliser.from_dict(manifest["parameters"]["normalisation"])
+        weights = tuple(float(w) for w in manifest["parameters"]["weights"])
+    except (KeyError, TypeError, ValidationError) as exc:
+        message = str(exc).splitlines()[0]
+        raise InputError(folder / MANIFEST_FILE, f"incomplete model manifest ({message})") from None
+    network = SiameseNetwork.from_config(encoder_config)
+    state = load_tensors(folder / WEIGHTS_FILE)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError:
+        raise InputError(
+            folder / WEIGHTS_FILE, "weights do not fit the architecture in model.json"
+        ) from None
+    network.to(device).eval()
+    return TrainedModel(network, encoder_config, preprocess, normaliser, weights, manifest)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, with a one-line error for a missing or corrupt file."""
+    if not path.is_file():
+        raise InputError(path, "missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(path, f"is not a readable safetensors file ({exc})") from None
+
+
+def _weights_fingerprint(path: Path) -> str:
+    return fingerprint_bytes([path.read_bytes()])
+
+
+# --- checkpoints: model + optimiser + scheduler + progress, for an exact --resume ----------
+
+
+def save_checkpoint(
+    folder: Path,
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: Mapping[str, Any],
+) -> None:
+    """Write ``last.safetensors`` (model and optimiser tensors) and ``last.json``, atomically.
+
+    The JSON is written last, so a checkpoint is only ever read when both files are whole.
+    """
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    for param_id, slots in optimizer_state["state"].items():
+        for slot, value in slots.items():
+            tensors[f"optim.{param_id}.{slot}"] = torch.as_tensor(value).detach().cpu().clone()
+    with atomic_path(folder / "last.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    meta = {"param_groups": optimizer_state["param_groups"], "progress": dict(progress)}
+    write_json_atomic(folder / "last.json", meta)
+
+
+def load_checkpoint(
+    folder: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore model and optimiser from ``folder``; return the saved progress record."""
+    meta_path = folder / "last.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(meta_path, f"is not a readable checkpoint record ({exc})") from None
+    tensors = load_tensors(folder / "last.safetensors")
+    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, param_id, slot = key.split(".", 2)
+            state.setdefault(int(param_id), {})[slot] = value
+    try:
+        network.load_state_dict(model_state)
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (RuntimeError, KeyError, ValueError) as exc:
+        message = str(exc).splitlines()[0]
+        raise InputError(
+            folder, f"checkpoint does not fit this configuration ({message})"
+        ) from None
+    return meta["progress"]
