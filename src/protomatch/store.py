@@ -160,7 +160,7 @@ def ingest_library(
         fingerprint=summary["fingerprint"],
         seconds=time.perf_counter() - started,
     )
-    log.info("%s", result.describe())
+    log.debug("%s", result.describe())
     return result
 
 
@@ -362,10 +362,28 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Run torch with ``count`` intra-op threads inside the block.
+
+    Per-file resizes are far too small to gain from threads; the thread hand-off made
+    serial ingest several times slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _ordered_map(fn: Callable[[Any], Any], units: Iterable[Any], workers: int) -> Iterator[Any]:
     """``map(fn, units)`` over ``workers`` processes, in order, with a bounded backlog."""
     if workers <= 1:
-        yield from map(fn, units)
+        with _torch_threads(1):
+            yield from map(fn, units)
         return
     # Fork on Linux (like torch's DataLoader; workers run torch single-threaded, which keeps
     # it fork-safe) so scripts without a __main__ guard work; elsewhere the platform default.
