@@ -55,8 +55,10 @@ In the system frame (z = rotation axis; all lengths in AU, number densities n of
 Emission is optically thin dust continuum at 1.3 mm in the Rayleigh-Jeans limit,
 ``I = kappa (2 k nu^2 / c^2) mu m_H  integral n T dl`` in MJy/sr (``kappa = 0.01 cm^2`` per gram
 of gas), summed along the line of sight through a cube of side ``fov_au``. To keep the thin
-disk and the centre from aliasing, the scale height is broadened to ``sqrt(h^2 + (0.6 D)^2)``
-and radii are softened by ``0.5 D`` where ``D`` is the sampling step (a pixel-sized beam).
+disk and the centre from aliasing, the scale height is broadened to ``sqrt(h^2 + (0.6 D)^2)``,
+the disk's radial taper to ``sqrt(R_d^2 + D^2)`` and radii are softened by ``0.5 D``, where ``D``
+is the sampling step (a pixel-sized beam); ``Sigma_0`` is normalised for the softened profile,
+so the disk mass is kept however coarse the sampling.
 
 Viewing directions: ``(inclination, azimuth)`` of the line of sight in the system frame
 (inclination 0 = face-on, 90 deg = edge-on; the library's eight are listed in
@@ -74,6 +76,7 @@ from types import MappingProxyType
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import special
 
 G_AU3_PER_MSUN_YR2 = 4.0 * math.pi**2
 _G_CGS, _MSUN_G, _RSUN_CM, _LSUN_CGS = 6.674e-8, 1.989e33, 6.957e10, 3.828e33
@@ -325,7 +328,7 @@ def clump_field(state: SnapshotState) -> NDArray[np.float32]:
     )
     amplitude = np.where(k > 0, np.maximum(k, 1e-12) ** -1.75, 0.0)
     noise = np.fft.rfftn(rng.standard_normal((n, n, n)))
-    g = np.fft.irfftn(noise * amplitude, s=(n, n, n))
+    g = np.fft.irfftn(noise * amplitude, s=(n, n, n), axes=(0, 1, 2))
     g /= g.std()
     field = np.exp(state.clump_sigma * g - 0.5 * state.clump_sigma**2)
     return np.pad(field, ((0, 1), (0, 1), (0, 1)), mode="wrap").astype(np.float32)
@@ -388,12 +391,20 @@ def _sample_clumps(
     return c0 + (c1 - c0) * fx
 
 
+def _softening(step: float) -> float:
+    """Softening length [AU] of radii for a sampling ``step`` [AU]."""
+    return max(0.5 * step, 0.5)
+
+
 def _disk_density(
     state: SnapshotState, cyl2: NDArray[np.float32], z2: NDArray[np.float32], step: float
 ) -> NDArray[np.float32]:
     """Flared disk ``Sigma(R) / (sqrt(2 pi) h) exp(-z^2 / 2h^2)`` [cm^-3], h widened by ``step``."""
-    f32, rd = np.float32, state.disk_size
-    sigma0 = state.disk_mass / (2 * math.pi * rd**2 * math.gamma(1.25)) * _MSUN_PER_AU3_TO_CM3
+    f32, rd = np.float32, math.hypot(state.disk_size, step)
+    # Mass of the softened, widened profile: 2 pi Sigma_0 R_d^2 Gamma(5/4) Q(1/4, (s / R_d)^4).
+    tail = float(special.gammaincc(0.25, (_softening(step) / rd) ** 4))
+    sigma0 = state.disk_mass / (2 * math.pi * rd**2 * math.gamma(1.25) * tail)
+    sigma0 *= _MSUN_PER_AU3_TO_CM3
     # h^2 = H_100^2 (R / 100 AU)^(5/2), written with square roots (cheaper than a power).
     h2 = cyl2 * np.sqrt(np.sqrt(cyl2)) * f32(state.scale_height_100**2 * 1e-5)
     h2 += f32((0.6 * step) ** 2)
@@ -434,7 +445,7 @@ def _emissivity(
 ) -> NDArray[np.float32]:
     """``n T`` [cm^-3 K] at system-frame positions [AU] (arrays of one small shape)."""
     f32 = np.float32
-    cyl2 = x * x + y * y + f32(max(0.5 * step, 0.5) ** 2)
+    cyl2 = x * x + y * y + f32(_softening(step) ** 2)
     z2 = z * z
     r2 = cyl2 + z2
     r = np.sqrt(r2)
