@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -133,6 +134,11 @@ def report_data() -> MatchReportData:
     )
 
 
+def _visible(page: str) -> str:
+    """The page without its embedded images, so text checks cannot match inside base64."""
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+
+
 def _check_png(path: Path) -> None:
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     pixels = mpimg.imread(path)
@@ -158,22 +164,24 @@ def test_writes_every_file_with_valid_content(tmp_path: Path, report_data: Match
     np.testing.assert_allclose(table["similarity"], report_data.matches["similarity"])
     assert not list(out.glob(".*.tmp"))  # no temporaries left behind
 
-    page = (out / "index.html").read_text()
+    raw = (out / "index.html").read_text()
+    assert raw.count("data:image/png;base64,") == 3
+    page = _visible(raw)
     assert report_data.target_name in page
     for name in report_data.param_names:
         assert name in page
     assert "no good simulated analogue" in page
     assert "class='warnings'" in page
-    assert page.count("data:image/png;base64,") == 3
     assert "href='matches.csv'" in page and "href='summary.json'" in page
-    assert "truth" in page
+    assert "<th rowspan='2'>truth</th>" in page
+    assert f"<td>{report_data.matches['similarity'].iloc[0]:.3f}</td>" in page
     assert page.index("class='warnings'") < page.index("<figure>")  # warnings come first
 
 
 def test_hostile_name_is_escaped_and_no_warning_box_without_warnings(tmp_path: Path):
     data = make_report_data(target_name="<script>x</script>.fits", with_truth=False)
     write_match_report(tmp_path, data)
-    page = (tmp_path / "index.html").read_text()
+    page = _visible((tmp_path / "index.html").read_text())
     assert "<script>" not in page
     assert "&lt;script&gt;x&lt;/script&gt;.fits" in page
     assert "class='warnings'" not in page
@@ -196,8 +204,22 @@ def test_degenerate_and_non_positive_parameters_do_not_crash(tmp_path: Path):
     for path in written:
         if path.suffix == ".png":
             _check_png(path)
-    page = (tmp_path / "index.html").read_text()
-    assert "42" in page  # summary statistics computed when the summary lacks them
+    page = _visible((tmp_path / "index.html").read_text())
+    start = page.index("Parameter summary")
+    table = page[start : page.index("</table>", start)]
+    assert "<td>42</td>" in table  # statistics computed here when the summary lacks them
+
+
+def test_no_matches_gives_a_report(tmp_path: Path):
+    data = make_report_data(n_matches=3, n_prior=50)
+    empty = data.matches.iloc[:0]
+    data = dataclasses.replace(
+        data, matches=empty, match_images=data.match_images[:0], summary={}, truth=None
+    )
+    written = write_match_report(tmp_path, data)
+    assert len(written) == len(FILES)
+    assert pd.read_csv(tmp_path / "matches.csv").empty
+    assert (tmp_path / "corner.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_report_index_links_and_embeds_each_target(tmp_path: Path):
@@ -205,14 +227,15 @@ def test_report_index_links_and_embeds_each_target(tmp_path: Path):
     write_match_report(tmp_path / "a", data)
     entries = [
         ("first <target>", Path("a"), {**data.summary, "warnings": ["w1", "w2"]}),
-        ("missing", tmp_path / "b", {"best_similarity": 0.5}),
+        ("missing", tmp_path / "b c", {"best_similarity": 0.5}),
     ]
     path = write_report_index(tmp_path, entries)
-    page = path.read_text()
+    raw = path.read_text()
     assert path == tmp_path / "index.html"
-    assert "href='a/index.html'" in page and "href='b/index.html'" in page
+    assert raw.count("data:image/png;base64,") == 1  # only the existing report has a thumbnail
+    page = _visible(raw)
+    assert "href='a/index.html'" in page and "href='b%20c/index.html'" in page
     assert "first &lt;target&gt;" in page
-    assert page.count("data:image/png;base64,") == 1
     assert "⚠ 2" in page
 
 

@@ -120,8 +120,17 @@ def _matches_figure(data: MatchReportData) -> Figure:
     n_panels = 1 + len(images)
     n_rows = 1 if n_panels <= 4 else 2
     n_cols = math.ceil(n_panels / n_rows)
-    fig = Figure(figsize=(2.15 * n_cols + 0.7, 2.55 * n_rows + 0.5))
-    fig.subplots_adjust(left=0.01, right=0.91, top=0.86, bottom=0.07, wspace=0.06, hspace=0.32)
+    width = max(2.15 * n_cols + 1.0, 5.5)  # inches; 1 inch on the right for the colour bar
+    height = 2.55 * n_rows + 0.6
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=0.01,
+        right=1 - 1.0 / width,
+        top=1 - 0.7 / height,
+        bottom=0.3 / height,
+        wspace=0.06,
+        hspace=0.32,
+    )
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
     style = {"cmap": "inferno", "vmin": math.log10(_STRETCH_FLOOR), "vmax": 0.0}
     shown = axes[0].imshow(_log_stretch(data.target_image), origin="lower", **style)
@@ -138,15 +147,16 @@ def _matches_figure(data: MatchReportData) -> Figure:
     for spine in axes[0].spines.values():
         spine.set_edgecolor(_TRUTH_COLOUR)
         spine.set_linewidth(4)
-    for ax, image, (_, row) in zip(axes[1:], images, data.matches.iterrows()):
+    top = data.matches.head(len(images))
+    labels = {c: top[c].tolist() for c in ("rank", "system", "snapshot", "projection") if c in top}
+    for k, (ax, image) in enumerate(zip(axes[1:], images)):
         ax.imshow(_log_stretch(image), origin="lower", **style)
-        ax.set_title(
-            f"#{cell_text(row.get('rank'))}  s={float(row['similarity']):.3f}", fontsize=10
-        )
+        rank = cell_text(labels["rank"][k]) if "rank" in labels else str(k + 1)
+        ax.set_title(f"#{rank}  s={float(top['similarity'].iloc[k]):.3f}", fontsize=10)
         where = "  ".join(
-            f"{short} {cell_text(row[col])}"
+            f"{short} {cell_text(labels[col][k])}"
             for short, col in (("sys", "system"), ("snap", "snapshot"), ("proj", "projection"))
-            if col in row.index
+            if col in labels
         )
         ax.text(0.5, -0.07, where, transform=ax.transAxes, ha="center", va="top", fontsize=7.5)
     for ax in axes:
@@ -154,9 +164,10 @@ def _matches_figure(data: MatchReportData) -> Figure:
         ax.set_yticks([])
     for ax in axes[n_panels:]:
         ax.set_axis_off()
-    cax = fig.add_axes((0.93, 0.15, 0.014, 0.6))
+    cax = fig.add_axes((1 - 0.8 / width, 0.15, 0.15 / width, 0.6))
     fig.colorbar(shown, cax=cax).set_label("log$_{10}$ I / I$_{peak}$", fontsize=9)
-    fig.suptitle(f"{shorten(data.target_name, 70)}: best {len(images)} matches", fontsize=12)
+    shown_text = f"best {len(images)} matches" if len(images) else "no matches to show"
+    fig.suptitle(f"{shorten(data.target_name, 70)}: {shown_text}", fontsize=12)
     return fig
 
 
@@ -290,6 +301,10 @@ def _corner_figure(data: MatchReportData) -> Figure:
     """
     names = data.param_names
     n = len(names)
+    if data.matches.empty or n == 0:
+        fig = Figure(figsize=(6, 2))
+        fig.text(0.5, 0.5, "no matches to show", ha="center", va="center", fontsize=14)
+        return fig
     table = data.matches.iloc[np.argsort(data.matches["similarity"].to_numpy(np.float64))]
     similarity = table["similarity"].to_numpy(np.float64)  # ascending: best drawn last
     weights = _match_weights(table)
@@ -326,8 +341,9 @@ def _corner_figure(data: MatchReportData) -> Figure:
     if scatter is not None:
         cax = fig.add_axes((0.6, 0.86, 0.3, 0.018))
         fig.colorbar(scatter, cax=cax, orientation="horizontal").set_label("similarity")
+    fig.text(0.6, 0.79, "——  weighted median", color=_MATCH_COLOUR, fontsize=11)
     if any(entry[2] is not None for entry in axis.values()):
-        fig.text(0.6, 0.79, "- - -  truth", color=_TRUTH_COLOUR, fontsize=11)
+        fig.text(0.6, 0.75, "- - -  truth", color=_TRUTH_COLOUR, fontsize=11)
     fig.text(
         0.6,
         0.93,
@@ -400,11 +416,14 @@ def shorten(text: str, limit: int) -> str:
 
 def plain_number(value: Any) -> str:
     """A number with about three significant figures, as plain text."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "–"
-    if isinstance(value, (int, np.integer)):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return str(value)
-    x = float(value)
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "–" if value is None else str(value)
+    if not math.isfinite(x):
+        return "–"
     if x == 0:
         return "0"
     if 1e-3 <= abs(x) < 1e4:

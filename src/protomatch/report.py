@@ -16,6 +16,8 @@ import base64
 import html
 import logging
 import os
+import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,10 +95,10 @@ class MatchReportData:
 def _num(value: Any) -> str:
     """HTML for a number: three significant figures, scientific as m×10<sup>e</sup>."""
     text = plain_number(value)
-    if "e" not in text:
+    scientific = re.fullmatch(r"(-?[0-9.]+)e(-?[0-9]+)", text)
+    if scientific is None:
         return html.escape(text)
-    mantissa, exponent = text.split("e")
-    return f"{html.escape(mantissa)}×10<sup>{int(exponent)}</sup>"
+    return f"{scientific[1]}×10<sup>{int(scientific[2])}</sup>"
 
 
 def _interval(stats: Mapping[str, Any], low: str, high: str) -> str:
@@ -172,23 +174,32 @@ def _summary_table(data: MatchReportData) -> str:
 
 def _matches_table(matches: pd.DataFrame) -> str:
     top = matches.head(_TOP_ROWS)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in top.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell_text(v))}</td>" for v in row) + "</tr>"
-        for row in top.itertuples(index=False)
+    text_columns = {c for c in top.columns if not pd.api.types.is_numeric_dtype(top[c])}
+    head = "".join(
+        f"<th{' class=name' if c in text_columns else ''}>{html.escape(str(c))}</th>"
+        for c in top.columns
     )
+    columns = []
+    for column in top.columns:
+        css = " class=name" if column in text_columns else ""
+        if column == "similarity":
+            texts = [f"{v:.3f}" if np.isfinite(v) else "–" for v in top[column].astype(float)]
+        else:
+            texts = [cell_text(v) for v in top[column].tolist()]
+        columns.append([f"<td{css}>{html.escape(t)}</td>" for t in texts])
+    rows = ["<tr>" + "".join(cells) + "</tr>" for cells in zip(*columns)]
     more = (
         f"<p>Showing {len(top)} of {len(matches)} matches.</p>" if len(matches) > len(top) else ""
     )
-    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>{more}"
+    return f"<div class='scroll'><table><tr>{head}</tr>{''.join(rows)}</table></div>{more}"
 
 
 def _report_html(data: MatchReportData, figures: Mapping[str, bytes]) -> str:
     summary = data.summary
     warnings = list(data.warnings) + [
-        w for w in summary.get("warnings", []) if w not in data.warnings
+        w for w in summary.get("warnings") or [] if w not in data.warnings
     ]
-    notes = list(data.notes) + [n for n in summary.get("notes", []) if n not in data.notes]
+    notes = list(data.notes) + [n for n in summary.get("notes") or [] if n not in data.notes]
     threshold = summary.get("threshold")
     meta = [
         f"<b>{len(data.matches)}</b> matches",
@@ -209,14 +220,16 @@ def _report_html(data: MatchReportData, figures: Mapping[str, bytes]) -> str:
         "corner.png": "Pairs of parameters among the matches, coloured by similarity; diagonal: "
         "weighted 1-D distributions.",
     }
+    figure = {
+        name: f"<figure><img src='{_data_uri(figures[name])}' alt='{html.escape(name)}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for name, caption in captions.items()
+    }
+    parts.append("<h2>Best matches</h2>" + figure["matches.png"])
     parts.append("<h2>Parameter summary</h2>" + _summary_table(data))
-    for name, caption in captions.items():
-        parts.append(
-            f"<figure><img src='{_data_uri(figures[name])}' alt='{html.escape(name)}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
-        if name == "matches.png":
-            parts.append("<h2>Parameter distributions</h2>")
+    parts.append(
+        "<h2>Parameter distributions</h2>" + figure["parameters.png"] + figure["corner.png"]
+    )
     parts.append("<h2>Top matches</h2>" + _matches_table(data.matches))
     parts.append(
         "<p>Files: <a href='matches.csv'>matches.csv</a> · "
@@ -283,14 +296,14 @@ def write_report_index(out: Path, entries: Sequence[tuple[str, Path, Mapping[str
     for name, folder, summary in entries:
         folder = Path(folder)
         location = folder if folder.is_absolute() else out / folder
-        link = Path(os.path.relpath(location, out)).as_posix()
+        link = urllib.parse.quote(Path(os.path.relpath(location, out)).as_posix())
         thumb = location / "matches.png"
         image = (
             f"<img class='thumb' src='{_data_uri(thumb.read_bytes())}' alt='matches'>"
             if thumb.is_file()
             else ""
         )
-        n_warn = len(summary.get("warnings", []))
+        n_warn = len(summary.get("warnings") or [])
         warn = f"<b style='color:#a4161a'>⚠ {n_warn}</b>" if n_warn else "0"
         rows.append(
             f"<tr><td class='name'><a href='{html.escape(link)}/index.html'>"
