@@ -17,3 +17,52 @@ def _seed_everything() -> None:
     except ImportError:  # pragma: no cover - torch is a hard requirement
         return
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_library(tmp_path_factory: pytest.TempPathFactory):
+    """A simulated library of 8 systems x 3 snapshots x 8 projections at 32 px."""
+    from protomatch.simulate import simulate_library
+
+    root = tmp_path_factory.mktemp("tiny") / "library"
+    simulate_library(root, systems=8, snapshots=3, size=32, seed=11, workers=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_library, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny library ingested at 32 px."""
+    from protomatch.store import ingest_library
+
+    out = tmp_path_factory.mktemp("tiny-store") / "store"
+    ingest_library(tiny_library, out, size=32, workers=1)
+    return out
+
+
+def tiny_training_overrides(**extra):
+    """A training configuration small enough for a test: seconds on one core."""
+    settings = {
+        "epochs": 3,
+        "pairs.pairs_per_epoch": 256,
+        "pairs.batch_size": 32,
+        "validation_pairs": 64,
+        "encoder.channels": [8, 16],
+        "encoder.hidden_dim": 32,
+        "encoder.embedding_dim": 16,
+        "split.train": 0.5,
+        "split.validation": 0.25,
+        "split.test": 0.25,
+        "device": "cpu",
+    }
+    settings.update(extra)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_store, tmp_path_factory: pytest.TempPathFactory):
+    """A model trained for a few epochs on the tiny store."""
+    from protomatch.train import load_config, train_model
+
+    out = tmp_path_factory.mktemp("tiny-model") / "model"
+    train_model(tiny_store, out, load_config(None, tiny_training_overrides()))
+    return out

@@ -32,6 +32,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes owner-only files
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -50,6 +51,7 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     ensure_writable_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_current_umask())
     try:
         yield tmp
         if path.exists():
@@ -58,6 +60,12 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def ensure_writable_output(path: Path, overwrite: bool) -> None:

@@ -30,11 +30,11 @@ log = logging.getLogger("protomatch")
 def _configure(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
 
 
 @app.command()
@@ -182,6 +182,19 @@ def match(
         overwrite=overwrite,
     )
     typer.echo(result.describe())
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for every stage.")] = Path(
+        "protomatch-demo"
+    ),
+    workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).")] = 0,
+) -> None:
+    """Simulate, ingest, train, index and match a held-out system: the whole pipeline."""
+    from protomatch.demo import run_demo
+
+    typer.echo(run_demo(output, workers=workers or None).describe())
 
 
 def _validated(config_class: type, **values: object) -> object:

@@ -58,7 +58,9 @@ def make_faiss_index(embeddings: np.ndarray, config: IndexConfig) -> Any:
         index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = config.ef_search
     else:
-        nlist = min(config.nlist or max(1, int(4 * math.sqrt(n))), n)
+        # FAISS wants >= 39 training points per cell
+        nlist = config.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+        nlist = min(nlist, n)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.train(embeddings)
         index.nprobe = min(config.nprobe, nlist)

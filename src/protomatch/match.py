@@ -89,8 +89,8 @@ def match_observations(
         raise ProtomatchError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
     if distance_pc is not None and distance_pc <= 0:
         raise ProtomatchError(f"distance must be positive (pc), got {distance_pc}")
-    opened = EmbeddingIndex.open(index, model=model, library=library)
     targets = [read_observation(path) for path in observations]
+    opened = EmbeddingIndex.open(index, model=model, library=library)
     out = Path(out)
     results = []
     with atomic_directory(out, overwrite) as tmp:
@@ -240,7 +240,7 @@ def _header_distance(observation: Observation) -> float | None:
 
 
 def _square_field(image: np.ndarray, side: float) -> np.ndarray:
-    """A centred square of ``side`` pixels, blank (NaN, later filled with 0) beyond the image edges."""
+    """A centred square of ``side`` pixels; NaN (later filled with 0) beyond the edges."""
     n = max(1, round(side))
     height, width = image.shape
     out = np.full((n, n), np.nan, dtype=np.float32)
@@ -299,6 +299,7 @@ def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[flo
     weights = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
     if not weights.any():
         weights = np.ones_like(values)
+    values, weights = values[weights > 0], weights[weights > 0]
     order = np.argsort(values)
     values, weights = values[order], weights[order]
     cdf = (np.cumsum(weights) - 0.5 * weights) / weights.sum()
@@ -347,7 +348,8 @@ def score_pairwise(
     )
     scores = np.empty(len(library_images), dtype=np.float32)
     for start in range(0, len(library_images), batch_size):
-        batch = torch.from_numpy(np.asarray(library_images[start : start + batch_size])).to(device)
+        batch = np.array(library_images[start : start + batch_size], dtype=np.float32)
+        batch = torch.from_numpy(batch).to(device)
         inputs = intensity_transform(batch, trained.preprocess).unsqueeze(1)
         targets = target_input.unsqueeze(1).expand(len(batch), -1, -1, -1)
         scores[start : start + len(batch)] = network(targets, inputs).float().cpu().numpy()

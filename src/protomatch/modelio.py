@@ -66,7 +66,7 @@ class TrainedModel:
         self.network.eval()
         chunks = []
         for start in range(0, len(images), batch_size):
-            batch = torch.as_tensor(np.asarray(images[start : start + batch_size]))
+            batch = torch.as_tensor(np.array(images[start : start + batch_size], dtype=np.float32))
             batch = intensity_transform(batch.to(self.device, torch.float32), self.preprocess)
             chunks.append(self.network.embed(batch.unsqueeze(1)).float().cpu().numpy())
         if not chunks:

@@ -81,7 +81,7 @@ class TrainConfig(BaseModel):
     augment: AugmentConfig = AugmentConfig()
     optim: OptimConfig = OptimConfig()
     loss: Literal["contrastive", "mse"] = "contrastive"
-    margin: float = Field(0.5, gt=0)
+    margin: float = Field(1.0, gt=0)
     epochs: int = Field(12, ge=1)
     pretrain_epochs: int = Field(0, ge=0)
     freeze_encoder: bool = False
@@ -234,11 +234,6 @@ class _Run:
         started = time.perf_counter()
         config = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        optimizer = torch.optim.AdamW(
-            [p for p in self.network.parameters() if p.requires_grad],
-            lr=config.optim.learning_rate,
-            weight_decay=config.optim.weight_decay,
-        )
         progress: dict[str, Any] = {
             "epoch": 0,
             "best_val_loss": math.inf,
@@ -247,16 +242,18 @@ class _Run:
             "history": [],
             "scheduler": None,
         }
+        if not resume and config.pretrain_epochs:
+            self._pretrain()
+        elif config.pretrain_epochs and config.freeze_encoder:
+            self.network.freeze_features(True)  # frozen-ness is not part of the weights
+        optimizer = torch.optim.AdamW(
+            [p for p in self.network.parameters() if p.requires_grad],
+            lr=config.optim.learning_rate,
+            weight_decay=config.optim.weight_decay,
+        )
         if resume:
             progress = load_checkpoint(self.out / "checkpoints", self.network, optimizer)
             log.info("resuming after epoch %d", progress["epoch"])
-        elif config.pretrain_epochs:
-            self._pretrain()
-            optimizer = torch.optim.AdamW(
-                [p for p in self.network.parameters() if p.requires_grad],
-                lr=config.optim.learning_rate,
-                weight_decay=config.optim.weight_decay,
-            )
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=config.optim.lr_factor, patience=config.optim.lr_patience
         )

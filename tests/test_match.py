@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from protomatch.errors import InputError, ProtomatchError
+from protomatch.index import EmbeddingIndex, IndexConfig, build_index
+from protomatch.match import (
+    match_observations,
+    prepare_observation,
+    score_pairwise,
+    weighted_quantiles,
+)
+from protomatch.readers import read_observation
+from protomatch.train import load_config, train_model
+from tests.conftest import tiny_training_overrides
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tiny_model: Path, tiny_store: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("index") / "index"
+    build_index(tiny_model, tiny_store, out)
+    return out
+
+
+def _library_target(library: Path, projection: int = 2) -> str:
+    first = sorted(library.glob("sink*/output_*_data.hdf5"))[0]
+    return f"{first}:{projection}"
+
+
+def test_index_records_model_and_library(tiny_index: Path) -> None:
+    manifest = json.loads((tiny_index / "index.json").read_text())
+    assert manifest["kind"] == "index" and manifest["n_images"] == 8 * 3 * 8
+    assert manifest["model"]["fingerprint"] and manifest["library"]["fingerprint"]
+    stats = manifest["neighbour_similarity"]
+    assert -1 <= stats["p1"] <= stats["median"] <= 1
+
+
+def test_index_gives_the_pairwise_reference_ranking(tiny_index: Path, tiny_library: Path):
+    index = EmbeddingIndex.open(tiny_index)
+    observation = read_observation(_library_target(tiny_library))
+    image, _ = prepare_observation(observation, index.model.preprocess, None, None)
+    reference = score_pairwise(index.model, image, index.store.images)
+    sims, ids = index.search(index.model.embed(image[None]), 10)
+    assert ids[0].tolist() == np.argsort(-reference, kind="stable")[:10].tolist()
+    assert sims[0] == pytest.approx(np.sort(reference)[::-1][:10], abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_find_the_exact_best_match(
+    kind: str, tiny_model: Path, tiny_store: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / kind
+    build_index(tiny_model, tiny_store, out, config=IndexConfig(kind=kind, nprobe=64))
+    approximate = EmbeddingIndex.open(out)
+    embeddings = np.load(out / "embeddings.npy")[:20]
+    _, ids = approximate.search(embeddings, 1)
+    assert (ids[:, 0] == np.arange(20)).mean() >= 0.9
+
+
+def test_index_from_another_model_is_refused(
+    tiny_index: Path, tiny_store: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-model"
+    train_model(tiny_store, other, load_config(None, tiny_training_overrides(epochs=1, seed=9)))
+    with pytest.raises(InputError, match="built by model"):
+        EmbeddingIndex.open(tiny_index, model=other)
+
+
+def test_index_from_another_library_is_refused(
+    tiny_index: Path, tiny_library: Path, tmp_path: Path
+) -> None:
+    from protomatch.store import ingest_library
+
+    other = tmp_path / "other-store"
+    ingest_library(tiny_library, other, size=32, workers=1, stretch="asinh")
+    with pytest.raises(InputError, match="built from library"):
+        EmbeddingIndex.open(tiny_index, library=other)
+
+
+def test_match_writes_a_report_with_truth(tiny_index: Path, tiny_library: Path, tmp_path):
+    report = tmp_path / "report"
+    result = match_observations(tiny_index, [_library_target(tiny_library)], report, k=20)
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["n_matches"] == 20
+    mass = summary["parameters"]["mass"]
+    assert mass["truth"] is not None
+    assert mass["matches"]["q2.5"] <= mass["matches"]["median"] <= mass["matches"]["q97.5"]
+    for name in ("matches.csv", "index.html", "matches.png", "parameters.png", "corner.png"):
+        assert (report / name).is_file()
+    assert "report:" in result.describe()
+
+
+def test_k_larger_than_the_library_is_clamped_with_a_note(tiny_index, tiny_library, tmp_path):
+    match_observations(tiny_index, [_library_target(tiny_library)], tmp_path / "r", k=10_000)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["n_matches"] == 8 * 3 * 8
+    assert any("larger than the library" in note for note in summary["notes"])
+
+
+def test_threshold_keeps_only_close_matches(tiny_index, tiny_library, tmp_path) -> None:
+    match_observations(tiny_index, [_library_target(tiny_library)], tmp_path / "r", threshold=0.5)
+    sims = np.loadtxt(tmp_path / "r" / "matches.csv", delimiter=",", skiprows=1, usecols=1)
+    assert (np.atleast_1d(sims) >= 0.5).all()
+
+
+def test_several_observations_get_one_folder_each(tiny_index, tiny_library, tmp_path) -> None:
+    targets = [_library_target(tiny_library, 1), _library_target(tiny_library, 5)]
+    result = match_observations(tiny_index, targets, tmp_path / "r", k=5)
+    assert len(result.targets) == 2
+    assert (tmp_path / "r" / "index.html").is_file()
+    assert all((t.folder / "summary.json").is_file() for t in result.targets)
+
+
+def _fits_observation(path: Path, image: np.ndarray, cdelt_deg: float | None) -> Path:
+    header = fits.Header()
+    if cdelt_deg is not None:
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+        wcs.wcs.cdelt = [-cdelt_deg, cdelt_deg]
+        wcs.wcs.crpix = [image.shape[1] / 2, image.shape[0] / 2]
+        wcs.wcs.crval = [250.0, -24.0]
+        header = wcs.to_header()
+    fits.PrimaryHDU(image[None, None].astype(np.float32), header=header).writeto(path)
+    return path
+
+
+def test_fits_with_pixel_scale_and_distance_is_resampled(tiny_index, tmp_path) -> None:
+    yy, xx = np.mgrid[:100, :100]
+    blob = np.exp(-((xx - 50) ** 2 + (yy - 50) ** 2) / 50.0)
+    blob[:5] = np.nan
+    path = _fits_observation(tmp_path / "obs.fits", blob, cdelt_deg=0.05 / 3600)
+    match_observations(tiny_index, [path], tmp_path / "r", k=5, distance_pc=140)
+    notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
+    assert any("AU/pixel" in note for note in notes)
+    match_observations(tiny_index, [path], tmp_path / "r2", k=5)
+    notes = json.loads((tmp_path / "r2" / "summary.json").read_text())["notes"]
+    assert any("distance" in note and "centre-cropped" in note for note in notes)
+
+
+def test_physical_resampling_keeps_the_source_centred_and_scaled(tiny_store: Path) -> None:
+    from protomatch.readers import Observation
+    from protomatch.store import LibraryStore
+
+    store = LibraryStore.open(tiny_store)
+    size = store.preprocess.size
+    yy, xx = np.mgrid[:200, :200]
+    sigma_au = 100.0
+    au_per_px = 10.0
+    blob = np.exp(-((xx - 99.5) ** 2 + (yy - 99.5) ** 2) / (2 * (sigma_au / au_per_px) ** 2))
+    observation = Observation(blob.astype(np.float32), Path("x.npy"), {"au_per_pixel": au_per_px})
+    image, _ = prepare_observation(observation, store.preprocess, store.au_per_pixel, None)
+    assert image.shape == (size, size)
+    grid = np.arange(size) - (size - 1) / 2
+    weights = image / image.sum()
+    centroid = (weights.sum(axis=1) @ grid, weights.sum(axis=0) @ grid)
+    assert centroid == pytest.approx((0, 0), abs=0.1)
+    width_px = np.sqrt(weights.sum(axis=0) @ grid**2)
+    assert width_px * store.au_per_pixel == pytest.approx(sigma_au, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not an image at all", "FITS|format|recognis"),
+        (np.zeros((3, 4, 5)), "dimension|axes|2-D"),
+        (np.full((16, 16), np.nan), "NaN|finite|blank|positive"),
+    ],
+)
+def test_bad_observations_are_clear_errors(tiny_index, tmp_path, content, message) -> None:
+    path = tmp_path / "obs.npy"
+    if isinstance(content, bytes):
+        path = tmp_path / "obs.fits"
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    with pytest.raises(InputError, match=message):
+        match_observations(tiny_index, [path], tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_k_and_threshold_are_refused(tiny_index, tiny_library, tmp_path) -> None:
+    target = _library_target(tiny_library)
+    with pytest.raises(ProtomatchError, match="k must be"):
+        match_observations(tiny_index, [target], tmp_path / "r", k=0)
+    with pytest.raises(ProtomatchError, match="threshold"):
+        match_observations(tiny_index, [target], tmp_path / "r", threshold=3)
+
+
+def test_cli_match_error_is_one_line(tiny_index: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "protomatch",
+            "match",
+            str(tiny_index),
+            str(tmp_path / "nope.fits"),
+            "-o",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "nope.fits" in done.stderr
+
+
+def test_weighted_quantiles_by_hand() -> None:
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    assert weighted_quantiles(values, np.ones(4), [0.5])[0] == pytest.approx(2.5)
+    # all weight on 4: every quantile is 4
+    assert weighted_quantiles(values, np.array([0, 0, 0, 1.0]), [0.16, 0.84]) == pytest.approx(
+        [4, 4]
+    )
+    # negative similarities count as zero weight; all-zero falls back to uniform
+    assert weighted_quantiles(values, -np.ones(4), [0.5])[0] == pytest.approx(2.5)
