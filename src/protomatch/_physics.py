@@ -34,6 +34,13 @@ The stored ``temperature`` is the dust temperature at ``r_ref = 100 AU`` heated 
 The outflow cavity half-opening angle widens with age, ``theta_c = min(70 deg, theta_0
 (t / 1e4 yr)^g)``.
 
+Drawn per system (log-uniform "logU", uniform "U"): M_core logU(0.5, 6) Msun, eps U(0.3, 0.6),
+tau logU(1.5e4, 1.5e5) yr, p U(1.8, 2.8), 0-3 bursts carrying U(5, 30) % of the accreted mass
+with d_k logU(300, 3000) yr, f_d U(0.05, 0.2), f_w U(0.1, 0.3), final centrifugal radius
+logU(40, 300) AU (sets j_max), a U(0.8, 1.2), H_100 U(6, 12) AU, R_env logU(4e3, 1e4) AU,
+theta_0 U(8, 16) deg, g U(0.25, 0.4), clump sigma U(0.3, 0.7); snapshot ages log-spaced from
+logU(8e3, 2.5e4) to logU(2e5, 1e6) yr.
+
 Density and images
 ------------------
 In the system frame (z = rotation axis; all lengths in AU, number densities n of H2 in cm^-3):
@@ -41,13 +48,14 @@ In the system frame (z = rotation axis; all lengths in AU, number densities n of
 * flared disk: ``n_d = Sigma(R) / (sqrt(2 pi) h) exp(-z^2 / 2h^2)`` with
   ``Sigma = Sigma_0 (R_d / R) exp(-(R / R_d)^4)`` normalised to ``M_disk`` and scale height
   ``h = H_100 (R / 100 AU)^(5/4)``;
-* envelope (rotating-collapse-like): ``n_e = n_0 / [sqrt(q) (1 + q)] * [1 + A ((1 - mu^2)^2 -
-  8/15) / (1 + q^2)]`` with ``q = r / R_d`` and ``mu = |z| / r``: ``r^-3/2`` free fall outside the
-  centrifugal radius, ``r^-1/2`` and flattened towards the equator inside it; normalised to
-  ``M_env`` within the outer radius ``R_env`` (the angular term averages to zero);
+* envelope (rotating-collapse-like):
+  ``n_e = n_0 / [sqrt(q) (1 + q)] * [1 + A ((1 - mu^2)^2 - 8/15) / (1 + q^2)]`` with ``A = 1.5``,
+  ``q = r / R_d`` and ``mu = |z| / r``: ``r^-3/2`` free fall outside the centrifugal radius,
+  ``r^-1/2`` and flattened towards the equator inside it; normalised to ``M_env`` within the
+  outer radius ``R_env`` (the angular term averages to zero);
 * bipolar cavity: the envelope is multiplied by ``eps_c + (1 - eps_c) / (1 + exp((mu - cos
-  theta_c) / w))`` (contrast ``eps_c = 0.02``) and by a swept-up wall ``1 + B exp(-((mu - cos
-  theta_c) / w_wall)^2)``;
+  theta_c) / w))`` (``eps_c = 0.02``, ``w = 0.04``) and by a swept-up wall ``1 + B exp(-((mu - cos
+  theta_c) / w_wall)^2)`` (``B = 1.5``, ``w_wall = 0.06``);
 * clumps: total density times ``exp(sigma g - sigma^2 / 2)``, ``g`` a unit-variance Gaussian
   random field (power spectrum ``k^-3.5`` on a periodic 32^3 grid of side 2048 AU, trilinearly
   interpolated), drawn anew for every snapshot from its own seed.
@@ -489,6 +497,8 @@ def render_projection(
     (size, size) float32 intensities [MJy/sr], finite and non-negative; rows run along the
     projected rotation axis.
     """
+    if size < 1 or not fov_au > 0 or (samples is not None and samples < 1):
+        raise ValueError("size and samples must be positive and fov_au > 0")
     basis = camera_basis(direction, position_angle).astype(np.float32)
     clumps = clump_field(state) if clumps is None else clumps
     samples = size if samples is None else samples
