@@ -26,9 +26,11 @@ def main() -> None:
         f"simulate_library: {args.systems} systems x {args.snapshots} snapshots x 8 projections "
         f"at {args.size}x{args.size} px, {os.cpu_count()} CPU cores"
     )
+    print("(load average before each run shows whether other work shared the cores)")
     rates: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench_simulate_") as tmp:
         for workers in args.workers:
+            load = os.getloadavg()[0]
             result = simulate_library(
                 Path(tmp) / f"workers{workers}",
                 systems=args.systems,
@@ -42,7 +44,7 @@ def main() -> None:
             print(
                 f"workers={workers}: {result.n_images} images in {result.seconds:6.1f} s  "
                 f"{rate:7.1f} images/s  ({1e3 / rate:5.2f} ms/image)  "
-                f"speed-up x{rate / rates[0]:.2f}"
+                f"speed-up x{rate / rates[0]:.2f}  (load {load:.2f})"
             )
 
 

@@ -242,7 +242,9 @@ def _check_arguments(
         )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ProtomatchError(f"seed must be a non-negative integer, got {seed!r}")
-    if workers is not None and (isinstance(workers, bool) or workers < 1):
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1
+    ):
         raise ProtomatchError(
             f"workers must be at least 1 (or omitted for one per core), got {workers}"
         )
