@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
@@ -101,8 +102,20 @@ def test_match_writes_a_report_with_truth(tiny_index: Path, tiny_library: Path, 
 def test_k_larger_than_the_library_is_clamped_with_a_note(tiny_index, tiny_library, tmp_path):
     match_observations(tiny_index, [_library_target(tiny_library)], tmp_path / "r", k=10_000)
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["n_matches"] == 8 * 3 * 8
+    assert summary["n_matches"] == 7 * 3 * 8  # every image of the other seven systems
     assert any("larger than the library" in note for note in summary["notes"])
+
+
+def test_library_target_is_matched_against_other_systems(tiny_index, tiny_library, tmp_path):
+    target = _library_target(tiny_library)
+    own = Path(target.rsplit(":", 1)[0]).parent.name.removeprefix("sink")
+    match_observations(tiny_index, [target], tmp_path / "other", k=30)
+    others = pd.read_csv(tmp_path / "other" / "matches.csv")
+    assert own not in set(others["system"].astype(str))
+    match_observations(tiny_index, [target], tmp_path / "all", k=30, include_own_system=True)
+    everything = pd.read_csv(tmp_path / "all" / "matches.csv")
+    assert everything["system"].astype(str).iloc[0] == own
+    assert everything["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_threshold_keeps_only_close_matches(tiny_index, tiny_library, tmp_path) -> None:

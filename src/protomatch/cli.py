@@ -165,6 +165,9 @@ def match(
     ] = None,
     model: Annotated[Path | None, typer.Option(help="Model folder, if moved.")] = None,
     library: Annotated[Path | None, typer.Option(help="Library store, if moved.")] = None,
+    include_own_system: Annotated[
+        bool, typer.Option(help="For a library image as target, keep its own system's images.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Find the best-matching simulated images of each observation and write a report."""
@@ -179,6 +182,7 @@ def match(
         distance_pc=distance,
         model=model,
         library=library,
+        include_own_system=include_own_system,
         overwrite=overwrite,
     )
     typer.echo(result.describe())

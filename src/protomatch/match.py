@@ -78,9 +78,14 @@ def match_observations(
     distance_pc: float | None = None,
     model: str | Path | None = None,
     library: str | Path | None = None,
+    include_own_system: bool = False,
     overwrite: bool = False,
 ) -> MatchResult:
-    """Match each observation against an index and write a report folder ``out``."""
+    """Match each observation against an index and write a report folder ``out``.
+
+    A library image as target is compared with *other* systems only (its own system's
+    other projections and snapshots are near-duplicates), unless ``include_own_system``.
+    """
     if not observations:
         raise ProtomatchError("give at least one observation")
     if k < 1:
@@ -97,7 +102,13 @@ def match_observations(
         names = _unique_names([t.source for t in targets], [str(p) for p in observations])
         for name, observation in zip(names, targets):
             folder = Path(name) if len(targets) > 1 else Path(".")
-            summary = _match_one(opened, observation, name, tmp / folder, k, threshold, distance_pc)
+            summary = _match_one(
+                opened,
+                observation,
+                name,
+                tmp / folder,
+                _Query(k, threshold, distance_pc, include_own_system),
+            )
             results.append(TargetResult(name, out / folder, summary))
         if len(targets) > 1:
             write_report_index(tmp, [(r.name, Path(r.name), r.summary) for r in results])
@@ -117,24 +128,33 @@ def _unique_names(sources: Sequence[Path], given: Sequence[str]) -> list[str]:
     return names
 
 
+@dataclass(frozen=True)
+class _Query:
+    k: int
+    threshold: float | None
+    distance_pc: float | None
+    include_own_system: bool
+
+
 def _match_one(
-    index: EmbeddingIndex,
-    observation: Observation,
-    name: str,
-    folder: Path,
-    k: int,
-    threshold: float | None,
-    distance_pc: float | None,
+    index: EmbeddingIndex, observation: Observation, name: str, folder: Path, query: _Query
 ) -> dict[str, Any]:
     trained, store = index.model, index.store
+    k, threshold = query.k, query.threshold
     image, notes = prepare_observation(
-        observation, trained.preprocess, store.au_per_pixel, distance_pc
+        observation, trained.preprocess, store.au_per_pixel, query.distance_pc
     )
-    embedding = trained.embed(image[None])
-    if threshold is None and k > len(index):
-        notes.append(f"k={k} is larger than the library ({len(index)} images): using all")
-    sims, ids = index.search(embedding, len(index) if threshold is not None else k)
+    excluded = _own_system_rows(observation, store.table, query.include_own_system, notes)
+    available = len(index) - len(excluded)
+    if threshold is None and k > available:
+        notes.append(f"k={k} is larger than the library ({available} images): using all")
+    wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
+    sims, ids = index.search(trained.embed(image[None]), wanted)
     sims, ids = sims[0], ids[0]
+    keep = ~np.isin(ids, excluded)
+    sims, ids = sims[keep], ids[keep]
+    if threshold is None:
+        sims, ids = sims[:k], ids[:k]
     if threshold is not None:
         keep = sims >= threshold
         if not keep.any():
@@ -273,6 +293,22 @@ def _matches_table(
     for name in names:
         frame[name] = rows[name].to_numpy()
     return frame
+
+
+def _own_system_rows(
+    observation: Observation, table: pd.DataFrame, include: bool, notes: list[str]
+) -> np.ndarray:
+    """Store ids of the target's own system when the target is a library image."""
+    system = observation.header.get("system")
+    if system is None or include:
+        return np.zeros(0, dtype=np.int64)
+    rows = table["image_id"].to_numpy()[table["system"].astype(str).to_numpy() == str(system)]
+    if len(rows):
+        notes.append(
+            f"the target is an image of library system {system}: its {len(rows)} images are "
+            "left out of the matches (use --include-own-system to keep them)"
+        )
+    return rows
 
 
 def _truth(observation: Observation, names: Sequence[str]) -> dict[str, float] | None:

@@ -272,7 +272,7 @@ def write_match_report(out: Path, data: MatchReportData) -> list[Path]:
         written.append(out / name)
     write_bytes_atomic(out / "index.html", page.encode())
     written.append(out / "index.html")
-    logger.info("wrote match report of %s to %s", data.target_name, out)
+    logger.debug("wrote match report of %s to %s", data.target_name, out)
     return written
 
 
