@@ -1,17 +1,27 @@
 """Benchmark the built-in simulator: the demo library with one worker, then with two.
 
 Usage: ``python bench/bench_simulate.py [--systems 48 --snapshots 12 --size 64 --workers 1 2]``.
-Prints images per second for each worker count and the speed-up over the first one.
+Prints images per second for each worker count and the speed-up over the first one, with the
+CPU time used (this process and its workers) and the mean number of busy cores, so a speed-up
+held back by other work sharing the machine (see the load average) can be told apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
+import time
 from pathlib import Path
 
 from protomatch.simulate import simulate_library
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process plus its finished child processes [s]."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def main() -> None:
@@ -26,11 +36,10 @@ def main() -> None:
         f"simulate_library: {args.systems} systems x {args.snapshots} snapshots x 8 projections "
         f"at {args.size}x{args.size} px, {os.cpu_count()} CPU cores"
     )
-    print("(load average before each run shows whether other work shared the cores)")
     rates: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench_simulate_") as tmp:
         for workers in args.workers:
-            load = os.getloadavg()[0]
+            load, cpu = os.getloadavg()[0], _cpu_seconds()
             result = simulate_library(
                 Path(tmp) / f"workers{workers}",
                 systems=args.systems,
@@ -39,12 +48,14 @@ def main() -> None:
                 seed=args.seed,
                 workers=workers,
             )
+            cpu = _cpu_seconds() - cpu
             rate = result.n_images / result.seconds
             rates.append(rate)
             print(
-                f"workers={workers}: {result.n_images} images in {result.seconds:6.1f} s  "
-                f"{rate:7.1f} images/s  ({1e3 / rate:5.2f} ms/image)  "
-                f"speed-up x{rate / rates[0]:.2f}  (load {load:.2f})"
+                f"workers={workers}: {result.n_images} images in {result.seconds:5.1f} s, "
+                f"{rate:6.1f} images/s, speed-up x{rate / rates[0]:.2f} | "
+                f"cpu {cpu:5.1f} s ({1e3 * cpu / result.n_images:.1f} ms/image), "
+                f"{cpu / result.seconds:.2f} cores busy, load before {load:.2f}"
             )
 
 
