@@ -200,3 +200,25 @@ def test_prior_leaves_out_the_own_system() -> None:
     prior = M.group_quantiles(values, groups, ["a", "c"], [0.5])
     assert prior["a"][0] == pytest.approx(10.0)  # b and c only
     assert prior["c"][0] == pytest.approx(1.0)  # a, a, a, b, b
+
+
+def test_parameter_recovery_scores_each_ranking_and_the_prior() -> None:
+    values = np.array([2.0, 2.0, 2.0, 6.0, 7.0, 8.0])
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    queries = np.array([0, 3])
+    rankings = {
+        # query 0 finds the other system's 2.0; query 3 finds 6.0 ... 8.0 around its 6.0
+        "good": (np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[2, -1], [5, 0]])),
+        "bad": (np.ones((2, 2)), np.array([[5, 4], [0, 1]])),
+    }
+    scores, estimates = M.parameter_recovery(values, queries, groups, rankings, k=2)
+    assert estimates["good"][0, M.quantile_index("median")] == pytest.approx(2.0)
+    assert scores["good"]["median_abs_error"] < scores["bad"]["median_abs_error"]
+    # bad: medians 7.5 (truth 2) and 2 (truth 6) -> errors 5.5 and 4 -> median 4.75
+    assert scores["bad"]["median_abs_error"] == pytest.approx(4.75)
+    # prior of query 0 (system 0): median of 2, 6, 7, 8 = 6.5; of query 3 (system 1):
+    # median of 2, 2, 7, 8 = 4.5 -> errors 4.5 and 1.5
+    assert scores["prior"]["median_abs_error"] == pytest.approx(3.0)
+    assert scores["good"]["error_over_prior_spread"] == pytest.approx(
+        scores["good"]["median_abs_error"] / M.prior_spread(values)
+    )

@@ -307,8 +307,9 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
         "",
         f"Parameter recovery from the top {recovery['k']} matches (median absolute error; "
         "dex for log-scaled parameters; prior: the other systems' median; oracle: the top "
-        "matches by the true similarity label, what a perfect network would achieve; "
-        "coverage of protomatch's 68 % / 95 % intervals).",
+        "matches by the true similarity label, what a perfect network would achieve; the "
+        "last three columns are protomatch's: error over the prior's 16-84 % half-width and "
+        "the coverage of its 68 % / 95 % intervals).",
         "",
     ]
     header = [
@@ -339,6 +340,19 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
         ]
         lines.append(_row(cells))
     return "\n".join(lines) + "\n"
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, so metrics.json is strict JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _row(cells: Sequence[str]) -> str:

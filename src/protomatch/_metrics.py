@@ -12,13 +12,15 @@ Graded relevance for nDCG is ``max(true similarity, 0)``, with gain discounted b
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from protomatch.match import QUANTILES, weighted_quantiles
 
+#: Quantile levels of :func:`recovered_quantiles`, in :data:`protomatch.match.QUANTILES` order.
+LEVELS = tuple(QUANTILES.values())
 #: Candidates scored at once per query block (bounds memory to Q x block float32).
 DEFAULT_BLOCK = 8192
 
@@ -320,11 +322,10 @@ def recovered_quantiles(
     weights = np.asarray(weights, dtype=np.float64)
     valid = np.ones(values.shape, bool) if valid is None else np.asarray(valid, bool)
     valid = valid & np.isfinite(values)
-    levels = list(QUANTILES.values())
-    out = np.full((len(values), len(levels)), np.nan)
+    out = np.full((len(values), len(LEVELS)), np.nan)
     for q in range(len(values)):
         if valid[q].any():
-            out[q] = weighted_quantiles(values[q, valid[q]], weights[q, valid[q]], levels)
+            out[q] = weighted_quantiles(values[q, valid[q]], weights[q, valid[q]], LEVELS)
     return out
 
 
@@ -396,3 +397,43 @@ def recovery_scores(quantiles: np.ndarray, truth: np.ndarray, spread: float) -> 
             truth, quantiles[:, column["q2.5"]], quantiles[:, column["q97.5"]]
         ),
     }
+
+
+def parameter_recovery(
+    values: np.ndarray,
+    query_rows: np.ndarray,
+    groups: np.ndarray,
+    rankings: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    k: int,
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """One parameter recovered by each ranking's top ``k`` matches, and by the prior.
+
+    Parameters
+    ----------
+    values
+        (N,) the parameter of every library row, in the error space.
+    query_rows
+        (Q,) library rows of the queries (their truth is ``values[query_rows]``).
+    groups
+        (N,) system of every row; the prior of a query is the quantiles of the rows of
+        *other* systems.
+    rankings
+        Method -> (scores, rows) (Q, K >= k), best first, rows -1 for empty slots.
+
+    Returns
+    -------
+    Scores per method (:func:`recovery_scores`; the prior under "prior") and the recovered
+    quantiles (Q, 5) per method.
+    """
+    truth = values[query_rows]
+    estimates = {}
+    for method, (scores, rows) in rankings.items():
+        scores, rows = scores[:, :k], rows[:, :k]
+        matched = values[np.where(rows >= 0, rows, 0)]
+        estimates[method] = recovered_quantiles(matched, scores, rows >= 0)
+    query_groups = groups[query_rows]
+    prior = group_quantiles(values, groups, np.unique(query_groups).tolist(), LEVELS)
+    estimates["prior"] = np.stack([prior[g] for g in query_groups.tolist()])
+    spread = prior_spread(values)
+    scores = {m: recovery_scores(estimate, truth, spread) for m, estimate in estimates.items()}
+    return scores, estimates

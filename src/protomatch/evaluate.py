@@ -24,7 +24,6 @@ figures. The library is streamed in blocks, so memory stays bounded for large li
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from protomatch import _metrics as M
 from protomatch._evaluate_figures import (
     FigureData,
     describe_metrics,
+    json_safe,
     markdown_tables,
     render_figures,
 )
@@ -147,7 +147,7 @@ def evaluate_model(
     recovery, recovered = _recovery_metrics(setup, rankings)
     metrics["recovery"] = recovery
     metrics["seconds"] = round(time.perf_counter() - started, 2)
-    metrics = _json_safe(metrics)
+    metrics = json_safe(metrics)
     figures = render_figures(_figure_data(setup, pairs, recovered, metrics))
     with _artefact.atomic_directory(out, overwrite) as tmp:
         for name, png in figures.items():
@@ -432,37 +432,23 @@ class _Recovered:
 def _recovery_metrics(
     setup: _Setup, rankings: Mapping[str, tuple[np.ndarray, np.ndarray]]
 ) -> tuple[dict[str, Any], _Recovered]:
-    k = setup.config.k_recovery
-    names = setup.trained.normaliser.names
+    k, names = setup.config.k_recovery, setup.trained.normaliser.names
     units = dict(setup.trained.manifest.get("parameters", {}).get("units", {}))
-    queries = setup.queries
-    query_groups = setup.group[queries]
-    levels = [0.5, 0.16, 0.84, 0.025, 0.975]
-    truth_all = np.empty((len(queries), len(names)))
-    ours = np.empty((len(queries), len(names), 5))
+    sources = {m: rankings["ideal" if m == "oracle" else m] for m in RECOVERY_METHODS}
+    truth = np.empty((len(setup.queries), len(names)))
+    ours = np.empty((len(setup.queries), len(names), len(M.LEVELS)))
     parameters: dict[str, Any] = {}
     for p, (name, log10) in enumerate(zip(names, setup.log10)):
         values = M.error_space(setup.theta[:, p], log10)
-        truth = values[queries]
-        estimates = {}
-        for method in RECOVERY_METHODS:
-            source = rankings["ideal" if method == "oracle" else method]
-            scores, rows = source[0][:, :k], source[1][:, :k]
-            matched = values[np.where(rows >= 0, rows, 0)]
-            estimates[method] = M.recovered_quantiles(matched, scores, rows >= 0)
-        prior = M.group_quantiles(values, setup.group, np.unique(query_groups).tolist(), levels)
-        estimates["prior"] = np.stack([prior[g] for g in query_groups.tolist()])
-        spread = M.prior_spread(values)
-        truth_all[:, p], ours[:, p] = truth, estimates["protomatch"]
+        truth[:, p] = values[setup.queries]
+        scores, estimates = M.parameter_recovery(values, setup.queries, setup.group, sources, k)
+        ours[:, p] = estimates["protomatch"]
         parameters[name] = {
             "unit": units.get(name, ""),
             "log10": bool(log10),
             "error_unit": "dex" if log10 else units.get(name, ""),
-            "prior_spread": spread,
-            "methods": {
-                method: M.recovery_scores(estimate, truth, spread)
-                for method, estimate in estimates.items()
-            },
+            "prior_spread": M.prior_spread(values),
+            "methods": scores,
         }
     record = {
         "k": k,
@@ -472,7 +458,7 @@ def _recovery_metrics(
         "true similarity label itself (what a perfect network would recover)",
         "parameters": parameters,
     }
-    return record, _Recovered(truth_all, ours)
+    return record, _Recovered(truth, ours)
 
 
 @dataclass(frozen=True)
@@ -528,16 +514,3 @@ def _figure_data(
         quantiles=recovered.quantiles,
         metrics=metrics,
     )
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> None and numpy scalars -> Python, so metrics.json is strict JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
