@@ -94,6 +94,15 @@ def add_library_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--side", type=int, default=64, help="simulated image side, px")
     group.add_argument("--size", type=int, default=64, help="store / model image side, px")
     group.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads (default: torch's, one per core)"
+    )
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (before anything runs torch)."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
 
 def prepare_library(args: argparse.Namespace, tmp: Path) -> BenchLibrary:
@@ -266,6 +275,15 @@ def status_kib(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
             values[key] = int(rest.split()[0])
     return values
+
+
+def private_kib(pid: int) -> int:
+    """Memory of ``pid`` that no other process shares (Private_Clean + Private_Dirty), KiB."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total
 
 
 def mapping_kib(pid: int, path: Path) -> dict[str, int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from _common import (
     mapping_kib,
     prepare_library,
     print_header,
+    private_kib,
+    set_threads,
     status_kib,
     stretched,
     time_iterations,
@@ -79,20 +82,28 @@ def worker_memory(store_images: np.memmap, batches: list, warmup: int) -> list[s
         f"memory of the 2 loader workers (image array {array_mib:.1f} MiB, memory-mapped from "
         f"{path.name}):",
     ]
+    parent = status_kib(os.getpid())
+    lines.append(
+        f"  parent (main process): VmRSS {parent['VmRSS'] / 1024:7.1f} MiB "
+        f"(RssAnon {parent['RssAnon'] / 1024:.1f}, RssFile {parent['RssFile'] / 1024:.1f})"
+    )
     for worker in workers:
         status = status_kib(worker.pid)
         mapped = mapping_kib(worker.pid, path)
         lines.append(
             f"  worker pid {worker.pid}: VmRSS {status['VmRSS'] / 1024:7.1f} MiB "
-            f"(RssAnon {status['RssAnon'] / 1024:.1f}, RssFile {status['RssFile'] / 1024:.1f}); "
-            f"resident pages of the image map {mapped['Rss'] / 1024:.1f} MiB, of which private "
+            f"(RssAnon {status['RssAnon'] / 1024:.1f}, RssFile {status['RssFile'] / 1024:.1f}), "
+            f"private to the worker {private_kib(worker.pid) / 1024:.1f} MiB; "
+            f"image map: resident {mapped['Rss'] / 1024:.1f} MiB, private "
             f"{(mapped['Private_Clean'] + mapped['Private_Dirty']) / 1024:.1f} MiB, "
             f"proportional share (Pss) {mapped['Pss'] / 1024:.1f} MiB"
         )
-    lines.append(
-        "  -> the image pages are the file's page cache, mapped read-only and shared by the "
-        "workers (and the parent): no per-worker copy of the array"
-    )
+    lines += [
+        "  -> each worker's RssAnon is the parent's heap inherited at fork (shared copy-on-write,"
+        " counted in every VmRSS);",
+        "     the image pages are the file's page cache, mapped read-only and shared by the "
+        "workers and the parent: no per-worker copy of the array",
+    ]
     del preprocess_batches
     return lines
 
@@ -109,6 +120,7 @@ def main() -> None:
     add_library_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    set_threads(args)
     n_store = args.batches or (60 if args.quick else 300)
     n_base = args.baseline_batches or (4 if args.quick else 20)
     warmup = args.warmup

@@ -31,7 +31,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from _common import MIB, add_library_arguments, library_line, prepare_library, print_header
+from _common import (
+    MIB,
+    add_library_arguments,
+    library_line,
+    prepare_library,
+    print_header,
+    set_threads,
+)
 from protomatch.demo import DEMO_TRAINING
 from protomatch.index import IndexConfig, make_faiss_index
 from protomatch.match import score_pairwise
@@ -225,6 +232,7 @@ def main() -> None:
     if (args.model is None) != (args.store is None):
         parser.error("give --model and --store together")
     logging.basicConfig(level=logging.WARNING)
+    set_threads(args)
     faiss.omp_set_num_threads(2)
     pairwise_n = args.pairwise_n or (2_000 if args.quick else 10_000)
     exact_n = args.exact_n or (200_000 if args.quick else 1_000_000)

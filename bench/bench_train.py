@@ -36,6 +36,7 @@ from _common import (
     library_line,
     prepare_library,
     print_header,
+    set_threads,
     stretched,
 )
 from protomatch.demo import demo_config
@@ -101,6 +102,7 @@ def main() -> None:
     add_library_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    set_threads(args)
     steps = args.steps or (6 if args.quick else 40)
     base_steps = args.baseline_steps or (3 if args.quick else 15)
     warmup = args.warmup
