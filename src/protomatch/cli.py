@@ -189,6 +189,41 @@ def match(
 
 
 @app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model folder written by `train`.")],
+    library: Annotated[Path, typer.Argument(help="Library store written by `ingest`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics and figures.")],
+    pairs: Annotated[int, typer.Option(help="Random test pairs for similarity metrics.")] = 4000,
+    k: Annotated[
+        list[int] | None, typer.Option("--k", help="Cut-off(s) for precision@k, nDCG@k.")
+    ] = None,
+    k_recovery: Annotated[int, typer.Option(help="Best matches used for parameter recovery.")] = 50,
+    threshold: Annotated[
+        float, typer.Option(help="True similarity at which a library image is relevant.")
+    ] = 0.9,
+    queries: Annotated[int, typer.Option(help="Test images used as queries (at most).")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
+) -> None:
+    """Score a model on test systems it never saw, against simple baselines."""
+    from protomatch.evaluate import EvaluateConfig, evaluate_model
+
+    settings = {
+        "pairs": pairs,
+        "k_recovery": k_recovery,
+        "relevance_threshold": threshold,
+        "max_queries": queries,
+        "seed": seed,
+    }
+    if k:
+        settings["k"] = tuple(k)
+    config = _validated(EvaluateConfig, **settings)
+    typer.echo(
+        evaluate_model(model, library, output, config=config, overwrite=overwrite).describe()
+    )
+
+
+@app.command()
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for every stage.")] = Path(
         "protomatch-demo"
