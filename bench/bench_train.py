@@ -94,17 +94,17 @@ def run_steps(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about 30 s")
-    parser.add_argument("--steps", type=int, help="timed steps, store sides (default 40, quick 6)")
+    parser.add_argument("--steps", type=int, help="timed steps, store sides (default 30, quick 6)")
     parser.add_argument(
-        "--baseline-steps", type=int, help="timed steps, baseline (default 15, quick 3)"
+        "--baseline-steps", type=int, help="timed steps, baseline (default 10, quick 3)"
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     add_library_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     set_threads(args)
-    steps = args.steps or (6 if args.quick else 40)
-    base_steps = args.baseline_steps or (3 if args.quick else 15)
+    steps = args.steps or (6 if args.quick else 30)
+    base_steps = args.baseline_steps or (3 if args.quick else 10)
     warmup = args.warmup
     config = demo_config()
     batch_size = config.pairs.batch_size
