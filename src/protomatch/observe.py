@@ -57,7 +57,7 @@ from protomatch import schema
 from protomatch._artefact import atomic_directory, provenance, read_manifest, write_json_atomic
 from protomatch.errors import InputError, ProtomatchError
 
-__all__ = ["ObserveConfig", "ObserveResult", "make_observations"]
+__all__ = ["TRUTH_COLUMNS", "ObserveConfig", "ObserveResult", "make_observations", "observe_sky"]
 
 log = logging.getLogger(__name__)
 
