@@ -46,6 +46,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -73,39 +74,23 @@ _KERNEL_SIGMAS = 4.0
 _FRAME_FRACTION, _CIRCLE_FRACTION = (0.03, 0.15), (0.38, 0.5)
 _MAX_NPIX = 2048
 TRUTH_COLUMNS: tuple[str, ...] = (
-    "file",
-    "system",
-    *schema.DEFAULT_PARAMETERS,
-    "distance_pc",
-    "beam_major_au",
-    "beam_minor_au",
-    "beam_pa_deg",
-    "beam_major_arcsec",
-    "beam_minor_arcsec",
-    "pixel_arcsec",
-    "pixel_au",
-    "npix",
-    "snr",
-    "noise_rms_jy_beam",
-    "inclination_deg",
-    "azimuth_deg",
-    "position_angle_deg",
-    "nan_border",
-    "shape4d",
-    "nan_border_kind",
-    "field_au",
-    "peak_jy_beam",
-    "ra_deg",
-    "dec_deg",
+    "file", "system", *schema.DEFAULT_PARAMETERS, "distance_pc",
+    "beam_major_au", "beam_minor_au", "beam_pa_deg", "beam_major_arcsec", "beam_minor_arcsec",
+    "pixel_arcsec", "pixel_au", "npix", "snr", "noise_rms_jy_beam",
+    "inclination_deg", "azimuth_deg", "position_angle_deg", "nan_border", "shape4d",
+    "nan_border_kind", "field_au", "peak_jy_beam", "ra_deg", "dec_deg",
+)  # fmt: skip
+#: (smallest low end, largest high end, why) of each (low, high) range of ObserveConfig.
+_RANGE_LIMITS = MappingProxyType(
+    {
+        "beam_range_au": (0.0, math.inf, ""),
+        "beam_axis_ratio": (0.0, 1.0, "minor / major"),
+        "snr_range": (0.0, math.inf, ""),
+        "distance_range_pc": (0.0, math.inf, ""),
+        "pixels_per_beam": (2.0, math.inf, "Nyquist sampling"),
+        "npix_range": (16, _MAX_NPIX, "image side in pixels"),
+    }
 )
-
-
-def _check_range(name: str, value: Sequence[float], *, upper: float | None = None) -> None:
-    low, high = value
-    if not 0 < low <= high:
-        raise ValueError(f"{name} {list(value)} must be (low, high) with 0 < low <= high")
-    if upper is not None and high > upper:
-        raise ValueError(f"{name} {list(value)} must not exceed {upper}")
 
 
 class ObserveConfig(pydantic.BaseModel, extra="forbid", frozen=True):
@@ -138,34 +123,18 @@ class ObserveConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     cube_fraction: float = pydantic.Field(0.5, ge=0.0, le=1.0)
     snapshots_per_system: int = pydantic.Field(1, ge=1)
 
-    @pydantic.field_validator("beam_range_au", "snr_range", "distance_range_pc")
+    @pydantic.field_validator(*_RANGE_LIMITS)
     @classmethod
-    def _positive_range(
-        cls, value: tuple[float, float], info: pydantic.ValidationInfo
-    ) -> tuple[float, float]:
-        _check_range(str(info.field_name), value)
-        return value
-
-    @pydantic.field_validator("beam_axis_ratio")
-    @classmethod
-    def _ratio_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        _check_range("beam_axis_ratio", value, upper=1.0)
-        return value
-
-    @pydantic.field_validator("pixels_per_beam")
-    @classmethod
-    def _sampling_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        _check_range("pixels_per_beam", value)
-        if value[0] < 2.0:
-            raise ValueError(f"pixels_per_beam {list(value)} must be >= 2 (Nyquist sampling)")
-        return value
-
-    @pydantic.field_validator("npix_range")
-    @classmethod
-    def _npix_range(cls, value: tuple[int, int]) -> tuple[int, int]:
-        _check_range("npix_range", value, upper=_MAX_NPIX)
-        if value[0] < 16:
-            raise ValueError(f"npix_range {list(value)} must start at >= 16 pixels")
+    def _check_range(cls, value: tuple[float, float], info: pydantic.ValidationInfo) -> Any:
+        lowest, highest, why = _RANGE_LIMITS[str(info.field_name)]
+        low, high = value
+        if not (low > 0 and lowest <= low <= high <= highest):
+            top = f" <= {highest:g}" if highest < math.inf else ""
+            reason = f" ({why})" if why else ""
+            raise ValueError(
+                f"{info.field_name} {list(value)} must be (low, high) with "
+                f"{lowest:g} <= low <= high{top} and low > 0{reason}"
+            )
         return value
 
 
