@@ -235,7 +235,7 @@ def stretched(
     batches: Iterable[tuple[torch.Tensor, ...]], preprocess: PreprocessConfig
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Store loader batches with the intensity stage applied per batch, as training does."""
-    for images_a, images_b, labels in batches:
+    for images_a, images_b, labels, *_ in batches:
         yield (
             intensity_transform(images_a, preprocess),
             intensity_transform(images_b, preprocess),

@@ -26,6 +26,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -91,14 +92,54 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / truth.shape[1] for f, t in zip(found, truth)]))
 
 
-def check_rankings(trained: TrainedModel, images: np.ndarray, embeddings: np.ndarray) -> str:
+@dataclass(frozen=True)
+class Matcher:
+    """A trained model with the store's images (N, H, W) and mean intensities (N,), which
+    it passes on to models that compare brightness."""
+
+    trained: TrainedModel
+    images: np.ndarray
+    intensity: np.ndarray | None
+
+    def _brightness(self) -> bool:
+        return getattr(self.trained, "brightness", None) is not None
+
+    def embed(self, rows: np.ndarray) -> np.ndarray:
+        """Embeddings (len(rows), D) of store images ``rows``."""
+        if self._brightness():
+            return self.trained.embed(self.images[rows], mean_intensity=self.intensity[rows])
+        return self.trained.embed(self.images[rows])
+
+    def tiled(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The store images (and intensities) repeated to ``n`` rows."""
+        rows = np.arange(n) % len(self.images)
+        return self.images[rows], None if self.intensity is None else self.intensity[rows]
+
+    def pairwise(
+        self, target: int, library: np.ndarray, intensity: np.ndarray | None
+    ) -> np.ndarray:
+        """``score_pairwise`` of store image ``target`` against ``library`` (N, H, W)."""
+        if self._brightness():
+            return score_pairwise(
+                self.trained,
+                self.images[target],
+                library,
+                target_intensity=float(self.intensity[target]),
+                library_intensity=intensity,
+            )
+        return score_pairwise(self.trained, self.images[target], library)
+
+
+def check_rankings(matcher: Matcher) -> str:
     """Do pairwise scoring and the flat index give the same top-k for a few targets?"""
+    images = matcher.images
+    embeddings = matcher.embed(np.arange(len(images)))
     index = make_faiss_index(embeddings, IndexConfig())
     targets = np.linspace(0, len(images) - 1, 3).astype(int)
     same = 0
     worst = 0.0
     for t in targets:
-        scores = score_pairwise(trained, images[t], images)
+        scores = matcher.pairwise(t, images, matcher.intensity)
         sims, rows = index.search(embeddings[t : t + 1], K)
         same += set(np.argsort(-scores, kind="stable")[:K]) == set(rows[0])
         worst = max(worst, float(np.abs(np.sort(scores)[::-1][:K] - sims[0]).max()))
@@ -108,13 +149,12 @@ def check_rankings(trained: TrainedModel, images: np.ndarray, embeddings: np.nda
     )
 
 
-def pairwise_section(
-    trained: TrainedModel, images: np.ndarray, sizes: list[int], pairwise_n: int, queries: int
-) -> None:
+def pairwise_section(matcher: Matcher, sizes: list[int], pairwise_n: int, queries: int) -> None:
     """Index (embed + exact search) vs pairwise scoring at each library size."""
-    tiled = images[np.arange(pairwise_n) % len(images)]
+    images = matcher.images
+    tiled, tiled_intensity = matcher.tiled(pairwise_n)
     started = time.perf_counter()
-    score_pairwise(trained, images[0], tiled)
+    matcher.pairwise(0, tiled, tiled_intensity)
     measured = time.perf_counter() - started
     per_image = measured / pairwise_n
     print(
@@ -122,8 +162,9 @@ def pairwise_section(
         f"({tiled.nbytes / MIB:.0f} MiB, the {len(images)} store images tiled) in "
         f"{measured:.2f} s = {per_image * 1e6:.0f} us per library image"
     )
-    real = trained.embed(images)
-    embed_ms = median_ms(lambda i: trained.embed(images[i % len(images)][None]), queries)
+    del tiled, tiled_intensity
+    real = matcher.embed(np.arange(len(images)))
+    embed_ms = median_ms(lambda i: matcher.embed(np.array([i % len(images)])), queries)
     print(f"one target embedding (trained.embed): median {embed_ms:.2f} ms")
     dim = real.shape[1]
     for n in sizes:
@@ -138,7 +179,7 @@ def pairwise_section(
         index = make_faiss_index(database, IndexConfig())
 
         def query(i: int, index: object = index) -> None:
-            embedding = trained.embed(images[i % len(images)][None])
+            embedding = matcher.embed(np.array([i % len(images)]))
             index.search(embedding, K)
 
         query_ms = median_ms(query, queries)
@@ -158,15 +199,13 @@ def pairwise_section(
         )
 
 
-def exact_section(
-    trained: TrainedModel, images: np.ndarray, database: np.ndarray, index: object, queries: int
-) -> None:
+def exact_section(matcher: Matcher, database: np.ndarray, index: object, queries: int) -> None:
     """Single-query latency and batched throughput of exact search on ``database``."""
     n, dim = database.shape
     query_vectors = unit_vectors(max(queries, 512), dim, seed=1)
     search_ms = median_ms(lambda i: index.search(query_vectors[i : i + 1], K), queries)
     full_ms = median_ms(
-        lambda i: index.search(trained.embed(images[i % len(images)][None]), K), queries
+        lambda i: index.search(matcher.embed(np.array([i % len(matcher.images)])), K), queries
     )
     verdict = "met" if full_ms <= EXACT_GOAL_MS else "NOT met"
     print(
@@ -263,10 +302,17 @@ def main() -> None:
             store, trained = LibraryStore.open(args.store), load_model(args.model)
             lines.append(f"library store {store.path} ({len(store)} images); model {args.model}")
         images = np.array(store.images)  # writable: score_pairwise wraps rows in tensors
+        table = store.table
+        intensity = (
+            table["mean_intensity"].to_numpy() if "mean_intensity" in table.columns else None
+        )
+        matcher = Matcher(trained, images, intensity)
         config = trained.encoder_config
+        uses_brightness = "yes" if getattr(trained, "brightness", None) is not None else "no"
         lines.append(
             f"encoder channels {list(config.channels)}, input {config.input_size} px, "
-            f"embedding d = {config.embedding_dim}; FAISS {faiss.__version__} on 2 threads; "
+            f"embedding d = {config.embedding_dim}, brightness input "
+            f"{uses_brightness}; FAISS {faiss.__version__} on 2 threads; "
             f"latencies are medians of {queries} queries"
         )
         lines.append(
@@ -274,13 +320,13 @@ def main() -> None:
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
         )
         print_header("bench_search: query latency, index vs pairwise; exact and approximate", lines)
-        print(check_rankings(trained, images, trained.embed(images)))
+        print(check_rankings(matcher))
         sizes = [10_000, 100_000] if not args.quick else [pairwise_n, 10_000, 100_000]
-        pairwise_section(trained, images, sorted(set(sizes)), pairwise_n, queries)
+        pairwise_section(matcher, sorted(set(sizes)), pairwise_n, queries)
 
         database = unit_vectors(exact_n, config.embedding_dim, seed=3)
         exact = make_faiss_index(database, IndexConfig())
-        exact_section(trained, images, database, exact, queries)
+        exact_section(matcher, database, exact, queries)
         del exact, database
         database = unit_vectors(approx_n, config.embedding_dim, seed=4)
         approximate_section(database, make_faiss_index(database, IndexConfig()), queries)
