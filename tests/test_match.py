@@ -15,10 +15,10 @@ from protomatch.errors import InputError, ProtomatchError
 from protomatch.index import EmbeddingIndex, IndexConfig, build_index
 from protomatch.match import (
     match_observations,
-    prepare_observation,
     score_pairwise,
     weighted_quantiles,
 )
+from protomatch.observation import prepare_observation
 from protomatch.readers import read_observation
 from protomatch.train import load_config, train_model
 from tests.conftest import tiny_training_overrides
@@ -47,9 +47,13 @@ def test_index_records_model_and_library(tiny_index: Path) -> None:
 def test_index_gives_the_pairwise_reference_ranking(tiny_index: Path, tiny_library: Path):
     index = EmbeddingIndex.open(tiny_index)
     observation = read_observation(_library_target(tiny_library))
-    image, _ = prepare_observation(observation, index.model.preprocess, None, None)
-    reference = score_pairwise(index.model, image, index.store.images)
-    sims, ids = index.search(index.model.embed(image[None]), 10)
+    prepared = prepare_observation(
+        observation, index.model.preprocess, None, None, index.store.intensity_unit
+    )
+    image, intensity = prepared.image, prepared.mean_intensity
+    library_intensity = index.store.table["mean_intensity"].to_numpy()
+    reference = score_pairwise(index.model, image, index.store.images, intensity, library_intensity)
+    sims, ids = index.search(index.model.embed(image[None], np.array([intensity])), 10)
     assert ids[0].tolist() == np.argsort(-reference, kind="stable")[:10].tolist()
     assert sims[0] == pytest.approx(np.sort(reference)[::-1][:10], abs=1e-4)
 
@@ -169,7 +173,7 @@ def test_physical_resampling_keeps_the_source_centred_and_scaled(tiny_store: Pat
     au_per_px = 10.0
     blob = np.exp(-((xx - 99.5) ** 2 + (yy - 99.5) ** 2) / (2 * (sigma_au / au_per_px) ** 2))
     observation = Observation(blob.astype(np.float32), Path("x.npy"), {"au_per_pixel": au_per_px})
-    image, _ = prepare_observation(observation, store.preprocess, store.au_per_pixel, None)
+    image = prepare_observation(observation, store.preprocess, store.au_per_pixel, None).image
     assert image.shape == (size, size)
     grid = np.arange(size) - (size - 1) / 2
     weights = image / image.sum()

@@ -115,7 +115,13 @@ def test_balanced_sampling_flattens_the_label_distribution(table: pd.DataFrame) 
 def test_dataset_reads_batches_from_the_image_array(table: pd.DataFrame) -> None:
     images = np.arange(len(table) * 4, dtype=np.float32).reshape(len(table), 2, 2)
     batches = list(_sampler(table).epoch(0))
-    images_a, images_b, labels = PairBatchDataset(images, batches)[1]
+    features = np.arange(len(table), dtype=np.float32)[:, None]
+    images_a, images_b, labels, features_a, features_b = PairBatchDataset(
+        images, batches, features
+    )[1]
+    assert features_a[:, 0].tolist() == batches[1].index_a.tolist()
+    assert features_b[:, 0].tolist() == batches[1].index_b.tolist()
+    assert PairBatchDataset(images, batches)[1][3].shape == (64, 0)
     assert images_a.shape == (64, 2, 2)
     assert np.array_equal(images_a.numpy(), images[batches[1].index_a])
     assert np.array_equal(images_b.numpy(), images[batches[1].index_b])

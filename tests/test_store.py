@@ -80,7 +80,7 @@ def test_ingest_round_trip(library: Path, tmp_path: Path) -> None:
     table = store.table
     assert list(table.columns) == [
         "image_id", "system", "snapshot", "projection", "source", "peak", "total_flux",
-        *schema.DEFAULT_PARAMETERS,
+        "mean_intensity", *schema.DEFAULT_PARAMETERS,
     ]  # fmt: skip
     np.testing.assert_array_equal(table["image_id"], np.arange(48))
     assert store.systems() == ("0", "1", "2")
@@ -100,6 +100,8 @@ def test_ingest_round_trip(library: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(store.images[ids], expected)
         np.testing.assert_allclose(rows["peak"], peaks)
         np.testing.assert_allclose(rows["total_flux"], totals)
+        # the absolute brightness that peak normalisation removes is kept
+        np.testing.assert_allclose(rows["mean_intensity"], peaks * expected.mean(axis=(1, 2)))
         np.testing.assert_array_equal(rows["projection"], np.arange(1, 9))
         assert rows["system"].iloc[0] == record.system
         assert store.theta()[ids[0]].tolist() == [record.params[n] for n in store.param_names]

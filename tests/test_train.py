@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,7 +41,8 @@ def test_model_artefact_describes_itself(tiny_model: Path, tiny_store: Path) -> 
     for name in ("metrics.csv", "training_curve.png", "model.safetensors"):
         assert (tiny_model / name).stat().st_size > 0
     trained = load_model(tiny_model)
-    assert trained.embed(torch.zeros(2, 32, 32).numpy()).shape == (2, 16)
+    assert trained.brightness is not None and manifest["brightness"]["names"] == ["mean_intensity"]
+    assert trained.embed(torch.zeros(2, 32, 32).numpy(), np.ones(2)).shape == (2, 16)
 
 
 def test_same_seed_gives_the_same_metrics(tiny_store: Path, tmp_path: Path) -> None:

@@ -363,7 +363,8 @@ def _library_pass(setup: _Setup) -> _Vectors:
     for start in tqdm(range(0, n, step), desc="evaluate: library", leave=False, disable=None):
         block = np.array(store.images[start : start + step], dtype=np.float32)
         stop = start + len(block)
-        embeddings[start:stop] = trained.embed(block, config.batch_size)
+        brightness = store.table["mean_intensity"].to_numpy()[start:stop]
+        embeddings[start:stop] = trained.embed(block, brightness, config.batch_size)
         pixels = _pixels(block, trained.preprocess)
         pca[start:stop] = M.unit_rows((pixels - mean) @ basis)
         scores = query_pixels @ M.unit_rows(pixels).T

@@ -139,7 +139,8 @@ def embed_store(trained: TrainedModel, store: LibraryStore, batch_size: int = 25
     out = np.empty((n, trained.encoder_config.embedding_dim), dtype=np.float32)
     for start in tqdm(range(0, n, batch_size), desc="embedding library", leave=False, disable=None):
         stop = min(start + batch_size, n)
-        out[start:stop] = trained.embed(store.images[start:stop], batch_size)
+        brightness = store.table["mean_intensity"].to_numpy()[start:stop]
+        out[start:stop] = trained.embed(store.images[start:stop], brightness, batch_size)
     return out
 
 

@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 
 from protomatch._artefact import atomic_directory
-from protomatch.errors import InputError, ProtomatchError
+from protomatch.errors import ProtomatchError
 from protomatch.index import EmbeddingIndex
 from protomatch.modelio import TrainedModel
-from protomatch.preprocess import PreprocessConfig, intensity_transform, prepare_image
+from protomatch.observation import prepare_observation
+from protomatch.preprocess import intensity_transform
 from protomatch.readers import Observation, read_library_file, read_observation, sniff_format
 from protomatch.report import MatchReportData, write_match_report, write_report_index
-from protomatch.schema import PIXEL_SCALE_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +141,21 @@ def _match_one(
 ) -> dict[str, Any]:
     trained, store = index.model, index.store
     k, threshold = query.k, query.threshold
-    image, notes = prepare_observation(
-        observation, trained.preprocess, store.au_per_pixel, query.distance_pc
+    prepared = prepare_observation(
+        observation,
+        trained.preprocess,
+        store.au_per_pixel,
+        query.distance_pc,
+        store.intensity_unit,
     )
+    image, notes = prepared.image, list(prepared.notes)
+    brightness = _target_brightness(trained, prepared.mean_intensity, notes)
     excluded = _own_system_rows(observation, store.table, query.include_own_system, notes)
     available = len(index) - len(excluded)
     if threshold is None and k > available:
         notes.append(f"k={k} is larger than the library ({available} images): using all")
     wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
-    sims, ids = index.search(trained.embed(image[None]), wanted)
+    sims, ids = index.search(trained.embed(image[None], brightness), wanted)
     sims, ids = sims[0], ids[0]
     keep = ~np.isin(ids, excluded)
     sims, ids = sims[keep], ids[keep]
@@ -203,74 +209,20 @@ def _match_one(
     return summary
 
 
-def prepare_observation(
-    observation: Observation,
-    preprocess: PreprocessConfig,
-    library_au_per_pixel: float | None,
-    distance_pc: float | None,
-) -> tuple[np.ndarray, list[str]]:
-    """The observation on the library's grid: (size, size) float32 linear image, peak 1.
-
-    With a pixel scale (arcsec from the WCS, or AU from a library file), a distance for
-    arcsec, and the library's AU per pixel, a square of the library's field of view in AU is
-    cut around the image centre (zero-padded where the observation is smaller) and resized;
-    otherwise the image is centre-cropped to a square and resized as the library was.
-    """
-    image = np.asarray(observation.image, dtype=np.float32)
-    notes: list[str] = []
-    distance = distance_pc or _header_distance(observation)
-    au_per_pixel = observation.header.get(PIXEL_SCALE_ATTRIBUTE)
-    if au_per_pixel is None and observation.pixel_scale_arcsec and distance:
-        au_per_pixel = observation.pixel_scale_arcsec * distance  # 1 arcsec at 1 pc is 1 AU
-    config = preprocess
-    if au_per_pixel and library_au_per_pixel:
-        field_au = library_au_per_pixel * preprocess.size
-        side = field_au / float(au_per_pixel)
-        image = _square_field(image, side)
-        config = preprocess.model_copy(update={"crop_fraction": 1.0})
-        notes.append(
-            f"resampled from {float(au_per_pixel):.3g} to the library's "
-            f"{library_au_per_pixel:.3g} AU/pixel (field {field_au:.0f} AU)"
-        )
-    else:
-        image = _square_field(image, min(image.shape))
-        missing = (
-            "the library's AU per pixel"
-            if not library_au_per_pixel
-            else (
-                "a distance (--distance)" if observation.pixel_scale_arcsec else "a WCS pixel scale"
-            )
-        )
-        notes.append(
-            f"no physical pixel scale ({missing} unknown): the observation was centre-cropped "
-            "to a square and resized like the library images; its field of view may differ"
-        )
-    prepared = prepare_image(image, config)
-    if prepared.peak <= 0:
-        raise InputError(observation.source, "image has no positive pixel after preparation")
-    return prepared.image, notes
-
-
-def _header_distance(observation: Observation) -> float | None:
-    value = observation.header.get("DISTANCE")
-    try:
-        return float(value) if value is not None and float(value) > 0 else None
-    except (TypeError, ValueError):
+def _target_brightness(
+    trained: TrainedModel, mean_intensity: float | None, notes: list[str]
+) -> np.ndarray | None:
+    """The target's mean intensity for a brightness-aware model (library median if unknown)."""
+    if trained.brightness is None:
         return None
-
-
-def _square_field(image: np.ndarray, side: float) -> np.ndarray:
-    """A centred square of ``side`` pixels; NaN (later filled with 0) beyond the edges."""
-    n = max(1, round(side))
-    height, width = image.shape
-    out = np.full((n, n), np.nan, dtype=np.float32)
-    top, left = (height - n) // 2, (width - n) // 2
-    src_rows = slice(max(top, 0), min(top + n, height))
-    src_cols = slice(max(left, 0), min(left + n, width))
-    dst_rows = slice(src_rows.start - top, src_rows.stop - top)
-    dst_cols = slice(src_cols.start - left, src_cols.stop - left)
-    out[dst_rows, dst_cols] = image[src_rows, src_cols]
-    return out
+    if mean_intensity is not None and mean_intensity > 0:
+        return np.array([mean_intensity])
+    notes.append(
+        "the observation's brightness could not be put in the library's intensity unit "
+        "(BUNIT and beam needed): it was compared at the library's typical brightness, so "
+        "parameters that set the brightness (envelope mass, luminosity) are less certain"
+    )
+    return np.array([10 ** trained.brightness.centre[0]])
 
 
 def _matches_table(
@@ -370,23 +322,40 @@ def summarise(
 
 @torch.no_grad()
 def score_pairwise(
-    trained: TrainedModel, target: np.ndarray, library_images: np.ndarray, batch_size: int = 256
+    trained: TrainedModel,
+    target: np.ndarray,
+    library_images: np.ndarray,
+    target_intensity: float | None = None,
+    library_intensity: np.ndarray | None = None,
+    batch_size: int = 256,
 ) -> np.ndarray:
     """The research pipeline's matching: every (target, library image) pair through the network.
 
     Returns the predicted similarity (N,) of the prepared ``target`` (H, W) to each of
-    ``library_images`` (N, H, W). Same ranking as the index, at N forwards' cost.
+    ``library_images`` (N, H, W); brightness-aware models also need the target's and the
+    library images' mean intensities. Same ranking as the index, at N forwards' cost.
     """
     network = trained.network.eval()
     device = trained.device
+    n = len(library_images)
     target_input = intensity_transform(
         torch.from_numpy(target[None]).to(device), trained.preprocess
     )
-    scores = np.empty(len(library_images), dtype=np.float32)
-    for start in range(0, len(library_images), batch_size):
+    target_scalars = trained.brightness_features(
+        None if target_intensity is None else np.array([target_intensity]), 1
+    )
+    library_scalars = trained.brightness_features(library_intensity, n)
+    scores = np.empty(n, dtype=np.float32)
+    for start in range(0, n, batch_size):
         batch = np.array(library_images[start : start + batch_size], dtype=np.float32)
-        batch = torch.from_numpy(batch).to(device)
-        inputs = intensity_transform(batch, trained.preprocess).unsqueeze(1)
+        inputs = intensity_transform(torch.from_numpy(batch).to(device), trained.preprocess)
         targets = target_input.unsqueeze(1).expand(len(batch), -1, -1, -1)
-        scores[start : start + len(batch)] = network(targets, inputs).float().cpu().numpy()
+        scalars: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        if target_scalars is not None and library_scalars is not None:
+            scalars = (
+                target_scalars.to(device).expand(len(batch), -1),
+                library_scalars[start : start + len(batch)].to(device),
+            )
+        predicted = network(targets, inputs.unsqueeze(1), *scalars)
+        scores[start : start + len(batch)] = predicted.float().cpu().numpy()
     return scores

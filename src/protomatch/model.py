@@ -103,6 +103,9 @@ class EncoderConfig(pydantic.BaseModel, extra="forbid", frozen=True):
         Width of the hidden fully connected layer.
     embedding_dim
         Dimension D of the embedding.
+    scalar_inputs
+        Number of per-image scalar features (e.g. the normalised log brightness) joined to
+        the flattened latent image before the fully connected layers; 0 for none.
     """
 
     input_size: int = 64
@@ -115,6 +118,7 @@ class EncoderConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     init: Literal["default", "he"] = "he"
     hidden_dim: int = 256
     embedding_dim: int = 128
+    scalar_inputs: int = pydantic.Field(0, ge=0)
 
     @pydantic.field_validator("channels")
     @classmethod
@@ -267,8 +271,7 @@ class Encoder(nn.Module):
         self.features = ConvStages(cfg)
         channels, height, width = cfg.latent_shape
         head: list[nn.Module] = [
-            nn.Flatten(),
-            nn.Linear(channels * height * width, cfg.hidden_dim),
+            nn.Linear(channels * height * width + cfg.scalar_inputs, cfg.hidden_dim),
             _activation(cfg.activation),
         ]
         if cfg.dropout > 0:
@@ -283,9 +286,18 @@ class Encoder(nn.Module):
         _check_images(images, self.config.input_size)
         return self.features(images)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings of (B, 1, S, S) inputs, shape (B, D)."""
-        return self.head(self.latent(images))
+    def forward(self, images: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings of (B, 1, S, S) inputs and their (B, scalar_inputs) features: (B, D)."""
+        flat = self.latent(images).flatten(1)
+        wanted = self.config.scalar_inputs
+        if wanted:
+            if scalars is None or scalars.shape != (images.shape[0], wanted):
+                got = None if scalars is None else tuple(scalars.shape)
+                raise ProtomatchError(
+                    f"this encoder takes {wanted} scalar feature(s) per image, got {got}"
+                )
+            flat = torch.cat([flat, scalars.to(flat.dtype)], dim=1)
+        return self.head(flat)
 
 
 class SiameseNetwork(nn.Module):
@@ -319,24 +331,33 @@ class SiameseNetwork(nn.Module):
         """The encoder's architecture."""
         return self.encoder.config
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised embeddings of (B, 1, S, S) images, shape (B, D)."""
-        return F.normalize(self.encoder(images), dim=1, eps=1e-12)
+    def embed(self, images: torch.Tensor, scalars: torch.Tensor | None = None) -> torch.Tensor:
+        """L2-normalised embeddings of (B, 1, S, S) images (and scalar features): (B, D)."""
+        return F.normalize(self.encoder(images, scalars), dim=1, eps=1e-12)
 
-    def forward(self, images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        images_a: torch.Tensor,
+        images_b: torch.Tensor,
+        scalars_a: torch.Tensor | None = None,
+        scalars_b: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Predicted similarity of image pairs, shape (B,), in [-1, 1].
 
         Parameters
         ----------
         images_a, images_b
             (B, 1, S, S) images; row i of ``images_a`` is paired with row i of ``images_b``.
+        scalars_a, scalars_b
+            (B, scalar_inputs) per-image features when the encoder takes them.
         """
         if images_a.shape != images_b.shape:
             raise ProtomatchError(
                 f"paired batches differ in shape: {tuple(images_a.shape)} vs "
                 f"{tuple(images_b.shape)}"
             )
-        embeddings = self.embed(torch.cat([images_a, images_b]))
+        scalars = None if scalars_a is None else torch.cat([scalars_a, scalars_b])
+        embeddings = self.embed(torch.cat([images_a, images_b]), scalars)
         emb_a, emb_b = embeddings.split(images_a.shape[0])
         return (emb_a * emb_b).sum(dim=1).clamp(-1.0, 1.0)
 

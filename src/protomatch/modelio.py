@@ -27,7 +27,7 @@ from protomatch._artefact import (
     read_manifest,
     write_json_atomic,
 )
-from protomatch.errors import InputError
+from protomatch.errors import InputError, ProtomatchError
 from protomatch.model import EncoderConfig, SiameseNetwork
 from protomatch.params import ParameterNormaliser
 from protomatch.preprocess import PreprocessConfig, intensity_transform
@@ -47,6 +47,7 @@ class TrainedModel:
     normaliser: ParameterNormaliser
     weights: tuple[float, ...]
     manifest: Mapping[str, Any]
+    brightness: ParameterNormaliser | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -61,17 +62,42 @@ class TrainedModel:
         return next(self.network.parameters()).device
 
     @torch.no_grad()
-    def embed(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """L2-normalised embeddings (N, D) float32 of prepared linear images (N, H, W)."""
+    def embed(
+        self,
+        images: np.ndarray | torch.Tensor,
+        mean_intensity: np.ndarray | None = None,
+        batch_size: int = 256,
+    ) -> np.ndarray:
+        """L2-normalised embeddings (N, D) float32 of prepared linear images (N, H, W).
+
+        ``mean_intensity`` (N,) is each image's mean in the library's intensity unit (the
+        store's ``mean_intensity`` column); models trained with brightness need it.
+        """
         self.network.eval()
+        scalars = self.brightness_features(mean_intensity, len(images))
         chunks = []
         for start in range(0, len(images), batch_size):
-            batch = torch.as_tensor(np.array(images[start : start + batch_size], dtype=np.float32))
-            batch = intensity_transform(batch.to(self.device, torch.float32), self.preprocess)
-            chunks.append(self.network.embed(batch.unsqueeze(1)).float().cpu().numpy())
+            stop = start + batch_size
+            batch = torch.as_tensor(np.array(images[start:stop], dtype=np.float32))
+            batch = intensity_transform(batch.to(self.device), self.preprocess)
+            extra = None if scalars is None else scalars[start:stop].to(self.device)
+            chunks.append(self.network.embed(batch.unsqueeze(1), extra).float().cpu().numpy())
         if not chunks:
             return np.zeros((0, self.encoder_config.embedding_dim), dtype=np.float32)
         return np.concatenate(chunks)
+
+    def brightness_features(self, mean_intensity: np.ndarray | None, n: int) -> torch.Tensor | None:
+        """Normalised log brightness (n, 1) for the network, or None if it takes none."""
+        if self.brightness is None:
+            return None
+        if mean_intensity is None:
+            raise ProtomatchError(
+                "this model compares brightness: give each image's mean intensity"
+            )
+        values = np.asarray(mean_intensity, dtype=np.float64).reshape(n, 1)
+        if not (values > 0).all():
+            raise ProtomatchError("mean intensities must be positive to compare brightness")
+        return torch.from_numpy(self.brightness.transform(values).astype(np.float32))
 
 
 def save_model(out: Path, network: SiameseNetwork, manifest: Mapping[str, Any]) -> None:
@@ -102,6 +128,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedM
         preprocess = PreprocessConfig(**manifest["preprocessing"])
         normaliser = ParameterNormaliser.from_dict(manifest["parameters"]["normalisation"])
         weights = tuple(float(w) for w in manifest["parameters"]["weights"])
+        brightness = manifest.get("brightness")
+        brightness = None if brightness is None else ParameterNormaliser.from_dict(brightness)
     except (KeyError, TypeError, ValidationError) as exc:
         message = str(exc).splitlines()[0]
         raise InputError(folder / MANIFEST_FILE, f"incomplete model manifest ({message})") from None
@@ -114,7 +142,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedM
             folder / WEIGHTS_FILE, "weights do not fit the architecture in model.json"
         ) from None
     network.to(device).eval()
-    return TrainedModel(network, encoder_config, preprocess, normaliser, weights, manifest)
+    return TrainedModel(
+        network, encoder_config, preprocess, normaliser, weights, manifest, brightness
+    )
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

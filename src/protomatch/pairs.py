@@ -193,23 +193,35 @@ def _balanced_choice(rng: np.random.Generator, labels: np.ndarray, bins: int, n:
 class PairBatchDataset(torch.utils.data.Dataset):
     """One epoch's pair batches read from the store's memory-mapped image array.
 
-    Each item is a whole batch: ``(images_a (B, H, W), images_b (B, H, W), labels (B,))``.
-    Worker processes share the memory map: only the batch indices travel between them.
+    Each item is a whole batch: ``(images_a (B, H, W), images_b (B, H, W), labels (B,),
+    features_a (B, F), features_b (B, F))``, where the features are per-image scalars
+    (``F = 0`` without them). Worker processes share the memory map: only the batch
+    indices travel between them.
     """
 
-    def __init__(self, images: np.ndarray, batches: Sequence[PairBatch]) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        batches: Sequence[PairBatch],
+        features: np.ndarray | None = None,
+    ) -> None:
         self._images = images
         self._batches = list(batches)
+        if features is None:
+            features = np.zeros((len(images), 0), dtype=np.float32)
+        self._features = np.asarray(features, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self._batches)
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, ...]:
         batch = self._batches[item]
         return (
             _gather(self._images, batch.index_a),
             _gather(self._images, batch.index_b),
             torch.from_numpy(batch.label),
+            torch.from_numpy(self._features[batch.index_a]),
+            torch.from_numpy(self._features[batch.index_b]),
         )
 
 

@@ -94,6 +94,7 @@ class LibraryRecord:
     system: str
     snapshot: int
     au_per_pixel: float | None
+    intensity_unit: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,9 +152,10 @@ def read_library_file(
             images = _read_projections(path, handle)
             params = {name: _read_scalar(path, handle, name) for name in param_names}
             au_per_pixel = _pixel_scale_attribute(handle)
+            unit = _intensity_unit_attribute(handle)
     except HDF5_ERRORS as exc:
         raise unreadable(path, "HDF5", exc) from None
-    return LibraryRecord(images, params, system, snapshot, au_per_pixel)
+    return LibraryRecord(images, params, system, snapshot, au_per_pixel, unit)
 
 
 def _system_snapshot(path: Path) -> tuple[str, int]:
@@ -207,6 +209,14 @@ def _read_scalar(path: Path, handle: h5py.File, name: str) -> float:
     if not np.isfinite(value):
         raise InputError(path, f"parameter '{name}' is not finite ({value})")
     return value
+
+
+def _intensity_unit_attribute(handle: h5py.File) -> str | None:
+    """The unit's first word (e.g. "MJy/sr" of "MJy/sr (1.3 mm dust ...)"), if recorded."""
+    raw = handle.attrs.get(schema.INTENSITY_UNIT_ATTRIBUTE)
+    if isinstance(raw, bytes):
+        raw = raw.decode(errors="replace")
+    return raw.split()[0] if isinstance(raw, str) and raw.strip() else None
 
 
 def _pixel_scale_attribute(handle: h5py.File) -> float | None:
@@ -300,10 +310,13 @@ def _read_hdf5_projection(path: Path, projection: int | None) -> tuple[np.ndarra
         with h5py.File(path, "r") as handle:
             image = _read_projection(path, handle, projection)
             au_per_pixel = _pixel_scale_attribute(handle)
+            unit = _intensity_unit_attribute(handle)
     except HDF5_ERRORS as exc:
         raise unreadable(path, "HDF5", exc) from None
     system, snapshot = _system_snapshot(path)
     header = {"system": system, "snapshot": snapshot, "projection": projection}
+    if unit is not None:
+        header["BUNIT"] = unit
     if au_per_pixel is not None:
         header[schema.PIXEL_SCALE_ATTRIBUTE] = au_per_pixel
     return image, header

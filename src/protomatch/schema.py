@@ -33,6 +33,9 @@ DEFAULT_PARAMETERS: tuple[str, ...] = tuple(PARAMETER_UNITS)
 #: File attribute holding the pixel scale, astronomical units per pixel.
 PIXEL_SCALE_ATTRIBUTE = "au_per_pixel"
 
+#: File attribute naming the intensity unit of the images (e.g. "MJy/sr").
+INTENSITY_UNIT_ATTRIBUTE = "intensity_unit"
+
 LIBRARY_FILE_PATTERN = re.compile(r"^output_(\d+)_isink_(\d+)_data\.hdf5$")
 
 

@@ -5,8 +5,10 @@ A store is a folder (DESIGN.md §3)::
     images.h5       dataset "images" (N, size, size) float32, contiguous, memory-mappable;
                     linear intensities after the geometry stage of :mod:`protomatch.preprocess`
                     (peak 1 per image)
-    params.parquet  image_id, system, snapshot, projection, source, peak, total_flux and one
-                    float64 column per physical parameter (raw values, physical units)
+    params.parquet  image_id, system, snapshot, projection, source, peak, total_flux,
+                    mean_intensity (mean of the prepared image in input units: the absolute
+                    brightness that peak normalisation removes) and one float64 column per
+                    physical parameter (raw values, physical units)
     manifest.json   provenance, source, preprocessing, parameters + units, pixel scale,
                     counts and a content fingerprint
     skipped.csv     (only with skip_bad and bad files) file, problem
@@ -59,7 +61,10 @@ _IMAGES_DATASET = "images"
 _TABLE_FILE = "params.parquet"
 _MANIFEST_FILE = "manifest.json"
 _SKIPPED_FILE = "skipped.csv"
-_ID_COLUMNS = ("image_id", "system", "snapshot", "projection", "source", "peak", "total_flux")
+_ID_COLUMNS = (
+    "image_id", "system", "snapshot", "projection", "source", "peak", "total_flux",
+    "mean_intensity",
+)  # fmt: skip
 _COPY_BLOCK = 1024  # images per block when copying into images.h5
 
 
@@ -76,6 +81,7 @@ class _Loaded:
     projections: tuple[int, ...]
     params: dict[str, float]
     au_per_pixel: float | None  # of the prepared images
+    intensity_unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,7 @@ def _ingest_into(
     rows: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     scales: set[float | None] = set()
+    intensity_units: set[str | None] = set()
     n_files = 0
     load = _loader(layout, config)
     units = layout.files if layout.form == "hdf5" else layout.images
@@ -210,6 +217,7 @@ def _ingest_into(
             raw.write(outcome.images.astype("<f4", copy=False).tobytes())
             rows.extend(_rows(outcome, len(rows), layout.param_names))
             scales.add(outcome.au_per_pixel)
+            intensity_units.add(outcome.intensity_unit)
     if not rows:
         first = f"; first problem: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise InputError(layout.root, f"no usable images: all {len(units)} inputs are bad{first}")
@@ -228,6 +236,7 @@ def _ingest_into(
         "units": dict(layout.units),
         "image_shape": [len(rows), config.size, config.size],
         "au_per_pixel": _common_scale(scales),
+        "intensity_unit": intensity_units.pop() if len(intensity_units) == 1 else None,
         "counts": {"files": n_files, "images": len(rows), "skipped": len(skipped)},
         "fingerprint": fingerprint,
     }
@@ -245,6 +254,7 @@ def _rows(loaded: _Loaded, first_id: int, param_names: tuple[str, ...]) -> Itera
             "source": loaded.source,
             "peak": float(loaded.peaks[k]),
             "total_flux": float(loaded.totals[k]),
+            "mean_intensity": float(loaded.peaks[k] * loaded.images[k].mean(dtype=np.float64)),
             **{name: loaded.params[name] for name in param_names},
         }
 
@@ -252,7 +262,7 @@ def _rows(loaded: _Loaded, first_id: int, param_names: tuple[str, ...]) -> Itera
 def _table(rows: list[dict[str, Any]], param_names: tuple[str, ...]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=[*_ID_COLUMNS, *param_names])
     dtypes = {"image_id": "int64", "snapshot": "int64", "projection": "int64"}
-    dtypes |= {name: "float64" for name in ("peak", "total_flux", *param_names)}
+    dtypes |= {name: "float64" for name in ("peak", "total_flux", "mean_intensity", *param_names)}
     return table.astype(dtypes)
 
 
@@ -317,6 +327,7 @@ def _load_hdf5(
         projections=tuple(range(1, len(images) + 1)),
         params=record.params,
         au_per_pixel=_store_scale(record.au_per_pixel, record.images.shape[-1], config),
+        intensity_unit=record.intensity_unit,
     )
 
 
@@ -488,6 +499,11 @@ class LibraryStore:
         """Pixel side of the stored images, AU (None when the library did not record it)."""
         value = self._manifest.get("au_per_pixel")
         return None if value is None else float(value)
+
+    @property
+    def intensity_unit(self) -> str | None:
+        """Unit of the raw intensities (``peak``, ``mean_intensity``), e.g. "MJy/sr"."""
+        return self._manifest.get("intensity_unit")
 
     def systems(self) -> tuple[str, ...]:
         """Unique system ids in order of first appearance."""

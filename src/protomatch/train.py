@@ -86,6 +86,11 @@ class TrainConfig(BaseModel):
     pretrain_epochs: int = Field(0, ge=0)
     freeze_encoder: bool = False
     stretch: Literal["log", "asinh", "linear"] | None = None
+    brightness: bool = Field(
+        True,
+        description="also give the network each image's log mean intensity (absolute "
+        "brightness, which per-image normalisation removes)",
+    )
     device: str = "auto"
     seed: int = 0
     num_workers: int = Field(0, ge=0)
@@ -188,10 +193,12 @@ class _Run:
     sampler: PairSampler
     validation: list[Any]
     preprocess: Any
+    brightness: ParameterNormaliser | None
+    features: np.ndarray | None
 
     @classmethod
     def prepare(cls, store: LibraryStore, config: TrainConfig, out: Path) -> _Run:
-        encoder = _encoder_for(store, config)
+        encoder = _encoder_for(store, config, scalar_inputs=int(config.brightness))
         names = config.parameters.names or store.param_names
         missing = set(names) - set(store.param_names)
         if missing:
@@ -204,6 +211,7 @@ class _Run:
             theta[train_rows], names, config.parameters.method, config.parameters.log10
         )
         z = normaliser.transform(theta)
+        brightness, features = _brightness_features(table, train_rows, config.brightness)
         weights = weight_vector(names, config.parameters.weights)
         sampler = _sampler(table, z, weights, split, "train", config.pairs, config.seed)
         val_pairs = PairConfig(
@@ -228,6 +236,8 @@ class _Run:
             sampler,
             list(val_sampler.epoch(0)),
             preprocess,
+            brightness,
+            features,
         )
 
     def fit(self, resume: bool, on_epoch_end: EpochCallback | None) -> TrainResult:
@@ -313,12 +323,21 @@ class _Run:
 
     def _batches(self, batches: list[Any], desc: str) -> Iterator[tuple[torch.Tensor, ...]]:
         loader = torch.utils.data.DataLoader(
-            PairBatchDataset(self.store.images, batches),
+            PairBatchDataset(self.store.images, batches, self.features),
             batch_size=None,
             num_workers=self.config.num_workers,
         )
-        for images_a, images_b, labels in tqdm(loader, desc=desc, leave=False, disable=None):
-            yield images_a.to(self.device), images_b.to(self.device), labels.to(self.device)
+        for batch in tqdm(loader, desc=desc, leave=False, disable=None):
+            yield tuple(tensor.to(self.device) for tensor in batch)
+
+    def _predict(
+        self, batch: tuple[torch.Tensor, ...], generator: torch.Generator | None
+    ) -> torch.Tensor:
+        images_a, images_b, _, features_a, features_b = batch
+        scalars = (features_a, features_b) if self.features is not None else (None, None)
+        return self.network(
+            self._inputs(images_a, generator), self._inputs(images_b, generator), *scalars
+        )
 
     def _inputs(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if generator is not None:
@@ -334,13 +353,10 @@ class _Run:
         self.network.train()
         totals = np.zeros(3)
         count = 0
-        for images_a, images_b, labels in self._batches(
-            list(self.sampler.epoch(epoch)), f"epoch {epoch}"
-        ):
+        for batch in self._batches(list(self.sampler.epoch(epoch)), f"epoch {epoch}"):
+            labels = batch[2]
             with _autocast(self.device):
-                pred = self.network(
-                    self._inputs(images_a, generator), self._inputs(images_b, generator)
-                )
+                pred = self._predict(batch, generator)
                 parts = loss_fn(pred.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(parts.total).backward()
@@ -357,11 +373,9 @@ class _Run:
     def _validate(self, loss_fn: Any) -> dict[str, float]:
         self.network.eval()
         preds, truths = [], []
-        for images_a, images_b, labels in self._batches(self.validation, "validation"):
-            preds.append(
-                self.network(self._inputs(images_a, None), self._inputs(images_b, None)).float()
-            )
-            truths.append(labels)
+        for batch in self._batches(self.validation, "validation"):
+            preds.append(self._predict(batch, None).float())
+            truths.append(batch[2])
         pred, truth = torch.cat(preds), torch.cat(truths)
         parts = loss_fn(pred, truth)
         return {
@@ -419,6 +433,7 @@ class _Run:
                 "normalisation": self.normaliser.to_dict(),
                 "weights": self.weights.tolist(),
             },
+            "brightness": None if self.brightness is None else self.brightness.to_dict(),
             "library": {
                 "path": str(store.path),
                 "fingerprint": store.fingerprint,
@@ -435,15 +450,34 @@ class _Run:
         write_bytes_atomic(self.out / "metrics.csv", ("\n".join(lines) + "\n").encode())
 
 
-def _encoder_for(store: LibraryStore, config: TrainConfig) -> EncoderConfig:
+def _encoder_for(store: LibraryStore, config: TrainConfig, scalar_inputs: int) -> EncoderConfig:
     """The encoder config with the store's image size as input size (validated)."""
     size = store.images.shape[-1]
+    settings = {"input_size": size, "scalar_inputs": scalar_inputs}
     try:
-        return EncoderConfig(**{**config.encoder.model_dump(), "input_size": size})
+        return EncoderConfig(**{**config.encoder.model_dump(), **settings})
     except ValidationError as exc:
         raise ProtomatchError(
             f"encoder cannot take the library's images: {_first_error(exc)}"
         ) from None
+
+
+def _brightness_features(
+    table: Any, train_rows: np.ndarray, enabled: bool
+) -> tuple[ParameterNormaliser | None, np.ndarray | None]:
+    """Normalised log10 mean intensity per image (N, 1), statistics from training rows."""
+    if not enabled:
+        return None, None
+    intensity = table[["mean_intensity"]].to_numpy(dtype=np.float64)
+    if not (intensity > 0).all():
+        raise ProtomatchError(
+            "some library images have no positive mean intensity, so brightness cannot be "
+            "used: train with --set brightness=false"
+        )
+    scaling = ParameterNormaliser.fit(
+        intensity[train_rows], ["mean_intensity"], log10=("mean_intensity",)
+    )
+    return scaling, scaling.transform(intensity).astype(np.float32)
 
 
 def _sampler(

@@ -1,0 +1,130 @@
+"""An observation brought onto the library's pixel grid and intensity unit.
+
+Units and sky geometry live here, at the edge: the result is a plain (size, size) float32
+linear image with peak 1, like the store's images, plus its mean intensity in the library's
+unit (the absolute brightness that per-image normalisation removes), when it can be known.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from protomatch.errors import InputError
+from protomatch.preprocess import PreprocessConfig, prepare_image
+from protomatch.readers import Observation
+from protomatch.schema import PIXEL_SCALE_ATTRIBUTE
+
+_ARCSEC_PER_RADIAN = 180 / math.pi * 3600
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedObservation:
+    """(size, size) float32 linear image (peak 1), mean intensity in library units, notes."""
+
+    image: np.ndarray
+    mean_intensity: float | None
+    notes: tuple[str, ...]
+
+
+def prepare_observation(
+    observation: Observation,
+    preprocess: PreprocessConfig,
+    library_au_per_pixel: float | None,
+    distance_pc: float | None,
+    library_unit: str | None = None,
+) -> PreparedObservation:
+    """Cut, resample and convert an observation like the library's images.
+
+    With a pixel scale (arcsec from the WCS, or AU from a library file), a distance for
+    arcsec, and the library's AU per pixel, a square of the library's field of view in AU is
+    cut around the image centre (blank where the observation is smaller) and resized;
+    otherwise the image is centre-cropped to a square and resized as the library was.
+    """
+    image = np.asarray(observation.image, dtype=np.float32)
+    notes: list[str] = []
+    distance = distance_pc or _header_distance(observation)
+    au_per_pixel = observation.header.get(PIXEL_SCALE_ATTRIBUTE)
+    if au_per_pixel is None and observation.pixel_scale_arcsec and distance:
+        au_per_pixel = observation.pixel_scale_arcsec * distance  # 1 arcsec at 1 pc is 1 AU
+    config = preprocess
+    if au_per_pixel and library_au_per_pixel:
+        field_au = library_au_per_pixel * preprocess.size
+        image = square_field(image, field_au / float(au_per_pixel))
+        config = preprocess.model_copy(update={"crop_fraction": 1.0})
+        notes.append(
+            f"resampled from {float(au_per_pixel):.3g} to the library's "
+            f"{library_au_per_pixel:.3g} AU/pixel (field {field_au:.0f} AU)"
+        )
+    else:
+        image = square_field(image, min(image.shape))
+        notes.append(
+            f"no physical pixel scale ({_missing_scale(observation, library_au_per_pixel)} "
+            "unknown): the observation was centre-cropped to a square and resized like the "
+            "library images; its field of view may differ"
+        )
+    prepared = prepare_image(image, config)
+    if prepared.peak <= 0:
+        raise InputError(observation.source, "image has no positive pixel after preparation")
+    factor = intensity_factor(observation, library_unit)
+    mean_intensity = None
+    if factor is not None:
+        mean_intensity = prepared.peak * float(prepared.image.mean(dtype=np.float64)) * factor
+    return PreparedObservation(prepared.image, mean_intensity, tuple(notes))
+
+
+def _missing_scale(observation: Observation, library_au_per_pixel: float | None) -> str:
+    if not library_au_per_pixel:
+        return "the library's AU per pixel"
+    if observation.pixel_scale_arcsec:
+        return "a distance (--distance)"
+    return "a WCS pixel scale"
+
+
+def intensity_factor(observation: Observation, library_unit: str | None) -> float | None:
+    """Multiplier from the observation's intensity unit to the library's, or None.
+
+    Same unit: 1. Jy/beam to MJy/sr: divide by the beam solid angle
+    ``pi bmaj bmin / (4 ln 2)`` (sr) and by 1e6.
+    """
+    unit = _plain_unit(observation.header.get("BUNIT"))
+    target = _plain_unit(library_unit)
+    if unit is None or target is None:
+        return None
+    if unit == target:
+        return 1.0
+    if unit == "jy/beam" and target == "mjy/sr" and observation.beam_arcsec:
+        bmaj, bmin, _ = observation.beam_arcsec
+        solid_angle = math.pi * bmaj * bmin / (4 * math.log(2)) / _ARCSEC_PER_RADIAN**2
+        return 1.0 / (solid_angle * 1e6)
+    return None
+
+
+def _plain_unit(unit: object) -> str | None:
+    if not isinstance(unit, str) or not unit.strip():
+        return None
+    return unit.split()[0].lower().replace(" ", "")
+
+
+def _header_distance(observation: Observation) -> float | None:
+    value = observation.header.get("DISTANCE")
+    try:
+        return float(value) if value is not None and float(value) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def square_field(image: np.ndarray, side: float) -> np.ndarray:
+    """A centred square of ``side`` pixels; NaN (later filled with 0) beyond the edges."""
+    n = max(1, round(side))
+    height, width = image.shape
+    out = np.full((n, n), np.nan, dtype=np.float32)
+    top, left = (height - n) // 2, (width - n) // 2
+    src_rows = slice(max(top, 0), min(top + n, height))
+    src_cols = slice(max(left, 0), min(left + n, width))
+    dst_rows = slice(src_rows.start - top, src_rows.stop - top)
+    dst_cols = slice(src_cols.start - left, src_cols.stop - left)
+    out[dst_rows, dst_cols] = image[src_rows, src_cols]
+    return out
