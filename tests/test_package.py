@@ -22,5 +22,5 @@ def test_cli_lists_every_pipeline_command() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "protomatch", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ("simulate", "ingest", "train", "index", "match", "evaluate", "demo"):
+    for command in ("simulate", "ingest", "train", "index", "match", "evaluate", "observe", "demo"):
         assert command in done.stdout

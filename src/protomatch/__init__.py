@@ -44,6 +44,9 @@ _PUBLIC = MappingProxyType(
         "EvaluateConfig": "protomatch.evaluate",
         "evaluate_model": "protomatch.evaluate",
         "run_demo": "protomatch.demo",
+        "ObserveConfig": "protomatch.observe",
+        "make_observations": "protomatch.observe",
+        "prepare_observation": "protomatch.observation",
         "ProtomatchError": "protomatch.errors",
         "InputError": "protomatch.errors",
     }

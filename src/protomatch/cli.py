@@ -224,6 +224,32 @@ def evaluate(
 
 
 @app.command()
+def observe(
+    library: Annotated[Path, typer.Argument(help="Simulated library (or its store) to avoid.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for FITS + truth.csv.")],
+    n: Annotated[int, typer.Option("--n", help="Number of mock observations.")] = 60,
+    seed: Annotated[int, typer.Option(help="Seed; must differ from the library's.")] = 1,
+    snapshots_per_system: Annotated[int, typer.Option(help="Observations per system.")] = 1,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any setting KEY=VALUE, e.g. snr_range=[5,50]."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
+) -> None:
+    """Make mock observations (FITS with WCS, beam, noise) of systems not in a library."""
+    from protomatch.observe import ObserveConfig, make_observations
+
+    settings = {"n": n, "seed": seed, "snapshots_per_system": snapshots_per_system}
+    settings.update(_parse_settings(set_ or []))
+    config = _validated(ObserveConfig, **settings)
+    result = make_observations(
+        library, output, config=config, workers=workers or None, overwrite=overwrite
+    )
+    typer.echo(result.describe())
+
+
+@app.command()
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for every stage.")] = Path(
         "protomatch-demo"
