@@ -1,0 +1,213 @@
+"""Figures and tables of the observation evaluation (used by :mod:`evaluate_observations`).
+
+Tables are built from the metrics record alone, so they can be rebuilt from metrics.json.
+Figures are drawn on Agg canvases without pyplot (no global backend state).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+_DPI = 110
+_OURS = "#d1495b"
+#: Methods shown in the coverage chart besides the best protomatch variant.
+_COVERAGE_METHODS = ("protomatch", "protomatch_beam", "pixels", "pixels_beam", "prior")
+_COLOURS = ("#d1495b", "#edae49", "#f4d58d", "#66a182", "#2e4057", "0.6")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def markdown_tables(metrics: Mapping[str, Any]) -> str:
+    """The README table (best protomatch variant vs prior and pixel kNN) and the full table."""
+    best, parameters = metrics["best_protomatch"], metrics["parameters"]
+    obs = metrics["observations"]
+    lines = [
+        f"{obs['n']} mock observations (beam, noise, own pixel scale; {obs['with_beam']} with "
+        f"a beam), top {metrics['k']} matches in a library of {metrics['library']['n_images']} "
+        f"images. Error: median absolute error of the similarity-weighted median (dex for "
+        f"log-scaled parameters). protomatch = best variant, `{best}`.",
+        "",
+        _row(["parameter", "protomatch", "prior", "pixel kNN (beam)", "68 % coverage"]),
+        _row(["---", "---:", "---:", "---:", "---:"]),
+    ]
+    for name, record in parameters.items():
+        methods = record["methods"]
+        unit = f" {record['error_unit']}" if record["error_unit"] else ""
+        lines.append(
+            _row(
+                [
+                    name,
+                    _fmt(methods[best]["median_abs_error"]) + unit,
+                    _fmt(methods["prior"]["median_abs_error"]),
+                    _fmt(methods["pixels_beam"]["median_abs_error"]),
+                    _fmt(methods[best]["coverage68"], 2),
+                ]
+            )
+        )
+    lines += ["", "All methods: error / 68 % coverage / 95 % coverage.", ""]
+    methods = list(metrics["methods"])
+    lines += [_row(["parameter", *methods]), _row(["---", *["---:"] * len(methods)])]
+    for name, record in parameters.items():
+        cells = [
+            f"{_fmt(s['median_abs_error'])} / {_fmt(s['coverage68'], 2)} / "
+            f"{_fmt(s['coverage95'], 2)}"
+            for s in (record["methods"][m] for m in methods)
+        ]
+        lines.append(_row([name, *cells]))
+    lines += ["", "Mean error / prior spread over the parameters:", ""]
+    lines += [_row(["method", "mean error / prior spread"]), _row(["---", "---:"])]
+    for method in methods:
+        lines.append(_row([method, _fmt(mean_relative_error(metrics, method))]))
+    return "\n".join(lines) + "\n"
+
+
+def mean_relative_error(metrics: Mapping[str, Any], method: str) -> float:
+    """Mean over parameters of the method's error divided by the prior's spread."""
+    values = [
+        r["methods"][method]["error_over_prior_spread"] for r in metrics["parameters"].values()
+    ]
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def describe(metrics: Mapping[str, Any], out: Path) -> str:
+    """A compact summary for the command line."""
+    best = metrics["best_protomatch"]
+    errors = ", ".join(
+        f"{name} {_fmt(r['methods'][best]['median_abs_error'])} "
+        f"(prior {_fmt(r['methods']['prior']['median_abs_error'])})"
+        for name, r in metrics["parameters"].items()
+    )
+    ranking = ", ".join(
+        f"{m} {_fmt(mean_relative_error(metrics, m), 2)}" for m in metrics["methods"]
+    )
+    return "\n".join(
+        [
+            f"{metrics['observations']['n']} observations, top {metrics['k']} matches; "
+            f"best protomatch variant: {best}",
+            f"errors (best variant vs prior): {errors}",
+            f"mean error / prior spread: {ranking}",
+            f"metrics: {out / 'metrics.json'}, {out / 'metrics.md'}; figures: {out}/*.png",
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def render_figures(
+    metrics: Mapping[str, Any],
+    truth: pd.DataFrame,
+    estimates: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    log10: Sequence[bool],
+) -> dict[str, bytes]:
+    """PNG bytes by file name: recovery scatter of the best variant, coverage bars."""
+    best = metrics["best_protomatch"]
+    figures = {
+        "recovery.png": _recovery_figure(metrics, truth, estimates[best], names, log10),
+        "coverage.png": _coverage_figure(metrics),
+    }
+    return {name: _png_bytes(fig) for name, fig in figures.items()}
+
+
+def _png_bytes(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
+    return buffer.getvalue()
+
+
+def _recovery_figure(
+    metrics: Mapping[str, Any],
+    truth: pd.DataFrame,
+    quantiles: np.ndarray,
+    names: Sequence[str],
+    log10: Sequence[bool],
+) -> Figure:
+    columns = min(4, len(names))
+    rows = math.ceil(len(names) / columns)
+    fig = Figure(figsize=(3.3 * columns, 3.2 * rows + 0.4))
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for p, (ax, name) in enumerate(zip(axes, names)):
+        record = metrics["parameters"][name]
+        show = (lambda v: np.power(10.0, v)) if log10[p] else (lambda v: v)
+        x = truth[name].to_numpy(dtype=np.float64)
+        median, low, high = (show(quantiles[:, p, i]) for i in range(3))
+        yerr = np.stack([np.clip(median - low, 0, None), np.clip(high - median, 0, None)])
+        ax.errorbar(x, median, yerr=yerr, fmt="o", ms=3, color=_OURS, elinewidth=0.6, alpha=0.6)
+        span = np.concatenate([x, low, high])
+        span = span[np.isfinite(span) & ((span > 0) if log10[p] else True)]
+        if span.size:
+            ax.plot([span.min(), span.max()], [span.min(), span.max()], "k--", lw=1)
+        prior = show(np.array(metrics["parameters"][name]["prior_median"]))
+        ax.axhline(float(prior), color="0.5", lw=0.8, ls=":")
+        if log10[p]:
+            ax.set(xscale="log", yscale="log")
+        unit = f" [{record['unit']}]" if record["unit"] else ""
+        ax.set_xlabel(f"true{unit}", fontsize=8.5)
+        ax.set_ylabel(f"recovered{unit}", fontsize=8.5)
+        best = record["methods"][metrics["best_protomatch"]]
+        ax.set_title(
+            f"{name}: error {_fmt(best['median_abs_error'])} "
+            f"(prior {_fmt(record['methods']['prior']['median_abs_error'])})",
+            fontsize=8.5,
+        )
+        ax.tick_params(labelsize=7.5)
+    for ax in axes[len(names) :]:
+        ax.set_axis_off()
+    fig.suptitle(
+        f"mock observations: {metrics['best_protomatch']}, weighted median of the top "
+        f"{metrics['k']} (bars 16–84 %, dotted: prior median)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _coverage_figure(metrics: Mapping[str, Any]) -> Figure:
+    best = metrics["best_protomatch"]
+    methods = [best, *(m for m in _COVERAGE_METHODS if m != best)]
+    names = list(metrics["parameters"])
+    x = np.arange(len(names))
+    width = 0.8 / len(methods)
+    fig = Figure(figsize=(max(7.0, 1.2 * len(names) + 2), 6.0))
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, key, nominal in ((axes[0], "coverage68", 0.68), (axes[1], "coverage95", 0.95)):
+        for i, (method, colour) in enumerate(zip(methods, _COLOURS)):
+            values = [_nan(metrics["parameters"][n]["methods"][method][key]) for n in names]
+            ax.bar(
+                x + (i - (len(methods) - 1) / 2) * width, values, width, color=colour, label=method
+            )
+        ax.axhline(nominal, color="k", ls="--", lw=1)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(f"{key[-2:]} % interval coverage", fontsize=9)
+    axes[0].legend(fontsize=7.5, ncol=3, loc="lower right")
+    axes[1].set_xticks(x, names, rotation=20, ha="right", fontsize=8.5)
+    axes[0].set_title("fraction of observations whose truth lies in the interval (dashed: nominal)")
+    fig.tight_layout()
+    return fig
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)

@@ -1,0 +1,308 @@
+"""Compare an observation with the library seen through the observation's own beam.
+
+A real observation is the sky convolved with the telescope's beam; the library is not. Matched
+naively, the beam makes every source look bigger and smoother and drives the match. Here the
+library is convolved with the observation's beam instead (:class:`BeamMatchedLibrary`), so the
+two images differ only in what the physics does.
+
+Conventions
+-----------
+The beam of a FITS image (``BMAJ``/``BMIN`` FWHM, ``BPA`` east of north) is measured on the
+sky; :func:`beam_in_library_pixels` turns it into FWHMs in library pixels (arcsec x distance
+[pc] = AU, / AU per library pixel) and a position angle in the image array's frame, the one of
+:func:`protomatch.augment.convolve_with_beam` (from +row through -column). Standard images have
+east to the left (``CDELT1 < 0 < CDELT2``) and the PA is unchanged; a mirrored WCS
+(``CDELT1 * CDELT2 > 0``) mirrors it. :func:`prepare_observation` cuts and resizes without
+flipping, so the same PA holds on the prepared observation and on the library images it is
+compared with.
+
+The dihedral transforms (:func:`dihedral_image`, :func:`dihedral_beam`) turn an image and its
+beam together: rotating the image content by ``90° k`` counter-clockwise (origin-lower display)
+adds ``90° k`` to the PA, and a left-right flip negates it (flip first, then rotate).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from protomatch._metrics import unit_rows
+from protomatch.augment import convolve_with_beam
+from protomatch.errors import InputError
+from protomatch.modelio import TrainedModel
+from protomatch.preprocess import PreprocessConfig, intensity_transform
+from protomatch.readers import Observation
+from protomatch.store import LibraryStore
+
+__all__ = [
+    "DIHEDRAL",
+    "Beam",
+    "BeamMatchedLibrary",
+    "beam_in_library_pixels",
+    "dihedral_beam",
+    "dihedral_image",
+    "pixel_vectors",
+]
+
+log = logging.getLogger(__name__)
+
+#: (FWHM major [px], FWHM minor [px], PA [deg] from +row through -column).
+Beam = tuple[float, float, float]
+#: The 8 orientations of the square: (quarter turns counter-clockwise, left-right flip first).
+DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, f) for f in (False, True) for k in range(4))
+_FWHM_STEP_PX = 0.25
+_PA_STEP_DEG = 10.0
+
+
+def beam_in_library_pixels(
+    observation: Observation, distance_pc: float | None, library_au_per_pixel: float | None
+) -> Beam | None:
+    """The observation's beam in library pixels, or None when it cannot be known.
+
+    Parameters
+    ----------
+    observation
+        Read by :func:`protomatch.readers.read_observation`; ``beam_arcsec`` holds
+        (BMAJ [arcsec], BMIN [arcsec], BPA [deg east of north]).
+    distance_pc
+        Distance [pc]; None falls back on the header's ``DISTANCE`` keyword.
+    library_au_per_pixel
+        Pixel side of the library store's images [AU].
+
+    Returns
+    -------
+    (FWHM major [library px], FWHM minor [library px], PA [deg] in the array frame of
+    :func:`protomatch.augment.convolve_with_beam`, in [0, 180)), or None without a beam,
+    a distance or the library's pixel scale.
+    """
+    distance = distance_pc or _header_distance(observation)
+    if observation.beam_arcsec is None or not distance or not library_au_per_pixel:
+        return None
+    bmaj, bmin, bpa = observation.beam_arcsec
+    scale = float(distance) / float(library_au_per_pixel)  # arcsec -> AU -> library px
+    major, minor = max(bmaj, bmin) * scale, min(bmaj, bmin) * scale
+    if bmin > bmaj:  # a header with BMIN > BMAJ: the major axis is the other one
+        bpa += 90.0
+    if _mirrored(observation.header):
+        bpa = -bpa
+    return float(major), float(minor), float(bpa % 180.0)
+
+
+def _header_distance(observation: Observation) -> float | None:
+    value = observation.header.get("DISTANCE")
+    try:
+        distance = float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return None
+    return distance if math.isfinite(distance) and distance > 0 else None
+
+
+def _mirrored(header: Any) -> bool:
+    """True when the array shows the sky mirrored (east to the right with north up)."""
+    try:
+        return float(header.get("CDELT1", -1.0)) * float(header.get("CDELT2", 1.0)) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def dihedral_image(image: np.ndarray, quarter_turns: int, flip: bool) -> np.ndarray:
+    """(…, H, W) image(s) flipped left-right (if ``flip``), then turned ``90° k`` CCW."""
+    out = image[..., ::-1] if flip else image
+    return np.ascontiguousarray(np.rot90(out, quarter_turns, axes=(-1, -2)))
+
+
+def dihedral_beam(beam: Beam, quarter_turns: int, flip: bool) -> Beam:
+    """The beam of :func:`dihedral_image` of an image observed with ``beam``."""
+    major, minor, pa = beam
+    pa = -pa if flip else pa
+    return major, minor, float((pa + 90.0 * quarter_turns) % 180.0)
+
+
+def beam_key(beam: Beam | None) -> Beam | None:
+    """``beam`` on the cache grid: FWHMs to 0.25 px (at least 0.25), PA to 10° in [0, 180).
+
+    A beam whose axes round to the same width is circular: its PA becomes 0.
+    """
+    if beam is None:
+        return None
+    major, minor, pa = beam
+    major = max(_FWHM_STEP_PX, round(major / _FWHM_STEP_PX) * _FWHM_STEP_PX)
+    minor = min(major, max(_FWHM_STEP_PX, round(minor / _FWHM_STEP_PX) * _FWHM_STEP_PX))
+    pa = 0.0 if minor == major else (round(pa / _PA_STEP_DEG) * _PA_STEP_DEG) % 180.0
+    return float(major), float(minor), float(pa)
+
+
+def pixel_vectors(images: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
+    """Unit-norm model-input pixels: (B, H, W) linear images -> (B, H*W) float32 rows.
+
+    The intensity stage of the model (stretch, per-image standardisation), flattened and
+    scaled to unit length, so an inner product is the pixel-space cosine similarity.
+    """
+    batch = torch.from_numpy(np.require(images, np.float32, ["C"]))
+    return unit_rows(intensity_transform(batch, preprocess).reshape(len(batch), -1).numpy())
+
+
+class BeamMatchedLibrary:
+    """A library store as it would look through a given beam, embedded by a model.
+
+    Embeddings and pixel vectors are computed block by block (memory ~ ``block`` images) and
+    kept in small least-recently-used caches keyed by the beam on a grid of 0.25 px in the
+    FWHMs and 10° in the PA (:func:`beam_key`); the beam ``None`` is the library as stored.
+
+    Parameters
+    ----------
+    trained
+        The model; its input size must be the store's image size.
+    store
+        The library store (linear, peak-1 images and their mean intensities).
+    cache_size
+        Beams whose embeddings are kept (each N x D float32).
+    pixel_cache_size
+        Beams whose pixel vectors are kept (each N x H*W float32, as large as the store).
+    block
+        Images convolved and embedded at once.
+    """
+
+    def __init__(
+        self,
+        trained: TrainedModel,
+        store: LibraryStore,
+        *,
+        cache_size: int = 8,
+        pixel_cache_size: int = 1,
+        block: int = 512,
+    ) -> None:
+        size = trained.encoder_config.input_size
+        if store.images.shape[-1] != size:
+            raise InputError(
+                store.path,
+                f"holds {store.images.shape[-1]} px images but the model takes {size} px",
+            )
+        if min(cache_size, pixel_cache_size, block) < 1:
+            raise ValueError("cache sizes and block must be at least 1")
+        self._trained = trained
+        self._store = store
+        self._block = block
+        self._mean_intensity = store.table["mean_intensity"].to_numpy(dtype=np.float64)
+        self._embeddings = _LRU(cache_size)
+        self._pixels = _LRU(pixel_cache_size)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @property
+    def misses(self) -> int:
+        """Library passes computed so far (cache misses, embeddings and pixels)."""
+        return self._embeddings.misses + self._pixels.misses
+
+    def embeddings(self, beam: Beam | None) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings of the library convolved with ``beam``.
+
+        ``beam`` is (FWHM major [px], FWHM minor [px], PA [deg]) in library pixels, snapped
+        to the cache grid; None: the library as stored. The same array object is returned
+        while the beam stays in the cache (do not modify it).
+        """
+        key = beam_key(beam)
+        return self._embeddings.get(key, lambda: self._compute(key, self._embed_block))
+
+    def convolved_pixels(self, beam: Beam | None) -> np.ndarray:
+        """(N, H*W) float32 unit rows of the library's model-input pixels through ``beam``.
+
+        The pixel-space baseline: the intensity stage of :func:`pixel_vectors` applied to
+        the beam-convolved library (None: as stored). Cached like :meth:`embeddings`.
+        """
+        key = beam_key(beam)
+        return self._pixels.get(key, lambda: self._compute(key, self._pixel_block))
+
+    def similarities(
+        self,
+        image: np.ndarray,
+        mean_intensity: float | None,
+        beam: Beam | None,
+        *,
+        dihedral: bool = True,
+    ) -> np.ndarray:
+        """Cosine similarity of a prepared observation to every library image, per orientation.
+
+        Parameters
+        ----------
+        image
+            (H, W) prepared linear image (peak 1) on the library's grid.
+        mean_intensity
+            Its mean intensity in the library's unit (needed by brightness-aware models).
+        beam
+            The observation's beam in library pixels, or None to compare with the library as
+            stored.
+        dihedral
+            Compare in the 8 orientations of :data:`DIHEDRAL`, each against the library
+            through the equally turned beam; otherwise only as given.
+
+        Returns
+        -------
+        (N, 8) float32, column g for orientation ``DIHEDRAL[g]`` (column 0: as given), or
+        (N, 1) without ``dihedral``.
+        """
+        orientations = DIHEDRAL if dihedral else DIHEDRAL[:1]
+        turned = np.stack([dihedral_image(image, q, f) for q, f in orientations])
+        brightness = None if mean_intensity is None else np.full(len(turned), mean_intensity)
+        queries = self._trained.embed(turned, brightness)
+        columns = []
+        for (quarter_turns, flip), query in zip(orientations, queries):
+            turned_beam = None if beam is None else dihedral_beam(beam, quarter_turns, flip)
+            columns.append(self.embeddings(turned_beam) @ query)
+        return np.stack(columns, axis=1)
+
+    def convolved_images(self, beam: Beam | None, start: int, stop: int) -> np.ndarray:
+        """(stop - start, H, W) float32 library images ``start:stop`` through ``beam``."""
+        images = np.array(self._store.images[start:stop], dtype=np.float32)
+        key = beam_key(beam)
+        if key is None:
+            return images
+        with torch.no_grad():
+            return convolve_with_beam(torch.from_numpy(images), *key).numpy()
+
+    def _blocks(self, key: Beam | None) -> Iterator[tuple[int, int, np.ndarray]]:
+        for start in range(0, len(self), self._block):
+            stop = min(start + self._block, len(self))
+            yield start, stop, self.convolved_images(key, start, stop)
+
+    def _compute(
+        self, key: Beam | None, per_block: Callable[[np.ndarray, int, int], np.ndarray]
+    ) -> np.ndarray:
+        log.debug("library through beam %s", key)
+        parts = [per_block(images, start, stop) for start, stop, images in self._blocks(key)]
+        return np.concatenate(parts)
+
+    def _embed_block(self, images: np.ndarray, start: int, stop: int) -> np.ndarray:
+        brightness = self._mean_intensity[start:stop]
+        return self._trained.embed(images, brightness, batch_size=self._block)
+
+    def _pixel_block(self, images: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return pixel_vectors(images, self._trained.preprocess)
+
+
+class _LRU:
+    """A small least-recently-used cache of computed arrays (one per instance, not global)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self.misses = 0
+
+    def get(self, key: Any, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        self.misses += 1
+        value = compute()
+        value.setflags(write=False)
+        self._items[key] = value
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return value
