@@ -11,8 +11,14 @@ Names are imported on first use, so ``import protomatch`` stays fast.
 from __future__ import annotations
 
 import importlib
+import os
 from types import MappingProxyType
 from typing import Any
+
+# torch and faiss each bring an OpenMP runtime; with the default busy-waiting their idle
+# threads spin against each other, making one embed + search query 10-100x slower on few
+# cores. Passive waiting must be chosen before either library is loaded.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

@@ -40,8 +40,8 @@ def _configure(
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Argument(help="Folder to write the library into.")],
-    systems: Annotated[int, typer.Option(help="Number of protostellar systems.")] = 48,
-    snapshots: Annotated[int, typer.Option(help="Snapshots per system.")] = 12,
+    systems: Annotated[int, typer.Option(help="Number of protostellar systems.")] = 96,
+    snapshots: Annotated[int, typer.Option(help="Snapshots per system.")] = 6,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).")] = 0,

@@ -25,7 +25,7 @@ from protomatch.train import TrainConfig, load_config, train_model
 
 log = logging.getLogger(__name__)
 
-DEMO_LIBRARY = {"systems": 48, "snapshots": 12, "size": 64, "seed": 0}
+DEMO_LIBRARY = {"systems": 96, "snapshots": 6, "size": 64, "seed": 0}
 DEMO_TRAINING = {
     "epochs": 10,
     "pairs.pairs_per_epoch": 6144,

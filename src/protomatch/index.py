@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 INDEX_SCHEMA_VERSION = 1
 _NEIGHBOUR_SAMPLE = 1000
+_IVF_POINTS_PER_CELL = 64
+#: Above this many vectors an exact index is searched by one thread per core.
+_SHARD_THRESHOLD = 200_000
 
 
 class IndexConfig(BaseModel):
@@ -62,9 +66,30 @@ def make_faiss_index(embeddings: np.ndarray, config: IndexConfig) -> Any:
         nlist = config.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
         nlist = min(nlist, n)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(embeddings)
+        index.train(_training_sample(embeddings, _IVF_POINTS_PER_CELL * nlist))
         index.nprobe = min(config.nprobe, nlist)
     index.add(embeddings)
+    return index
+
+
+def _training_sample(embeddings: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """k-means on every vector of a 1e6 library takes minutes; a sample trains as well."""
+    if len(embeddings) <= size:
+        return embeddings
+    rows = np.sort(np.random.default_rng(seed).choice(len(embeddings), size, replace=False))
+    return np.ascontiguousarray(embeddings[rows])
+
+
+def _parallel_flat(embeddings: np.ndarray, shards: int) -> Any:
+    """Exact search split over ``shards`` threads: FAISS parallelises one query no other way."""
+    import faiss
+
+    dim = embeddings.shape[1]
+    index = faiss.IndexShards(dim, True, True)
+    for block in np.array_split(embeddings, shards):
+        part = faiss.IndexFlatIP(dim)
+        part.add(np.ascontiguousarray(block))
+        index.add_shard(part)  # the Python wrapper keeps a reference to each shard
     return index
 
 
@@ -222,6 +247,10 @@ class EmbeddingIndex:
             raise InputError(path, f"index files are unreadable ({exc})") from None
         if faiss_index.ntotal != len(ids) or len(ids) != len(store):
             raise InputError(path, "index, ids and library disagree on the number of images")
+        cores = os.cpu_count() or 1
+        if manifest["config"]["kind"] == "flat" and len(ids) > _SHARD_THRESHOLD and cores > 1:
+            embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+            faiss_index = _parallel_flat(embeddings, cores)
         return cls(path, manifest, faiss_index, ids, trained, store)
 
     def __len__(self) -> int:

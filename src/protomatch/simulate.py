@@ -150,8 +150,8 @@ class _SnapshotRecord:
 def simulate_library(
     out: str | Path,
     *,
-    systems: int = 48,
-    snapshots: int = 12,
+    systems: int = 96,
+    snapshots: int = 6,
     size: int = 64,
     seed: int = 0,
     workers: int | None = None,
