@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 DEMO_LIBRARY = {"systems": 96, "snapshots": 6, "size": 64, "seed": 0}
 DEMO_TRAINING = {
-    "epochs": 10,
+    "epochs": 15,
     "pairs.pairs_per_epoch": 6144,
     "pairs.batch_size": 128,
     "validation_pairs": 2048,
