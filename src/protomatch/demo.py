@@ -1,4 +1,4 @@
-"""The one-command demo: simulate → ingest → train → index → match a held-out system.
+"""The one-command demo: simulate → ingest → train → index → match → evaluate.
 
 Everything runs on the built-in simulator, sized so the whole pipeline takes a few minutes
 on two CPU cores. Each stage's artefact lands in its own sub-folder of ``out``, and an
@@ -11,11 +11,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from protomatch.errors import ProtomatchError
+from protomatch.evaluate import EvaluationResult, evaluate_model
 from protomatch.index import build_index
 from protomatch.match import MatchResult, match_observations
 from protomatch.schema import library_file_path
@@ -40,40 +42,61 @@ DEMO_TRAINING = {
 class DemoResult:
     out: Path
     report: MatchResult
+    evaluation: EvaluationResult
     seconds: dict[str, float]
 
     def describe(self) -> str:
         timing = ", ".join(f"{stage} {s:.0f} s" for stage, s in self.seconds.items())
         total = sum(self.seconds.values())
-        return f"{self.report.describe()}\ndemo finished in {total:.0f} s ({timing})"
+        return (
+            f"{self.report.describe()}\n"
+            f"evaluation on unseen systems: {self.evaluation.out / 'metrics.md'}\n"
+            f"demo finished in {total:.0f} s ({timing})"
+        )
 
 
-def demo_config() -> TrainConfig:
-    """The small training configuration of the demo."""
-    return load_config(None, DEMO_TRAINING)
+def demo_config(**overrides: Any) -> TrainConfig:
+    """The small training configuration of the demo, with dotted-key overrides."""
+    return load_config(None, {**DEMO_TRAINING, **overrides})
 
 
-def run_demo(out: str | Path = "protomatch-demo", *, workers: int | None = None) -> DemoResult:
-    """Run the whole pipeline on the built-in simulator and write a report under ``out``."""
+def run_demo(
+    out: str | Path = "protomatch-demo",
+    *,
+    workers: int | None = None,
+    library_settings: Mapping[str, int] | None = None,
+    training: Mapping[str, Any] | None = None,
+) -> DemoResult:
+    """Run the whole pipeline on the built-in simulator and write a report under ``out``.
+
+    ``library_settings`` and ``training`` override the demo's library size and training
+    configuration (dotted keys), e.g. for a quick test.
+    """
     out = Path(out)
     seconds: dict[str, float] = {}
     library = out / "library"
-    if not _reusable_library(library):
+    settings = {**DEMO_LIBRARY, **(library_settings or {})}
+    if not _reusable_library(library, settings):
         with _stage("simulate", seconds):
-            simulate_library(library, **DEMO_LIBRARY, workers=workers, preview=True, overwrite=True)
+            simulate_library(library, **settings, workers=workers, preview=True, overwrite=True)
     with _stage("ingest", seconds):
         ingest_library(
-            library, out / "store", size=DEMO_LIBRARY["size"], workers=workers, overwrite=True
+            library, out / "store", size=settings["size"], workers=workers, overwrite=True
         )
     with _stage("train", seconds):
-        trained = train_model(out / "store", out / "model", demo_config(), overwrite=True)
+        config = demo_config(**(training or {}))
+        trained = train_model(out / "store", out / "model", config, overwrite=True)
     log.info("%s", trained.describe())
     with _stage("index", seconds):
         build_index(out / "model", out / "store", out / "index", overwrite=True)
     target = _held_out_target(out / "model", library)
     with _stage("match", seconds):
         report = match_observations(out / "index", [target], out / "report", k=50, overwrite=True)
-    return DemoResult(out, report, seconds)
+    with _stage("evaluate", seconds):
+        evaluation = evaluate_model(
+            out / "model", out / "store", out / "evaluation", overwrite=True
+        )
+    return DemoResult(out, report, evaluation, seconds)
 
 
 @contextlib.contextmanager
@@ -84,7 +107,7 @@ def _stage(name: str, seconds: dict[str, float]) -> Iterator[None]:
     seconds[name] = time.perf_counter() - start
 
 
-def _reusable_library(library: Path) -> bool:
+def _reusable_library(library: Path, wanted: Mapping[str, int]) -> bool:
     manifest = library / "manifest.json"
     if not manifest.is_file():
         return False
@@ -92,7 +115,7 @@ def _reusable_library(library: Path) -> bool:
         settings = json.loads(manifest.read_text()).get("settings", {})
     except json.JSONDecodeError:
         return False
-    same = all(settings.get(key) == value for key, value in DEMO_LIBRARY.items())
+    same = all(settings.get(key) == value for key, value in wanted.items())
     if same:
         log.info("demo: reusing the simulated library in %s", library)
     return same

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from protomatch.demo import run_demo
+from tests.conftest import tiny_training_overrides
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline_on_a_held_out_system(tmp_path: Path) -> None:
+    training = tiny_training_overrides(epochs=2)
+    training.pop("device")
+    library = {"systems": 8, "snapshots": 3, "size": 32, "seed": 3}
+    result = run_demo(tmp_path / "demo", workers=1, library_settings=library, training=training)
+    out = tmp_path / "demo"
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    split = json.loads((out / "model" / "model.json").read_text())["split"]
+    target_system = summary["target"].split("_isink_")[1].split("_")[0]
+    assert target_system in split["test"]
+    assert summary["parameters"]["disk_size"]["truth"] is not None
+    assert (out / "report" / "index.html").is_file()
+    assert (out / "evaluation" / "metrics.md").is_file()
+    assert (out / "library" / "preview.png").is_file()
+    assert "report:" in result.describe() and "demo finished" in result.describe()
+    # a second run reuses the simulated library
+    again = run_demo(out, workers=1, library_settings=library, training=training)
+    assert "simulate" not in again.seconds
