@@ -148,8 +148,8 @@ def _summary_table(data: MatchReportData) -> str:
     has_truth = any(s["truth"] is not None for s in stats.values())
     head = (
         "<tr><th class='name' rowspan='2'>parameter</th><th class='name' rowspan='2'>unit</th>"
-        "<th colspan='3'>matches (weighted)</th><th colspan='3'>library prior</th>"
         + ("<th rowspan='2'>truth</th>" if has_truth else "")
+        + "<th colspan='3'>matches (weighted)</th><th colspan='3'>library prior</th>"
         + "</tr><tr>"
         + "<th>median</th><th>68% interval</th><th>95% interval</th>" * 2
         + "</tr>"
@@ -160,14 +160,14 @@ def _summary_table(data: MatchReportData) -> str:
             f"<td class='name'><b>{html.escape(name)}</b></td>",
             f"<td class='name'>{html.escape(str(s['unit']))}</td>",
         ]
+        if has_truth:
+            cells.append(f"<td>{_num(s['truth'])}</td>")
         for key in ("matches", "prior"):
             cells += [
                 f"<td>{_num(s[key].get('median'))}</td>",
                 f"<td>{_interval(s[key], 'q16', 'q84')}</td>",
                 f"<td>{_interval(s[key], 'q2.5', 'q97.5')}</td>",
             ]
-        if has_truth:
-            cells.append(f"<td>{_num(s['truth'])}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<div class='scroll'><table>{head}{''.join(rows)}</table></div>"
 
