@@ -12,6 +12,7 @@ import torch
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.losses import ContrastiveLoss
 from protomatch.modelio import load_model, save_checkpoint
+from protomatch.store import LibraryStore
 from protomatch.train import load_config, train_model
 from tests.conftest import tiny_training_overrides
 
@@ -163,3 +164,41 @@ def test_cli_reports_a_bad_config_in_one_line(tiny_store: Path, tmp_path: Path) 
         "Input should be greater than or equal to 1"
     ]
     assert not (tmp_path / "m").exists()
+
+
+def test_pretrained_frozen_encoder_stays_fixed(tiny_store: Path, tmp_path: Path) -> None:
+    from protomatch.train import _Run
+
+    config = load_config(
+        None, tiny_training_overrides(epochs=2, pretrain_epochs=1, freeze_encoder=True)
+    )
+    run = _Run.prepare(LibraryStore.open(tiny_store), config, tmp_path)
+    run._pretrain()
+    frozen = {k: v.clone() for k, v in run.network.encoder.features.state_dict().items()}
+    assert not any(p.requires_grad for p in run.network.encoder.features.parameters())
+    result = train_model(tiny_store, tmp_path / "m", config)
+    assert result.epochs_run == 2
+    trained = load_model(tmp_path / "m")
+    # the same seed gives the same autoencoder, and freezing kept its conv stages unchanged
+    for key, value in trained.network.encoder.features.state_dict().items():
+        assert torch.equal(value, frozen[key]), key
+
+
+def test_early_stopping_ends_a_run_without_improvement(tiny_store: Path, tmp_path: Path) -> None:
+    result = _train(
+        tiny_store, tmp_path / "m", epochs=8, **{"optim.patience": 1, "optim.min_delta": 10.0}
+    )
+    # epoch 1 sets the best; epoch 2 fails to improve by 10 and the run stops
+    assert result.epochs_run == 2 and result.best_epoch == 1
+
+
+def test_tensorboard_logs_when_asked(tiny_store: Path, tmp_path: Path) -> None:
+    _train(tiny_store, tmp_path / "m", epochs=1, tensorboard=True)
+    assert list((tmp_path / "m" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_training_without_brightness_uses_images_only(tiny_store: Path, tmp_path: Path) -> None:
+    _train(tiny_store, tmp_path / "m", epochs=1, brightness=False)
+    trained = load_model(tmp_path / "m")
+    assert trained.brightness is None and trained.encoder_config.scalar_inputs == 0
+    assert trained.embed(np.zeros((2, 32, 32), dtype=np.float32)).shape == (2, 16)
