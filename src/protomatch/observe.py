@@ -38,12 +38,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import os
-import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -52,10 +49,10 @@ from typing import Any
 import numpy as np
 import pydantic
 from numpy.typing import NDArray
-from tqdm import tqdm
 
 from protomatch import schema
 from protomatch._artefact import atomic_directory, provenance, read_manifest, write_json_atomic
+from protomatch._parallel import unordered_map
 from protomatch.errors import InputError, ProtomatchError
 
 __all__ = ["TRUTH_COLUMNS", "ObserveConfig", "ObserveResult", "make_observations", "observe_sky"]
@@ -617,36 +614,11 @@ def _manifest(config: ObserveConfig, lib: _Library, count: int) -> dict[str, Any
 
 
 def _run(plans: Sequence[_Plan], out: Path, workers: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(plans), unit="obs", desc="observe", disable=None, file=sys.stderr)
-    with bar:
-        for row in _results(plans, out, workers):
-            rows.append(row)
-            bar.update(1)
-    return rows
-
-
-def _results(plans: Sequence[_Plan], out: Path, workers: int) -> Iterator[dict[str, Any]]:
-    if workers == 1:
-        yield from (_observe(plan, out) for plan in plans)
-        return
     # Largest images first: rendering costs ~npix^3, so this balances the workers.
     ordered = sorted(plans, key=lambda plan: -plan.npix)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-        futures = [pool.submit(_observe, plan, out) for plan in ordered]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    tasks = [(plan, out) for plan in ordered]
+    return list(unordered_map(_observe_task, tasks, workers, desc="observe", unit="obs"))
 
 
-def _init_worker() -> None:
-    """One thread per worker process: the parallelism is across processes."""
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
+def _observe_task(task: tuple[_Plan, Path]) -> dict[str, Any]:
+    return _observe(*task)

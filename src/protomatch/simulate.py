@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +31,10 @@ from typing import Any
 import h5py
 import numpy as np
 from numpy.typing import NDArray
-from tqdm import tqdm
 
 from protomatch import schema
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
+from protomatch._parallel import unordered_map
 from protomatch._physics import (
     FIELD_OF_VIEW_AU,
     INTENSITY_UNIT,
@@ -254,37 +251,8 @@ def _check_arguments(
 
 
 def _run(tasks: Sequence[_SystemTask], workers: int) -> list[_SnapshotRecord]:
-    records: list[_SnapshotRecord] = []
-    bar = tqdm(total=len(tasks), unit="system", desc="simulate", disable=None, file=sys.stderr)
-    with bar:
-        for system_records in _results(tasks, workers):
-            records.extend(system_records)
-            bar.update(1)
-    return records
-
-
-def _results(tasks: Sequence[_SystemTask], workers: int) -> Iterator[list[_SnapshotRecord]]:
-    if workers == 1:
-        yield from map(_simulate_system, tasks)
-        return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-        futures = [pool.submit(_simulate_system, task) for task in tasks]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-
-
-def _init_worker() -> None:
-    """One thread per worker process: the parallelism is across processes."""
-    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
+    results = unordered_map(_simulate_system, tasks, workers, desc="simulate", unit="system")
+    return [record for system_records in results for record in system_records]
 
 
 def _simulate_system(task: _SystemTask) -> list[_SnapshotRecord]:
