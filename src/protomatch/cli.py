@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from protomatch.errors import ProtomatchError
@@ -286,18 +285,16 @@ def _parse_settings(settings: list[str]) -> dict[str, object]:
 
 
 def main() -> None:
-    """Console entry point: run the app, turning user errors into one line and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit code 2.
+
+    Typer's standalone mode handles usage errors and --help itself and lets every other
+    exception through, so only our own errors need catching here.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except ProtomatchError as exc:
         typer.echo(f"protomatch: error: {exc}", err=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("protomatch: interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":
