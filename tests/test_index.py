@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protomatch.index import IndexConfig, _parallel_flat, make_faiss_index, neighbour_similarity
+from protomatch.index import IndexConfig, make_faiss_index, neighbour_similarity, sharded_flat_index
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def embeddings() -> np.ndarray:
 def test_sharded_exact_search_equals_flat(embeddings: np.ndarray) -> None:
     queries = embeddings[:25] + 0.05
     _, flat = make_faiss_index(embeddings, IndexConfig()).search(queries, 10)
-    _, sharded = _parallel_flat(embeddings, 3).search(queries, 10)
+    _, sharded = sharded_flat_index(embeddings, 3).search(queries, 10)
     np.testing.assert_array_equal(flat, sharded)
 
 

@@ -80,7 +80,7 @@ def _training_sample(embeddings: np.ndarray, size: int, seed: int = 0) -> np.nda
     return np.ascontiguousarray(embeddings[rows])
 
 
-def _parallel_flat(embeddings: np.ndarray, shards: int) -> Any:
+def sharded_flat_index(embeddings: np.ndarray, shards: int) -> Any:
     """Exact search split over ``shards`` threads: FAISS parallelises one query no other way."""
     import faiss
 
@@ -250,7 +250,7 @@ class EmbeddingIndex:
         cores = os.cpu_count() or 1
         if manifest["config"]["kind"] == "flat" and len(ids) > _SHARD_THRESHOLD and cores > 1:
             embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
-            faiss_index = _parallel_flat(embeddings, cores)
+            faiss_index = sharded_flat_index(embeddings, cores)
         return cls(path, manifest, faiss_index, ids, trained, store)
 
     def __len__(self) -> int:
