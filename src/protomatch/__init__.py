@@ -50,6 +50,8 @@ _PUBLIC = MappingProxyType(
         "EvaluateConfig": "protomatch.evaluate",
         "evaluate_model": "protomatch.evaluate",
         "run_demo": "protomatch.demo",
+        "evaluate_observations": "protomatch.evaluate_observations",
+        "BeamMatchedLibrary": "protomatch.beam",
         "ObserveConfig": "protomatch.observe",
         "make_observations": "protomatch.observe",
         "prepare_observation": "protomatch.observation",

@@ -202,10 +202,23 @@ def evaluate(
     ] = 0.9,
     queries: Annotated[int, typer.Option(help="Test images used as queries (at most).")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    observations: Annotated[
+        Path | None,
+        typer.Option(help="Mock observations from `observe`: score recovery against truth.csv."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
-    """Score a model on test systems it never saw, against simple baselines."""
+    """Score a model on test systems it never saw (or on mock observations), vs baselines."""
     from protomatch.evaluate import EvaluateConfig, evaluate_model
+
+    if observations is not None:
+        from protomatch.evaluate_observations import evaluate_observations
+
+        result = evaluate_observations(
+            model, library, observations, output, k=k_recovery, overwrite=overwrite
+        )
+        typer.echo(result.describe())
+        return
 
     settings = {
         "pairs": pairs,
