@@ -41,8 +41,7 @@ from _common import (
     set_threads,
 )
 from protomatch.demo import DEMO_TRAINING
-from protomatch.index import _SHARD_THRESHOLD as SHARD_THRESHOLD
-from protomatch.index import IndexConfig, make_faiss_index, sharded_flat_index
+from protomatch.index import IndexConfig, make_faiss_index
 from protomatch.match import score_pairwise
 from protomatch.modelio import TrainedModel, load_model
 from protomatch.store import LibraryStore
@@ -214,24 +213,13 @@ def exact_section(matcher: Matcher, database: np.ndarray, index: object, queries
         f"{database.nbytes / MIB:.0f} MiB): one query median {search_ms:.1f} ms search only, "
         f"{full_ms:.1f} ms with the target's embedding (goal <= {EXACT_GOAL_MS:.0f} ms: {verdict})"
     )
-    threads = os.cpu_count() or 1
-    sharded_ms = _sharded_query_ms(database, query_vectors, queries, threads)
-    verdict = "met" if sharded_ms <= EXACT_GOAL_MS else "NOT met"
-    print(
-        f"  sharded over {threads} threads (what protomatch searches above "
-        f"{SHARD_THRESHOLD} images): one query median {sharded_ms:.1f} ms search only "
-        f"(goal <= {EXACT_GOAL_MS:.0f} ms: {verdict}); {search_ms / sharded_ms:.2f}x faster"
-    )
     _, truth = index.search(query_vectors[:200], K)
-    fp16 = faiss.IndexScalarQuantizer(
-        dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
-    )
-    fp16.add(database)
+    fp16 = make_faiss_index(database, IndexConfig(kind="flat16"))
     fp16_ms = median_ms(lambda i: fp16.search(query_vectors[i : i + 1], K), queries)
     _, found = fp16.search(query_vectors[:200], K)
     print(
-        f"  for comparison, not in protomatch.index: the same vectors stored as float16 "
-        f"(faiss.IndexScalarQuantizer QT_fp16, {n * dim * 2 / MIB:.0f} MiB): one query median "
+        f"  protomatch index --kind flat16 (the same vectors stored as float16, "
+        f"{n * dim * 2 / MIB:.0f} MiB): one query median "
         f"{fp16_ms:.1f} ms search only, recall@{K} vs exact {recall_at_k(found, truth):.3f}"
     )
     for batch in (32, 512):
@@ -242,13 +230,6 @@ def exact_section(matcher: Matcher, database: np.ndarray, index: object, queries
             f"  batched: {batch} queries in {seconds:.2f} s = {batch / seconds:7.1f} queries/s "
             f"({seconds / batch * 1e3:.1f} ms per query)"
         )
-
-
-def _sharded_query_ms(
-    database: np.ndarray, query_vectors: np.ndarray, queries: int, threads: int
-) -> float:
-    sharded = sharded_flat_index(database, threads)
-    return median_ms(lambda i: sharded.search(query_vectors[i : i + 1], K), queries)
 
 
 def approximate_section(database: np.ndarray, exact: object, queries: int) -> None:

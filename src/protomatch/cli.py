@@ -138,7 +138,9 @@ def index(
     model: Annotated[Path, typer.Argument(help="Model folder written by `train`.")],
     library: Annotated[Path, typer.Argument(help="Library store written by `ingest`.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Index folder to write.")],
-    kind: Annotated[str, typer.Option(help="flat (exact), ivf or hnsw (approximate).")] = "flat",
+    kind: Annotated[
+        str, typer.Option(help="flat (exact), flat16 (exact up to float16), ivf or hnsw.")
+    ] = "flat",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Embed the whole library once and build a FAISS similarity index."""
