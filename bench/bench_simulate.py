@@ -1,6 +1,6 @@
 """Benchmark the built-in simulator: the demo library with one worker, then with two.
 
-Usage: ``python bench/bench_simulate.py [--systems 48 --snapshots 12 --size 64 --workers 1 2]``.
+Usage: ``python bench/bench_simulate.py [--systems 96 --snapshots 6 --size 64 --workers 1 2]``.
 Prints images per second for each worker count and the speed-up over the first one, with the
 CPU time used (this process and its workers) and the mean number of busy cores, so a speed-up
 held back by other work sharing the machine (see the load average) can be told apart.
@@ -26,8 +26,8 @@ def _cpu_seconds() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--systems", type=int, default=48)
-    parser.add_argument("--snapshots", type=int, default=12)
+    parser.add_argument("--systems", type=int, default=96)
+    parser.add_argument("--snapshots", type=int, default=6)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
