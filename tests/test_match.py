@@ -157,6 +157,7 @@ def test_fits_with_pixel_scale_and_distance_is_resampled(tiny_index, tmp_path) -
     match_observations(tiny_index, [path], tmp_path / "r", k=5, distance_pc=140)
     notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
     assert any("AU/pixel" in note for note in notes)
+    assert any("not validated" in note for note in notes)
     match_observations(tiny_index, [path], tmp_path / "r2", k=5)
     notes = json.loads((tmp_path / "r2" / "summary.json").read_text())["notes"]
     assert any("distance" in note and "centre-cropped" in note for note in notes)

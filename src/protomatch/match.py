@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 QUANTILES = {"median": 0.5, "q16": 0.16, "q84": 0.84, "q2.5": 0.025, "q97.5": 0.975}
 _SHOWN_MATCHES = 11
+_OBSERVATION_CAVEAT = (
+    "matching beam-convolved, noisy observations to the noiseless library is not validated "
+    "yet: on mock observations (protomatch observe / evaluate --observations) the matches' "
+    "parameters were on average no closer to the truth than the library prior"
+)
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,8 @@ def _match_one(
         store.intensity_unit,
     )
     image, notes = prepared.image, list(prepared.notes)
+    if observation.header.get("system") is None:
+        notes.append(_OBSERVATION_CAVEAT)
     brightness = _target_brightness(trained, prepared.mean_intensity, notes)
     excluded = _own_system_rows(observation, store.table, query.include_own_system, notes)
     available = len(index) - len(excluded)
