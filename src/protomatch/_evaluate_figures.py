@@ -7,7 +7,6 @@ rebuilt from any metrics.json.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,10 +15,10 @@ from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-_DPI = 110
+from protomatch._png import png_bytes as _png_bytes
+
 _STRETCH_FLOOR = 1e-4  # display floor of the log stretch of the peak-1 store images
 _PAIRS_SHOWN = 6
 _OURS = "#d1495b"
@@ -79,13 +78,6 @@ def render_figures(data: FigureData) -> dict[str, bytes]:
     for name, (title, rows) in _pair_groups(data).items():
         figures[name] = _pairs_figure(data, rows, title)
     return {name: _png_bytes(fig) for name, fig in figures.items()}
-
-
-def _png_bytes(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
-    return buffer.getvalue()
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

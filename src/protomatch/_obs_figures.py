@@ -6,7 +6,6 @@ Figures are drawn on Agg canvases without pyplot (no global backend state).
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-_DPI = 110
+from protomatch._png import png_bytes as _png_bytes
+
 _OURS = "#d1495b"
 #: Methods shown in the coverage chart besides the best protomatch variant.
 _COVERAGE_METHODS = ("protomatch", "protomatch_beam", "pixels", "pixels_beam", "prior")
@@ -129,13 +128,6 @@ def render_figures(
         "coverage.png": _coverage_figure(metrics),
     }
     return {name: _png_bytes(fig) for name, fig in figures.items()}
-
-
-def _png_bytes(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
-    return buffer.getvalue()
 
 
 def _recovery_figure(

@@ -6,7 +6,6 @@ nothing needs closing. Used by :mod:`protomatch.report` only.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,16 +13,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from protomatch._png import png_bytes as _png_bytes
 
 if TYPE_CHECKING:
     from protomatch.report import MatchReportData
 
 #: Display floor of the log stretch, relative to the image peak (four decades shown).
 _STRETCH_FLOOR = 1e-4
-_DPI = 110
 _N_BINS = 30
 _MATCH_COLOUR = "#d1495b"
 _PRIOR_COLOUR = "0.72"
@@ -93,13 +92,6 @@ def parameter_stats(data: MatchReportData, name: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- figures
-
-
-def _png_bytes(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
-    return buffer.getvalue()
 
 
 def _log_stretch(image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,18 @@
+"""Figures to PNG bytes without pyplot's global state (safe in notebooks and threads)."""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DPI = 110
+
+
+def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    """Render ``fig`` on an Agg canvas and return the PNG file's bytes."""
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    return buffer.getvalue()
