@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
-from protomatch._artefact import atomic_path, ensure_writable_output, write_bytes_atomic
+from protomatch._artefact import ensure_writable_output, write_bytes_atomic
 from protomatch.augment import AugmentConfig, augment_batch
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.losses import make_loss
@@ -535,27 +535,20 @@ def _metrics_record(
 
 def _plot_training_curve(history: list[Mapping[str, float]], path: Path) -> None:
     """Loss and similarity MSE per epoch, with the trivial predictor for reference."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from protomatch._png import png_bytes
 
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_mse) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    ax_loss, ax_mse = fig.subplots(1, 2)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="training")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Siamese loss")
     ax_loss.legend()
     ax_mse.plot(epochs, [r["val_mse"] for r in history], "s-", color="C1", label="network")
-    ax_mse.plot(
-        epochs,
-        [r["val_mse_trivial"] for r in history],
-        "--",
-        color="grey",
-        label="trivial (mean label)",
-    )
+    trivial = [r["val_mse_trivial"] for r in history]
+    ax_mse.plot(epochs, trivial, "--", color="grey", label="trivial (mean label)")
     ax_mse.set(xlabel="epoch", ylabel="MSE", title="validation: predicted vs true similarity")
     ax_mse.legend()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    write_bytes_atomic(path, png_bytes(fig))
