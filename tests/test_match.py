@@ -100,6 +100,11 @@ def test_match_writes_a_report_with_truth(tiny_index: Path, tiny_library: Path, 
     assert mass["matches"]["q2.5"] <= mass["matches"]["median"] <= mass["matches"]["q97.5"]
     for name in ("matches.csv", "index.html", "matches.png", "parameters.png", "corner.png"):
         assert (report / name).is_file()
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert manifest["kind"] == "match-report" and manifest["k"] == 20
+    index_manifest = json.loads((tiny_index / "index.json").read_text())
+    assert manifest["model"]["fingerprint"] == index_manifest["model"]["fingerprint"]
+    assert manifest["library"]["fingerprint"] == index_manifest["library"]["fingerprint"]
     assert "report:" in result.describe()
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from protomatch._artefact import atomic_directory
+from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch.errors import ProtomatchError
 from protomatch.index import EmbeddingIndex
 from protomatch.modelio import TrainedModel
@@ -31,6 +31,7 @@ from protomatch.report import MatchReportData, write_match_report, write_report_
 
 log = logging.getLogger(__name__)
 
+REPORT_SCHEMA_VERSION = 1
 QUANTILES = {"median": 0.5, "q16": 0.16, "q84": 0.84, "q2.5": 0.025, "q97.5": 0.975}
 _SHOWN_MATCHES = 11
 _OBSERVATION_CAVEAT = (
@@ -117,7 +118,30 @@ def match_observations(
             results.append(TargetResult(name, out / folder, summary))
         if len(targets) > 1:
             write_report_index(tmp, [(r.name, Path(r.name), r.summary) for r in results])
+        write_json_atomic(tmp / "manifest.json", _report_manifest(opened, results, k, threshold))
     return MatchResult(out, tuple(results))
+
+
+def _report_manifest(
+    index: EmbeddingIndex, results: Sequence[TargetResult], k: int, threshold: float | None
+) -> dict[str, Any]:
+    """What made this report: the index, model and library it searched, and the query."""
+    return {
+        **provenance("match-report", REPORT_SCHEMA_VERSION),
+        "index": {"path": str(index.path.resolve())},
+        "model": dict(index.manifest["model"]),
+        "library": dict(index.manifest["library"]),
+        "k": None if threshold is not None else k,
+        "threshold": threshold,
+        "targets": [
+            {
+                "name": r.name,
+                "folder": str(r.folder.name if r.folder.name else "."),
+                "best_similarity": r.summary["best_similarity"],
+            }
+            for r in results
+        ],
+    }
 
 
 def _unique_names(sources: Sequence[Path], given: Sequence[str]) -> list[str]:
