@@ -19,6 +19,7 @@ from protomatch.beam import (
     beam_key,
     dihedral_beam,
     dihedral_image,
+    noise_level,
     pixel_vectors,
 )
 from protomatch.modelio import load_model
@@ -247,3 +248,27 @@ def test_dihedral_similarities_do_not_depend_on_the_sky_orientation(tiny_model, 
     assert not np.allclose(given[:, 0], turned[:, 0], atol=1e-3)  # one orientation does depend
     single = library.similarities(image, brightness, beam, dihedral=False)
     np.testing.assert_allclose(single[:, 0], given[:, 0], atol=1e-6)
+
+
+def test_noise_level_is_the_robust_rms_of_the_background() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.normal(0.0, 0.05, (64, 64))
+    image[30:34, 30:34] = 1.0  # a compact source barely moves the median deviation
+    image[:5] = 0.0  # blank border pixels are left out
+    assert noise_level(image) == pytest.approx(0.05, rel=0.1)
+    assert noise_level(np.zeros((8, 8))) == 0.0
+
+
+def test_noise_matched_library_is_cached_and_noisier(tiny_model, tiny_store) -> None:
+    trained = load_model(tiny_model)
+    library = BeamMatchedLibrary(trained, LibraryStore.open(tiny_store), cache_size=4)
+    beam = (2.0, 2.0, 0.0)
+    clean = library.embeddings(beam)
+    noisy = library.embeddings(beam, 0.0525)
+    assert library.embeddings(beam, 0.053) is noisy  # same 10 % bin: cached
+    assert noisy.shape == clean.shape
+    assert not np.allclose(noisy, clean)
+    np.testing.assert_allclose(np.linalg.norm(noisy, axis=1), 1.0, atol=1e-5)
+    # fixed seed: a fresh library gives the same noisy embeddings
+    again = BeamMatchedLibrary(trained, LibraryStore.open(tiny_store)).embeddings(beam, 0.0525)
+    np.testing.assert_allclose(again, noisy, atol=1e-6)

@@ -58,6 +58,8 @@ Beam = tuple[float, float, float]
 DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, f) for f in (False, True) for k in range(4))
 _FWHM_STEP_PX = 0.25
 _PA_STEP_DEG = 10.0
+_NOISE_STEP_DEX = 0.04  # ~10 % steps in the noise rms
+_NOISE_SEED = 20261129
 
 
 def beam_in_library_pixels(
@@ -122,6 +124,27 @@ def dihedral_beam(beam: Beam, quarter_turns: int, flip: bool) -> Beam:
     major, minor, pa = beam
     pa = -pa if flip else pa
     return major, minor, float((pa + 90.0 * quarter_turns) % 180.0)
+
+
+def noise_level(image: np.ndarray) -> float:
+    """Robust noise rms of a prepared (peak-1) observation, relative to its peak.
+
+    1.4826 x the median absolute deviation of the non-blank pixels: the source covers few
+    pixels, so the spread of the rest is the noise. Blank pixels (exactly 0: NaN borders,
+    padding) are left out.
+    """
+    values = np.asarray(image, dtype=np.float64)
+    values = values[values != 0]
+    if values.size < 16:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def _noise_key(noise: float) -> float:
+    """Noise rms on a grid of 10 % steps (the cache key); 0 for none."""
+    if noise <= 0:
+        return 0.0
+    return float(np.round(np.log10(noise) / _NOISE_STEP_DEX) * _NOISE_STEP_DEX)
 
 
 def beam_key(beam: Beam | None) -> Beam | None:
@@ -201,14 +224,26 @@ class BeamMatchedLibrary:
         """Library passes computed so far (cache misses, embeddings and pixels)."""
         return self._embeddings.misses + self._pixels.misses
 
-    def embeddings(self, beam: Beam | None) -> np.ndarray:
+    def embeddings(self, beam: Beam | None, noise: float = 0.0) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings of the library convolved with ``beam``.
 
         ``beam`` is (FWHM major [px], FWHM minor [px], PA [deg]) in library pixels, snapped
-        to the cache grid; None: the library as stored. The same array object is returned
-        while the beam stays in the cache (do not modify it).
+        to the cache grid; None: the library as stored. ``noise`` > 0 adds beam-correlated
+        Gaussian noise of that rms relative to each convolved image's peak (the
+        observation's :func:`noise_level`), so the library shows the observation's noise
+        floor; the noise is the same for every call (fixed seed). The same array object is
+        returned while the key stays in the cache (do not modify it).
         """
         key = beam_key(beam)
+        noise_key = _noise_key(noise) if key is not None else 0.0
+        if noise_key:
+            level = 10**noise_key
+            return self._embeddings.get(
+                (key, noise_key),
+                lambda: self._compute(
+                    key, lambda images, a, b: self._embed_noisy(images, a, b, key, level)
+                ),
+            )
         return self._embeddings.get(key, lambda: self._compute(key, self._embed_block))
 
     def convolved_pixels(self, beam: Beam | None) -> np.ndarray:
@@ -283,8 +318,25 @@ class BeamMatchedLibrary:
         brightness = self._mean_intensity[start:stop]
         return self._trained.embed(images, brightness, batch_size=self._block)
 
+    def _embed_noisy(
+        self, images: np.ndarray, start: int, stop: int, beam: Beam, level: float
+    ) -> np.ndarray:
+        noise = _correlated_noise(start, stop, images.shape[1:], beam)
+        peaks = images.reshape(len(images), -1).max(axis=1)[:, None, None]
+        return self._embed_block(images + level * peaks * noise, start, stop)
+
     def _pixel_block(self, images: np.ndarray, start: int, stop: int) -> np.ndarray:
         return pixel_vectors(images, self._trained.preprocess)
+
+
+def _correlated_noise(start: int, stop: int, shape: tuple[int, ...], beam: Beam) -> np.ndarray:
+    """Unit-rms noise for library images start:stop, correlated on the beam's scale."""
+    rng = np.random.default_rng([_NOISE_SEED, start])
+    white = torch.from_numpy(rng.standard_normal((stop - start, *shape)).astype(np.float32))
+    with torch.no_grad():
+        smooth = convolve_with_beam(white, *beam)
+    rms = smooth.flatten(1).std(dim=1).clamp_min(1e-12)[:, None, None]
+    return (smooth / rms).numpy()
 
 
 class _LRU:

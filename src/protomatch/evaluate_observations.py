@@ -42,7 +42,13 @@ from protomatch import _artefact
 from protomatch import _metrics as M
 from protomatch._evaluate_figures import json_safe
 from protomatch._obs_figures import describe, markdown_tables, render_figures
-from protomatch.beam import BeamMatchedLibrary, beam_in_library_pixels, pixel_vectors
+from protomatch.beam import (
+    Beam,
+    BeamMatchedLibrary,
+    beam_in_library_pixels,
+    noise_level,
+    pixel_vectors,
+)
 from protomatch.errors import InputError
 from protomatch.match import QUANTILES
 from protomatch.modelio import TrainedModel, load_model
@@ -65,6 +71,8 @@ METHODS = MappingProxyType(
         "protomatch_beam": "embedding cosine vs the library convolved to the observation's beam",
         "protomatch_beam_d8max": "as protomatch_beam, max over the 8 orientations (beam turned)",
         "protomatch_beam_d8mean": "as protomatch_beam, mean over the 8 orientations (beam turned)",
+        "protomatch_beam_noise": "as protomatch_beam, with the observation's noise level added "
+        "to the convolved library (beam-correlated)",
         "pixels": "pixel cosine (model-input pixels) vs the stored library",
         "pixels_beam": "pixel cosine vs the library convolved to the observation's beam",
         "prior": "the library's median and quantiles",
@@ -253,6 +261,7 @@ class _Run:
             "protomatch_beam": matched[:, 0],
             "protomatch_beam_d8max": matched.max(axis=1),
             "protomatch_beam_d8mean": matched.mean(axis=1),
+            "protomatch_beam_noise": self._noise_matched(prepared.image, brightness, beam),
             "pixels": self.plain_pixels @ query_pixels,
             "pixels_beam": self.beamed.convolved_pixels(beam) @ query_pixels,
         }
@@ -262,6 +271,14 @@ class _Run:
             "brightness_known": prepared.mean_intensity is not None,
         }
         return record, {m: _top_k(sims[m], self.k) for m in _MATCHED}
+
+    def _noise_matched(
+        self, image: np.ndarray, brightness: float | None, beam: Beam | None
+    ) -> np.ndarray:
+        """Cosine to the library through the observation's beam and at its noise level."""
+        intensity = None if brightness is None else np.array([brightness])
+        query = self.trained.embed(image[None], intensity)[0]
+        return self.beamed.embeddings(beam, noise_level(image)) @ query
 
     def _brightness(self, mean_intensity: float | None) -> float | None:
         """The observation's mean intensity; the library's typical one when unknown."""
