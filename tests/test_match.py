@@ -163,6 +163,22 @@ def test_fits_with_pixel_scale_and_distance_is_resampled(tiny_index, tmp_path) -
     notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
     assert any("AU/pixel" in note for note in notes)
     assert any("not validated" in note for note in notes)
+
+
+def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tmp_path) -> None:
+    yy, xx = np.mgrid[:100, :100]
+    image = np.exp(-((xx - 50) ** 2 + (yy - 50) ** 2) / 50.0)
+    image += np.random.default_rng(0).normal(0, 0.02, image.shape)
+    path = _fits_observation(tmp_path / "obs.fits", image, cdelt_deg=0.05 / 3600)
+    with fits.open(path, mode="update") as hdus:
+        hdus[0].header.update(BMAJ=0.4 / 3600, BMIN=0.3 / 3600, BPA=30.0, BUNIT="Jy/beam")
+    match_observations(tiny_index, [path], tmp_path / "r", k=5, distance_pc=140)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    note = next(n for n in summary["notes"] if "convolved to the observation's beam" in n)
+    assert "noise level" in note
+    assert summary["n_matches"] == 5
+    sims = pd.read_csv(tmp_path / "r" / "matches.csv")["similarity"].to_numpy()
+    assert (np.diff(sims) <= 1e-6).all()
     match_observations(tiny_index, [path], tmp_path / "r2", k=5)
     notes = json.loads((tmp_path / "r2" / "summary.json").read_text())["notes"]
     assert any("distance" in note and "centre-cropped" in note for note in notes)

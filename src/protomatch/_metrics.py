@@ -13,13 +13,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from protomatch.match import QUANTILES, weighted_quantiles
+#: Summary quantiles of a parameter distribution, by name.
+QUANTILES = MappingProxyType(
+    {"median": 0.5, "q16": 0.16, "q84": 0.84, "q2.5": 0.025, "q97.5": 0.975}
+)
 
-#: Quantile levels of :func:`recovered_quantiles`, in :data:`protomatch.match.QUANTILES` order.
+
+def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """Quantiles of ``values`` with non-negative ``weights`` (uniform if all are zero)."""
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
+    if not weights.any():
+        weights = np.ones_like(values)
+    values, weights = values[weights > 0], weights[weights > 0]
+    order = np.argsort(values)
+    values, weights = values[order], weights[order]
+    cdf = (np.cumsum(weights) - 0.5 * weights) / weights.sum()
+    return np.interp(qs, cdf, values)
+
+
+#: Quantile levels of :func:`recovered_quantiles`, in :data:`QUANTILES` order.
 LEVELS = tuple(QUANTILES.values())
 #: Candidates scored at once per query block (bounds memory to Q x block float32).
 DEFAULT_BLOCK = 8192
@@ -315,7 +333,7 @@ def recovered_quantiles(
 
     Returns
     -------
-    (Q, 5) float64 quantiles in the order of :data:`protomatch.match.QUANTILES`
+    (Q, 5) float64 quantiles in the order of :data:`QUANTILES`
     (median, q16, q84, q2.5, q97.5); NaN rows for queries without matches.
     """
     values = np.asarray(values, dtype=np.float64)

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from protomatch import _artefact
 from protomatch import _metrics as M
 from protomatch._evaluate_figures import json_safe
+from protomatch._metrics import QUANTILES
 from protomatch._obs_figures import describe, markdown_tables, render_figures
 from protomatch.beam import (
     Beam,
@@ -50,7 +51,6 @@ from protomatch.beam import (
     pixel_vectors,
 )
 from protomatch.errors import InputError
-from protomatch.match import QUANTILES
 from protomatch.modelio import TrainedModel, load_model
 from protomatch.observation import prepare_observation
 from protomatch.readers import read_observation

@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
+from protomatch._metrics import QUANTILES, weighted_quantiles
+from protomatch.beam import BeamMatchedLibrary, beam_in_library_pixels, noise_level
 from protomatch.errors import ProtomatchError
 from protomatch.index import EmbeddingIndex
 from protomatch.modelio import TrainedModel
@@ -32,12 +34,11 @@ from protomatch.report import MatchReportData, write_match_report, write_report_
 log = logging.getLogger(__name__)
 
 REPORT_SCHEMA_VERSION = 1
-QUANTILES = {"median": 0.5, "q16": 0.16, "q84": 0.84, "q2.5": 0.025, "q97.5": 0.975}
 _SHOWN_MATCHES = 11
 _OBSERVATION_CAVEAT = (
-    "matching beam-convolved, noisy observations to the noiseless library is not validated "
-    "yet: on mock observations (protomatch observe / evaluate --observations) the matches' "
-    "parameters were on average no closer to the truth than the library prior"
+    "matching observed images is not validated yet: on mock observations (protomatch observe "
+    "/ evaluate --observations) the matches' parameters were on average no closer to the "
+    "truth than the library prior, though better for envelope and stellar mass"
 )
 
 
@@ -186,8 +187,7 @@ def _match_one(
     if threshold is None and k > available:
         notes.append(f"k={k} is larger than the library ({available} images): using all")
     wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
-    sims, ids = index.search(trained.embed(image[None], brightness), wanted)
-    sims, ids = sims[0], ids[0]
+    sims, ids = _search(index, observation, image, brightness, wanted, query.distance_pc, notes)
     keep = ~np.isin(ids, excluded)
     sims, ids = sims[keep], ids[keep]
     if threshold is None:
@@ -238,6 +238,38 @@ def _match_one(
         ),
     )
     return summary
+
+
+def _search(
+    index: EmbeddingIndex,
+    observation: Observation,
+    image: np.ndarray,
+    brightness: np.ndarray | None,
+    wanted: int,
+    distance_pc: float | None,
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``wanted`` similarities and image ids of one prepared target.
+
+    An observation with a beam (and a distance) is compared with the library convolved to
+    its beam and given its noise level, embedded anew, since noiseless library images are
+    not like beam-smoothed, noisy data; otherwise the prebuilt index is searched.
+    """
+    query = index.model.embed(image[None], brightness)
+    beam = beam_in_library_pixels(observation, distance_pc, index.store.au_per_pixel)
+    if beam is None:
+        sims, ids = index.search(query, wanted)
+        return sims[0], ids[0]
+    noise = noise_level(image)
+    library = BeamMatchedLibrary(index.model, index.store, cache_size=1)
+    scores = library.embeddings(beam, noise) @ query[0]
+    order = np.argsort(-scores, kind="stable")[:wanted]
+    notes.append(
+        f"compared with the library convolved to the observation's beam ({beam[0]:.2g} x "
+        f"{beam[1]:.2g} library pixels, PA {beam[2]:.0f} deg) and at its noise level "
+        f"({noise:.2g} of the peak)"
+    )
+    return scores[order], index.ids[order]
 
 
 def _target_brightness(
@@ -310,19 +342,6 @@ def _analogue_warnings(best: float, stats: Mapping[str, float]) -> list[str]:
         f"library images reach against their nearest other system (1st percentile "
         f"{floor:.3f}, median {stats['median']:.3f}); treat these parameters with caution"
     ]
-
-
-def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> np.ndarray:
-    """Quantiles of ``values`` with non-negative ``weights`` (uniform if all are zero)."""
-    values = np.asarray(values, dtype=np.float64)
-    weights = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
-    if not weights.any():
-        weights = np.ones_like(values)
-    values, weights = values[weights > 0], weights[weights > 0]
-    order = np.argsort(values)
-    values, weights = values[order], weights[order]
-    cdf = (np.cumsum(weights) - 0.5 * weights) / weights.sum()
-    return np.interp(qs, cdf, values)
 
 
 def summarise(
