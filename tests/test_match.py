@@ -263,3 +263,16 @@ def test_weighted_quantiles_by_hand() -> None:
     )
     # negative similarities count as zero weight; all-zero falls back to uniform
     assert weighted_quantiles(values, -np.ones(4), [0.5])[0] == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(140, 140.0), ("inf", None), (-3, None), ("x", None)]
+)
+def test_header_distance_accepts_only_positive_finite_values(value, expected) -> None:
+    from protomatch.observation import header_distance
+    from protomatch.readers import Observation
+
+    observation = Observation(
+        np.ones((4, 4), dtype=np.float32), Path("x.fits"), {"DISTANCE": value}
+    )
+    assert header_distance(observation) == expected

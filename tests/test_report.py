@@ -13,17 +13,10 @@ import pandas as pd
 import pytest
 
 from protomatch.report import MatchReportData, write_match_report, write_report_index
+from protomatch.schema import PARAMETER_UNITS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-UNITS = {
-    "Envelope_mass": "Msun",
-    "accretion_rate": "Msun/yr",
-    "temperature": "K",
-    "mass": "Msun",
-    "disk_size": "AU",
-    "luminosity": "Lsun",
-    "age": "yr",
-}
+UNITS = dict(PARAMETER_UNITS)
 #: log10 range of the log parameters, linear range of the others.
 RANGES = {
     "Envelope_mass": (-1.0, 1.0),

@@ -24,7 +24,6 @@ adds ``90° k`` to the PA, and a left-right flip negates it (flip first, then ro
 from __future__ import annotations
 
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -36,6 +35,7 @@ from protomatch._metrics import unit_rows
 from protomatch.augment import convolve_with_beam
 from protomatch.errors import InputError
 from protomatch.modelio import TrainedModel
+from protomatch.observation import header_distance
 from protomatch.preprocess import PreprocessConfig, intensity_transform
 from protomatch.readers import Observation
 from protomatch.store import LibraryStore
@@ -83,7 +83,7 @@ def beam_in_library_pixels(
     :func:`protomatch.augment.convolve_with_beam`, in [0, 180)), or None without a beam,
     a distance or the library's pixel scale.
     """
-    distance = distance_pc or _header_distance(observation)
+    distance = distance_pc or header_distance(observation)
     if observation.beam_arcsec is None or not distance or not library_au_per_pixel:
         return None
     bmaj, bmin, bpa = observation.beam_arcsec
@@ -94,15 +94,6 @@ def beam_in_library_pixels(
     if _mirrored(observation.header):
         bpa = -bpa
     return float(major), float(minor), float(bpa % 180.0)
-
-
-def _header_distance(observation: Observation) -> float | None:
-    value = observation.header.get("DISTANCE")
-    try:
-        distance = float(value) if value is not None else math.nan
-    except (TypeError, ValueError):
-        return None
-    return distance if math.isfinite(distance) and distance > 0 else None
 
 
 def _mirrored(header: Any) -> bool:

@@ -250,7 +250,7 @@ class _Run:
             self.store.intensity_unit,
         )
         beam = beam_in_library_pixels(observation, distance, self.store.au_per_pixel)
-        brightness = self._brightness(prepared.mean_intensity)
+        brightness = self.trained.compared_brightness(prepared.mean_intensity)
         plain = self.beamed.similarities(prepared.image, brightness, None)
         matched = self.beamed.similarities(prepared.image, brightness, beam)
         query_pixels = pixel_vectors(prepared.image[None], self.trained.preprocess)[0]
@@ -279,14 +279,6 @@ class _Run:
         intensity = None if brightness is None else np.array([brightness])
         query = self.trained.embed(image[None], intensity)[0]
         return self.beamed.embeddings(beam, noise_level(image)) @ query
-
-    def _brightness(self, mean_intensity: float | None) -> float | None:
-        """The observation's mean intensity; the library's typical one when unknown."""
-        if self.trained.brightness is None:
-            return None
-        if mean_intensity is not None and mean_intensity > 0:
-            return mean_intensity
-        return float(10 ** self.trained.brightness.centre[0])
 
 
 def _distance(row: Mapping[str, Any]) -> float | None:

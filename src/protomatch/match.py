@@ -275,17 +275,17 @@ def _search(
 def _target_brightness(
     trained: TrainedModel, mean_intensity: float | None, notes: list[str]
 ) -> np.ndarray | None:
-    """The target's mean intensity for a brightness-aware model (library median if unknown)."""
-    if trained.brightness is None:
+    """The target's brightness for the network (the library's typical one if unknown)."""
+    brightness = trained.compared_brightness(mean_intensity)
+    if brightness is None:
         return None
-    if mean_intensity is not None and mean_intensity > 0:
-        return np.array([mean_intensity])
-    notes.append(
-        "the observation's brightness could not be put in the library's intensity unit "
-        "(BUNIT and beam needed): it was compared at the library's typical brightness, so "
-        "parameters that set the brightness (envelope mass, luminosity) are less certain"
-    )
-    return np.array([10 ** trained.brightness.centre[0]])
+    if brightness != mean_intensity:
+        notes.append(
+            "the observation's brightness could not be put in the library's intensity unit "
+            "(BUNIT and beam needed): it was compared at the library's typical brightness, so "
+            "parameters that set the brightness (envelope mass, luminosity) are less certain"
+        )
+    return np.array([brightness])
 
 
 def _matches_table(

@@ -86,6 +86,18 @@ class TrainedModel:
             return np.zeros((0, self.encoder_config.embedding_dim), dtype=np.float32)
         return np.concatenate(chunks)
 
+    def compared_brightness(self, mean_intensity: float | None) -> float | None:
+        """The mean intensity to give the network for one target.
+
+        None for models that do not compare brightness; the target's own value when known
+        and positive; otherwise the training library's typical (geometric mean) brightness.
+        """
+        if self.brightness is None:
+            return None
+        if mean_intensity is not None and mean_intensity > 0:
+            return float(mean_intensity)
+        return float(10 ** self.brightness.centre[0])
+
     def brightness_features(self, mean_intensity: np.ndarray | None, n: int) -> torch.Tensor | None:
         """Normalised log brightness (n, 1) for the network, or None if it takes none."""
         if self.brightness is None:

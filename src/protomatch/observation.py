@@ -45,7 +45,7 @@ def prepare_observation(
     """
     image = np.asarray(observation.image, dtype=np.float32)
     notes: list[str] = []
-    distance = distance_pc or _header_distance(observation)
+    distance = distance_pc or header_distance(observation)
     au_per_pixel = observation.header.get(PIXEL_SCALE_ATTRIBUTE)
     if au_per_pixel is None and observation.pixel_scale_arcsec and distance:
         au_per_pixel = observation.pixel_scale_arcsec * distance  # 1 arcsec at 1 pc is 1 AU
@@ -108,12 +108,14 @@ def _plain_unit(unit: object) -> str | None:
     return unit.split()[0].lower().replace(" ", "")
 
 
-def _header_distance(observation: Observation) -> float | None:
+def header_distance(observation: Observation) -> float | None:
+    """The header's ``DISTANCE`` keyword [pc] if it is a positive finite number, else None."""
     value = observation.header.get("DISTANCE")
     try:
-        return float(value) if value is not None and float(value) > 0 else None
+        distance = float(value) if value is not None else math.nan
     except (TypeError, ValueError):
         return None
+    return distance if math.isfinite(distance) and distance > 0 else None
 
 
 def square_field(image: np.ndarray, side: float) -> np.ndarray:
