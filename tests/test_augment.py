@@ -11,7 +11,9 @@ import torch
 from protomatch.augment import (
     AugmentConfig,
     augment_batch,
+    augment_pair,
     convolve_with_beam,
+    draw_conditions,
     gaussian_beam_kernel,
     rotate_images,
 )
@@ -246,3 +248,66 @@ def test_bad_input_is_clear() -> None:
         augment_batch(torch.full((1, 8, 8), float("nan")), OFF, _generator())
     with pytest.raises(ProtomatchError, match="square"):
         augment_batch(torch.zeros(1, 8, 10), AugmentConfig(), _generator())
+
+
+# --- pairs: shared observing conditions, clean share ------------------------------------------
+
+
+def _beam_only(**update: object) -> AugmentConfig:
+    return OFF.model_copy(update={"beam": True, "beam_fwhm_px": (1.0, 8.0), **update})
+
+
+def _widths(images: torch.Tensor) -> torch.Tensor:
+    """(B,) second moment of each image along the columns: grows with the beam."""
+    return torch.stack([_moments(image)[1][0, 0] for image in images])
+
+
+def test_shared_conditions_give_both_sides_of_a_pair_the_same_beam() -> None:
+    images = _blob(48, 2.0, 2.0)[None].repeat(64, 1, 1)
+    shared_a, shared_b = augment_pair(
+        images, images, _beam_only(shared_conditions=True), _generator()
+    )
+    assert torch.allclose(shared_a, shared_b, atol=1e-6)
+    assert float(_widths(shared_a).std()) > 1.0  # the beam still varies from pair to pair
+    own_a, own_b = augment_pair(images, images, _beam_only(), _generator())
+    gap = (_widths(own_a) - _widths(own_b)).abs()
+    assert float(gap.median()) > 1.0  # independent beams
+
+
+def test_shared_noise_level_with_independent_realisations() -> None:
+    config = OFF.model_copy(
+        update={"noise": True, "correlated_noise": False, "shared_conditions": True}
+    )
+    images = torch.zeros(200, 32, 32)
+    images[:, 16, 16] = 1.0
+    out_a, out_b = augment_pair(images, images, config, _generator())
+    rms_a, rms_b = (out.sub(images).std(dim=(1, 2)) for out in (out_a, out_b))
+    assert torch.allclose(rms_a, rms_b, rtol=0.2)  # same S/N per pair (1,024 pixels each)
+    assert float(rms_a.max() / rms_a.min()) > 10  # S/N varies across pairs (5 to 200)
+    assert not torch.allclose(out_a, out_b)  # each side has its own noise
+
+
+def test_clean_fraction_leaves_that_share_untouched() -> None:
+    images = _blob(32)[None].repeat(400, 1, 1)
+    everything_clean = AugmentConfig(beam=True, noise=True, clean_fraction=1.0, rotate=False)
+    assert torch.equal(
+        augment_batch(images, everything_clean.model_copy(update={"flip": False}), _generator()),
+        images,
+    )
+    config = _beam_only(noise=True, clean_fraction=0.3, shared_conditions=True)
+    out_a, out_b = augment_pair(images, images, config, _generator())
+    clean_a = (out_a == images).flatten(1).all(dim=1)
+    clean_b = (out_b == images).flatten(1).all(dim=1)
+    assert torch.equal(clean_a, clean_b)  # pairs are clean together
+    assert 0.22 < float(clean_a.float().mean()) < 0.38  # binomial(400, 0.3) within ~3.5 sigma
+
+
+def test_clean_fraction_outside_zero_one_is_refused() -> None:
+    with pytest.raises(pydantic.ValidationError, match="clean_fraction"):
+        AugmentConfig(clean_fraction=1.5)
+
+
+def test_conditions_for_another_batch_size_are_refused() -> None:
+    conditions = draw_conditions(3, _beam_only(), _generator(), torch.device("cpu"))
+    with pytest.raises(ProtomatchError, match="3 conditions for 2 images"):
+        augment_batch(torch.zeros(2, 8, 8), _beam_only(), _generator(), conditions)

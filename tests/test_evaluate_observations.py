@@ -10,7 +10,7 @@ import pytest
 
 from protomatch.errors import InputError
 from protomatch.evaluate_observations import (
-    METHODS,
+    DEFAULT_METHODS,
     PROTOMATCH_VARIANTS,
     ObservationEvaluation,
     evaluate_observations,
@@ -55,7 +55,7 @@ def test_end_to_end_metrics(evaluated, observations):
     assert metrics["best_protomatch"] in PROTOMATCH_VARIANTS
     truth = pd.read_csv(observations / "truth.csv")
     for name, record in metrics["parameters"].items():
-        assert set(record["methods"]) == set(METHODS)
+        assert set(record["methods"]) == set(DEFAULT_METHODS)
         assert record["error_unit"] == ("dex" if record["log10"] else record["unit"])
         for method, scores in record["methods"].items():
             assert set(scores) == {
@@ -80,7 +80,7 @@ def test_end_to_end_metrics(evaluated, observations):
 def test_estimates_table_and_markdown(evaluated):
     estimates = pd.read_csv(evaluated.out / "estimates.csv")
     n_params = len(evaluated.metrics["parameters"])
-    assert len(estimates) == SMALL["n"] * len(METHODS) * n_params
+    assert len(estimates) == SMALL["n"] * len(DEFAULT_METHODS) * n_params
     ordered = estimates[["q2.5", "q16", "median", "q84", "q97.5"]].to_numpy()
     assert (np.diff(ordered, axis=1) >= -1e-9 * np.abs(ordered[:, 1:])).all()
     table = evaluated.markdown_table()
@@ -96,9 +96,42 @@ def test_best_variant_has_the_lowest_mean_relative_error(evaluated):
     from protomatch._obs_figures import mean_relative_error
 
     metrics = evaluated.metrics
-    errors = {m: mean_relative_error(metrics, m) for m in PROTOMATCH_VARIANTS}
+    errors = {
+        m: mean_relative_error(metrics, m) for m in PROTOMATCH_VARIANTS if m in DEFAULT_METHODS
+    }
     assert errors[metrics["best_protomatch"]] == min(errors.values())
     assert metrics["library_passes"] >= 2  # the stored library and at least one beam
+
+
+@pytest.mark.slow
+def test_a_chosen_subset_of_methods(tiny_model, tiny_store, observations, evaluated, tmp_path):
+    chosen = ["protomatch_beam_noise", "pixels_beam"]
+    subset = evaluate_observations(
+        tiny_model, tiny_store, observations, tmp_path / "sub", k=K, methods=chosen
+    )
+    for name, record in subset.metrics["parameters"].items():
+        assert list(record["methods"]) == [*chosen, "prior"]
+        # the same method scores the same whatever else is evaluated beside it
+        full = evaluated.metrics["parameters"][name]["methods"]
+        for method in chosen:
+            assert record["methods"][method] == pytest.approx(full[method])
+    assert subset.metrics["best_protomatch"] == "protomatch_beam_noise"
+    # at most one noise-matched and one beam-pixel pass per observation, fewer than all methods
+    assert subset.metrics["library_passes"] <= 2 * SMALL["n"]
+    assert subset.metrics["library_passes"] < evaluated.metrics["library_passes"]
+    assert "protomatch_beam_noise" in subset.markdown_table()
+
+
+@pytest.mark.parametrize(
+    ("methods", "problem"),
+    [(["protomatch", "bogus"], "unknown method"), (["pixels"], "at least one protomatch")],
+)
+def test_bad_method_choice_is_refused(
+    tiny_model, tiny_store, observations, tmp_path, methods, problem
+):
+    with pytest.raises(InputError, match=problem):
+        evaluate_observations(tiny_model, tiny_store, observations, tmp_path / "o", methods=methods)
+    assert not (tmp_path / "o").exists()
 
 
 def test_folder_without_truth_is_refused(tiny_model, tiny_store, tmp_path):

@@ -58,7 +58,7 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
                     name,
                     _fmt(methods[best]["median_abs_error"]) + unit,
                     _fmt(methods["prior"]["median_abs_error"]),
-                    _fmt(methods["pixels_beam"]["median_abs_error"]),
+                    _fmt(methods.get("pixels_beam", {}).get("median_abs_error")),
                     _fmt(methods[best]["coverage68"], 2),
                 ]
             )
@@ -179,7 +179,8 @@ def _recovery_figure(
 
 def _coverage_figure(metrics: Mapping[str, Any]) -> Figure:
     best = metrics["best_protomatch"]
-    methods = [best, *(m for m in _COVERAGE_METHODS if m != best)]
+    evaluated = metrics["methods"]
+    methods = [best, *(m for m in _COVERAGE_METHODS if m != best and m in evaluated)]
     names = list(metrics["parameters"])
     x = np.arange(len(names))
     width = 0.8 / len(methods)

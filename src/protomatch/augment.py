@@ -24,6 +24,7 @@ counter-clockwise on the display, as the FITS ``BPA`` keyword.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pydantic
 import torch
@@ -33,8 +34,11 @@ from protomatch.errors import ProtomatchError
 
 __all__ = [
     "AugmentConfig",
+    "ObservingConditions",
     "augment_batch",
+    "augment_pair",
     "convolve_with_beam",
+    "draw_conditions",
     "gaussian_beam_kernel",
     "rotate_images",
 ]
@@ -77,6 +81,14 @@ class AugmentConfig(pydantic.BaseModel, extra="forbid", frozen=True):
         interferometric images. The beam is the image's own random beam; when ``beam`` is
         off, a beam is still drawn from the same ranges for the noise alone (an image
         already at its native resolution, observed with correlated noise).
+    shared_conditions
+        In training pairs, both images are seen through the same beam at the same
+        signal-to-noise ratio (each with its own noise realisation and orientation), as
+        when an observation is compared with the library convolved to its beam and noised
+        to its level; otherwise every image draws its own conditions.
+    clean_fraction
+        Share of images (of pairs, with ``shared_conditions``) left without beam and noise,
+        so the network still sees the library as stored.
     """
 
     rotate: bool = True
@@ -87,6 +99,8 @@ class AugmentConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     noise: bool = False
     snr_range: tuple[float, float] = (5.0, 200.0)
     correlated_noise: bool = True
+    shared_conditions: bool = False
+    clean_fraction: float = pydantic.Field(0.0, ge=0.0, le=1.0)
 
     @pydantic.field_validator("beam_fwhm_px", "snr_range")
     @classmethod
@@ -311,8 +325,46 @@ def _uniform(low: float, high: float, count: int, generator: torch.Generator) ->
     return low + (high - low) * draws
 
 
+@dataclass(frozen=True)
+class ObservingConditions:
+    """Per-image beam and signal-to-noise ratio drawn for a batch (tensors of shape (B,)).
+
+    ``major``/``minor`` FWHM [px] and ``pa`` [deg] are None when neither the beam nor
+    correlated noise is on; ``snr`` is None without noise; ``degraded`` is False for the
+    images left clean.
+    """
+
+    major: torch.Tensor | None
+    minor: torch.Tensor | None
+    pa: torch.Tensor | None
+    snr: torch.Tensor | None
+    degraded: torch.Tensor
+
+
+def draw_conditions(
+    count: int, config: AugmentConfig, generator: torch.Generator, device: torch.device
+) -> ObservingConditions:
+    """Draw ``count`` beams and signal-to-noise ratios from ``config``'s ranges."""
+    major = minor = pa = snr = None
+    if config.beam or (config.noise and config.correlated_noise):
+        major = _uniform(*config.beam_fwhm_px, count, generator)
+        minor = major * _uniform(*config.beam_axis_ratio, count, generator)
+        pa = _uniform(0.0, 180.0, count, generator)
+        major, minor, pa = (v.to(device) for v in (major, minor, pa))
+    if config.noise:
+        low, high = (math.log(v) for v in config.snr_range)
+        snr = torch.exp(_uniform(low, high, count, generator)).to(device)
+    degraded = torch.ones(count, dtype=torch.bool, device=device)
+    if config.clean_fraction > 0:
+        degraded = (_uniform(0.0, 1.0, count, generator) >= config.clean_fraction).to(device)
+    return ObservingConditions(major, minor, pa, snr, degraded)
+
+
 def augment_batch(
-    images: torch.Tensor, config: AugmentConfig, generator: torch.Generator
+    images: torch.Tensor,
+    config: AugmentConfig,
+    generator: torch.Generator,
+    conditions: ObservingConditions | None = None,
 ) -> torch.Tensor:
     """Apply random augmentations to a batch of linear-intensity images.
 
@@ -329,6 +381,9 @@ def augment_batch(
         Which augmentations to apply.
     generator
         Source of randomness.
+    conditions
+        Beams and signal-to-noise ratios to use (:func:`draw_conditions`); drawn from
+        ``config`` when None.
 
     Returns
     -------
@@ -339,41 +394,69 @@ def augment_batch(
     _check_batch(images)
     if not bool(torch.isfinite(images).all()):
         raise ProtomatchError("cannot augment images containing NaN or infinite pixels")
+    out = _orient(images, config, generator)
+    if conditions is None:
+        conditions = draw_conditions(len(images), config, generator, images.device)
+    elif len(conditions.degraded) != len(images):
+        raise ProtomatchError(f"got {len(conditions.degraded)} conditions for {len(images)} images")
+    if config.beam:
+        smooth = convolve_with_beam(out, conditions.major, conditions.minor, conditions.pa)
+        out = torch.where(conditions.degraded[:, None, None], smooth, out)
+    if config.noise:
+        out = out + _noise(out, config, conditions, generator)
+    return out
+
+
+def augment_pair(
+    images_a: torch.Tensor,
+    images_b: torch.Tensor,
+    config: AugmentConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment the two (B, H, W) sides of a batch of pairs.
+
+    With ``config.shared_conditions`` pair ``i``'s two images share one beam and one
+    signal-to-noise ratio; orientations and noise realisations are always independent.
+    """
+    conditions = None
+    if config.shared_conditions:
+        conditions = draw_conditions(len(images_a), config, generator, images_a.device)
+    first = augment_batch(images_a, config, generator, conditions)
+    return first, augment_batch(images_b, config, generator, conditions)
+
+
+def _orient(
+    images: torch.Tensor, config: AugmentConfig, generator: torch.Generator
+) -> torch.Tensor:
     count, device = images.shape[0], images.device
     out = images.clone()
     if config.rotate:
-        angles = _uniform(0.0, 360.0, count, generator).to(device)
-        out = rotate_images(out, angles)
+        out = rotate_images(out, _uniform(0.0, 360.0, count, generator).to(device))
     if config.flip:
-        mirrored = (torch.rand(count, generator=generator, device=generator.device) < 0.5).to(
-            device
-        )
+        draws = torch.rand(count, generator=generator, device=generator.device)
+        mirrored = (draws < 0.5).to(device)
         out = torch.where(mirrored[:, None, None], out.flip(-1), out)
-
-    wants_beam = config.beam or (config.noise and config.correlated_noise)
-    if wants_beam:
-        major = _uniform(*config.beam_fwhm_px, count, generator)
-        minor = major * _uniform(*config.beam_axis_ratio, count, generator)
-        pa = _uniform(0.0, 180.0, count, generator)
-        major, minor, pa = (v.to(device) for v in (major, minor, pa))
-    if config.beam:
-        out = convolve_with_beam(out, major, minor, pa)
-
-    if config.noise:
-        low, high = (math.log(v) for v in config.snr_range)
-        snr = torch.exp(_uniform(low, high, count, generator)).to(device=device, dtype=out.dtype)
-        peak = out.amax(dim=(-2, -1)).clamp_min(0.0)
-        rms = (peak / snr)[:, None, None]
-        height, width = out.shape[-2:]
-        if config.correlated_noise:
-            half = _kernel_size(float(major.max())) // 2
-            shape = (count, height + 2 * half, width + 2 * half)
-            white = torch.randn(shape, generator=generator, device=generator.device)
-            unit = _correlated_unit_noise(white.to(device, out.dtype), major, minor, pa)
-        else:
-            white = torch.randn(
-                (count, height, width), generator=generator, device=generator.device
-            )
-            unit = white.to(device, out.dtype)
-        out = out + rms * unit
     return out
+
+
+def _noise(
+    images: torch.Tensor,
+    config: AugmentConfig,
+    conditions: ObservingConditions,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Noise of rms peak / snr per image (zero for the clean ones), correlated if asked."""
+    count, device = images.shape[0], images.device
+    peak = images.amax(dim=(-2, -1)).clamp_min(0.0)
+    rms = torch.where(conditions.degraded, peak / conditions.snr.to(images.dtype), 0.0)
+    height, width = images.shape[-2:]
+    if config.correlated_noise:
+        major, minor, pa = conditions.major, conditions.minor, conditions.pa
+        half = _kernel_size(float(major.max())) // 2
+        shape = (count, height + 2 * half, width + 2 * half)
+        white = torch.randn(shape, generator=generator, device=generator.device)
+        unit = _correlated_unit_noise(white.to(device, images.dtype), major, minor, pa)
+    else:
+        white = torch.randn((count, height, width), generator=generator, device=generator.device)
+        unit = white.to(device, images.dtype)
+    return rms[:, None, None] * unit

@@ -208,16 +208,21 @@ def evaluate(
         Path | None,
         typer.Option(help="Mock observations from `observe`: score recovery against truth.csv."),
     ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(help="With --observations: a method to evaluate (repeatable; 'all')."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Score a model on test systems it never saw (or on mock observations), vs baselines."""
     from protomatch.evaluate import EvaluateConfig, evaluate_model
 
     if observations is not None:
-        from protomatch.evaluate_observations import evaluate_observations
+        from protomatch.evaluate_observations import METHODS, evaluate_observations
 
+        methods = list(METHODS) if method and "all" in method else method
         result = evaluate_observations(
-            model, library, observations, output, k=k_recovery, overwrite=overwrite
+            model, library, observations, output, k=k_recovery, methods=methods, overwrite=overwrite
         )
         typer.echo(result.describe())
         return

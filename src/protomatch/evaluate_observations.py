@@ -26,9 +26,10 @@ The output folder (written atomically) holds ``metrics.json``, ``metrics.md``,
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -56,7 +57,7 @@ from protomatch.observation import prepare_observation
 from protomatch.readers import read_observation
 from protomatch.store import LibraryStore
 
-__all__ = ["METHODS", "ObservationEvaluation", "evaluate_observations"]
+__all__ = ["DEFAULT_METHODS", "METHODS", "ObservationEvaluation", "evaluate_observations"]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ METHODS = MappingProxyType(
     }
 )
 PROTOMATCH_VARIANTS = tuple(m for m in METHODS if m.startswith("protomatch"))
-_MATCHED = tuple(m for m in METHODS if m != "prior")
+#: Methods evaluated unless asked otherwise: all but the two that turn the beam-convolved
+#: library 8 ways (8 library passes per observation; measured not to help).
+DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("protomatch_beam_d8"))
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ def evaluate_observations(
     out: str | Path,
     *,
     k: int = 50,
+    methods: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> ObservationEvaluation:
     """Recover the parameters of mock observations with every method; write ``out``.
@@ -122,6 +126,9 @@ def evaluate_observations(
         Output folder (atomic; must be empty or absent unless ``overwrite``).
     k
         Best matches summarised per observation (at most the library's size).
+    methods
+        Names from :data:`METHODS` to evaluate (the prior always is); default
+        :data:`DEFAULT_METHODS`.
 
     Returns
     -------
@@ -131,6 +138,7 @@ def evaluate_observations(
     if k < 1:
         raise InputError(Path(observations_dir), f"k must be at least 1, got {k}")
     out = Path(out)
+    methods = _chosen_methods(methods, Path(observations_dir))
     _artefact.ensure_writable_output(out, overwrite)
     trained, store = load_model(model), LibraryStore.open(library)
     names = trained.normaliser.names
@@ -138,8 +146,8 @@ def evaluate_observations(
     truth = read_truth(Path(observations_dir), names)
     beamed = BeamMatchedLibrary(trained, store)
     k = min(k, len(store))
-    run = _Run(trained, store, beamed, k)
-    rankings = {method: [] for method in _MATCHED}
+    run = _Run(trained, store, beamed, k, methods)
+    rankings = {method: [] for method in methods if method != "prior"}
     records = []
     rows = tqdm(truth.itertuples(index=False), total=len(truth), desc="observations")
     for row in rows:
@@ -165,7 +173,7 @@ def evaluate_observations(
             },
             "observations": _observations_record(Path(observations_dir), records),
             "k": k,
-            "methods": dict(METHODS),
+            "methods": {m: METHODS[m] for m in methods},
             "best_protomatch": best,
             "note": "errors: median absolute error of the similarity-weighted median of the "
             "top-k matches over the observations (dex for log-scaled parameters); coverage: "
@@ -218,6 +226,20 @@ def read_truth(folder: Path, names: Sequence[str]) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def _chosen_methods(methods: Sequence[str] | None, folder: Path) -> tuple[str, ...]:
+    """The methods to evaluate, in :data:`METHODS` order, with the prior and a protomatch one."""
+    if methods is None:
+        return DEFAULT_METHODS
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise InputError(
+            folder, f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
+        )
+    if not any(m in PROTOMATCH_VARIANTS for m in methods):
+        raise InputError(folder, "choose at least one protomatch method to evaluate")
+    return tuple(m for m in METHODS if m in methods or m == "prior")
+
+
 def _check_parameters(store: LibraryStore, names: Sequence[str]) -> None:
     missing = [n for n in names if n not in store.param_names]
     if missing:
@@ -231,10 +253,15 @@ class _Run:
     """Everything shared by the observations: model, library, plain vectors, k."""
 
     def __init__(
-        self, trained: TrainedModel, store: LibraryStore, beamed: BeamMatchedLibrary, k: int
+        self,
+        trained: TrainedModel,
+        store: LibraryStore,
+        beamed: BeamMatchedLibrary,
+        k: int,
+        methods: Sequence[str],
     ) -> None:
         self.trained, self.store, self.beamed, self.k = trained, store, beamed, k
-        self.plain_pixels = beamed.convolved_pixels(None)
+        self.methods = methods
 
     def observation(
         self, folder: Path, row: Mapping[str, Any]
@@ -251,26 +278,42 @@ class _Run:
         )
         beam = beam_in_library_pixels(observation, distance, self.store.au_per_pixel)
         brightness = self.trained.compared_brightness(prepared.mean_intensity)
-        plain = self.beamed.similarities(prepared.image, brightness, None)
-        matched = self.beamed.similarities(prepared.image, brightness, beam)
-        query_pixels = pixel_vectors(prepared.image[None], self.trained.preprocess)[0]
-        sims = {
-            "protomatch": plain[:, 0],
-            "protomatch_d8max": plain.max(axis=1),
-            "protomatch_d8mean": plain.mean(axis=1),
-            "protomatch_beam": matched[:, 0],
-            "protomatch_beam_d8max": matched.max(axis=1),
-            "protomatch_beam_d8mean": matched.mean(axis=1),
-            "protomatch_beam_noise": self._noise_matched(prepared.image, brightness, beam),
-            "pixels": self.plain_pixels @ query_pixels,
-            "pixels_beam": self.beamed.convolved_pixels(beam) @ query_pixels,
-        }
+        image = prepared.image
         record = {
             "file": str(row["file"]),
             "beam_px": None if beam is None else [round(v, 3) for v in beam],
             "brightness_known": prepared.mean_intensity is not None,
         }
-        return record, {m: _top_k(sims[m], self.k) for m in _MATCHED}
+        sims = self._similarities(image, brightness, beam)
+        return record, {m: _top_k(sims(m), self.k) for m in self.methods if m != "prior"}
+
+    def _similarities(
+        self, image: np.ndarray, brightness: float | None, beam: Beam | None
+    ) -> Callable[[str], np.ndarray]:
+        """Similarity to every library image by method; each library pass made only if asked."""
+
+        @functools.cache
+        def oriented(through_beam: bool, all_orientations: bool) -> np.ndarray:
+            chosen = beam if through_beam else None
+            return self.beamed.similarities(image, brightness, chosen, dihedral=all_orientations)
+
+        @functools.cache
+        def query_pixels() -> np.ndarray:
+            return pixel_vectors(image[None], self.trained.preprocess)[0]
+
+        def by_method(method: str) -> np.ndarray:
+            if method == "protomatch_beam_noise":
+                return self._noise_matched(image, brightness, beam)
+            if method.startswith("pixels"):
+                pixels = self.beamed.convolved_pixels(beam if method == "pixels_beam" else None)
+                return pixels @ query_pixels()
+            reduce = method.rsplit("_", 1)[-1]
+            sims = oriented("_beam" in method, reduce in ("d8max", "d8mean"))
+            if reduce == "d8max":
+                return sims.max(axis=1)
+            return sims.mean(axis=1) if reduce == "d8mean" else sims[:, 0]
+
+        return by_method
 
     def _noise_matched(
         self, image: np.ndarray, brightness: float | None, beam: Beam | None
@@ -306,7 +349,8 @@ def _recovery(
     names, flags = trained.normaliser.names, trained.normaliser.log10
     units = dict(trained.manifest.get("parameters", {}).get("units", {}))
     n = len(truth)
-    estimates = {m: np.empty((n, len(names), len(M.LEVELS))) for m in METHODS}
+    methods = [*rankings, "prior"]
+    estimates = {m: np.empty((n, len(names), len(M.LEVELS))) for m in methods}
     record: dict[str, Any] = {}
     for p, (name, log10) in enumerate(zip(names, flags)):
         values = M.error_space(theta[:, p], log10)
@@ -322,7 +366,7 @@ def _recovery(
             "error_unit": "dex" if log10 else units.get(name, ""),
             "prior_spread": spread,
             "prior_median": float(prior[0]),
-            "methods": {m: M.recovery_scores(estimates[m][:, p], true, spread) for m in METHODS},
+            "methods": {m: M.recovery_scores(estimates[m][:, p], true, spread) for m in methods},
         }
     return record, estimates
 
@@ -335,7 +379,8 @@ def _best_variant(recovery: Mapping[str, Any]) -> str:
         finite = [v for v in ratios if v is not None and np.isfinite(v)]
         return float(np.mean(finite)) if finite else np.inf
 
-    return min(PROTOMATCH_VARIANTS, key=mean_error)
+    evaluated = next(iter(recovery.values()))["methods"]
+    return min((m for m in PROTOMATCH_VARIANTS if m in evaluated), key=mean_error)
 
 
 def _observations_record(folder: Path, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
 from protomatch._artefact import ensure_writable_output, write_bytes_atomic
-from protomatch.augment import AugmentConfig, augment_batch
+from protomatch.augment import AugmentConfig, augment_pair
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.losses import make_loss
 from protomatch.model import AutoEncoder, EncoderConfig, SiameseNetwork, select_device
@@ -335,13 +335,11 @@ class _Run:
     ) -> torch.Tensor:
         images_a, images_b, _, features_a, features_b = batch
         scalars = (features_a, features_b) if self.features is not None else (None, None)
-        return self.network(
-            self._inputs(images_a, generator), self._inputs(images_b, generator), *scalars
-        )
-
-    def _inputs(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if generator is not None:
-            images = augment_batch(images, self.config.augment, generator)
+            images_a, images_b = augment_pair(images_a, images_b, self.config.augment, generator)
+        return self.network(self._inputs(images_a), self._inputs(images_b), *scalars)
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         return intensity_transform(images, self.preprocess).unsqueeze(1)
 
     def _train_epoch(
