@@ -15,6 +15,7 @@ from protomatch.augment import FWHM_PER_SIGMA, convolve_with_beam
 from protomatch.beam import (
     DIHEDRAL,
     BeamMatchedLibrary,
+    _correlated_noise,
     beam_in_library_pixels,
     beam_key,
     dihedral_beam,
@@ -23,6 +24,7 @@ from protomatch.beam import (
     pixel_vectors,
 )
 from protomatch.modelio import load_model
+from protomatch.observation import PreparedObservation, clipped_mean
 from protomatch.readers import read_observation
 from protomatch.store import LibraryStore, ingest_library
 
@@ -272,3 +274,60 @@ def test_noise_matched_library_is_cached_and_noisier(tiny_model, tiny_store) -> 
     # fixed seed: a fresh library gives the same noisy embeddings
     again = BeamMatchedLibrary(trained, LibraryStore.open(tiny_store)).embeddings(beam, 0.0525)
     np.testing.assert_allclose(again, noisy, atol=1e-6)
+
+
+# --- brightness of noisy images ---------------------------------------------------------------
+
+
+def test_clipped_mean_counts_only_pixels_above_two_noise_rms() -> None:
+    image = np.zeros((1, 4, 4))
+    image[0, 0, :4] = [5.0, 2.5, 1.9, -3.0]
+    assert clipped_mean(image, 1.0)[0] == pytest.approx((5.0 + 2.5) / 16)
+    assert clipped_mean(image, 0.0)[0] == pytest.approx((5.0 + 2.5 + 1.9) / 16)
+    per_image = clipped_mean(np.stack([image[0], image[0]]), np.array([1.0, 3.0]))
+    np.testing.assert_allclose(per_image, [(5.0 + 2.5) / 16, 0.0])
+
+
+def test_clipped_brightness_of_a_noisy_compact_source_is_steadier_than_its_mean() -> None:
+    """Beam-correlated noise summed over the field swamps the mean of a compact source."""
+    offsets = np.arange(64) - 31.5
+    source = np.exp(-0.5 * (offsets[:, None] ** 2 + offsets[None, :] ** 2) / 2.0**2)
+    beam = (3.0, 3.0, 0.0)
+    noise = 0.1  # peak S/N 10
+    plain, clipped = [], []
+    for seed in range(40):
+        unit = _correlated_noise(seed, seed + 1, source.shape, beam)[0]
+        noisy = (source + noise * unit).astype(np.float32)
+        prepared = PreparedObservation(noisy / noisy.max(), float(noisy.max()), ())
+        plain.append(prepared.mean_intensity)
+        clipped.append(prepared.clipped_intensity(noise / noisy.max()))
+    plain, clipped = np.array(plain), np.array(clipped)
+    # Positive noise peaks above the cut bias it high, the same way on both sides of a
+    # noise-matched comparison; what matters is that it scatters far less.
+    assert np.std(clipped) / np.mean(clipped) < 0.3 * np.std(plain) / np.mean(plain)
+
+
+def test_unknown_units_or_nothing_above_the_noise_give_no_brightness() -> None:
+    image = np.full((8, 8), 0.5, dtype=np.float32)
+    assert PreparedObservation(image, None, ()).clipped_intensity(0.1) is None
+    assert PreparedObservation(image, None, ()).mean_intensity is None
+    assert PreparedObservation(image, 2.0, ()).mean_intensity == pytest.approx(1.0)
+    assert PreparedObservation(image, 2.0, ()).clipped_intensity(0.3) is None
+
+
+def test_noise_matched_similarities_are_those_of_the_noisy_library(tiny_model, tiny_store) -> None:
+    trained = load_model(tiny_model)
+    store = LibraryStore.open(tiny_store)
+    library = BeamMatchedLibrary(trained, store)
+    beam = (2.0, 2.0, 0.0)
+    rng = np.random.default_rng(3)
+    image = convolve_with_beam(torch.from_numpy(np.array(store.images[5])), *beam).numpy()
+    image = image + 0.05 * image.max() * rng.standard_normal(image.shape).astype(np.float32)
+    image = image / image.max()
+    prepared = PreparedObservation(image, float(store.table["peak"].iloc[5]), ())
+    scores, noise = library.noise_matched_similarities(prepared, beam)
+    assert noise == pytest.approx(noise_level(image))
+    brightness = np.array([prepared.clipped_intensity(noise)])
+    query = trained.embed(image[None], brightness)[0]
+    np.testing.assert_allclose(scores, library.embeddings(beam, noise) @ query, atol=1e-5)
+    assert scores.shape == (len(store),)

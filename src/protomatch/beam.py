@@ -35,7 +35,7 @@ from protomatch._metrics import unit_rows
 from protomatch.augment import convolve_with_beam
 from protomatch.errors import InputError
 from protomatch.modelio import TrainedModel
-from protomatch.observation import header_distance
+from protomatch.observation import PreparedObservation, clipped_mean, header_distance
 from protomatch.preprocess import PreprocessConfig, intensity_transform
 from protomatch.readers import Observation
 from protomatch.store import LibraryStore
@@ -204,6 +204,7 @@ class BeamMatchedLibrary:
         self._store = store
         self._block = block
         self._mean_intensity = store.table["mean_intensity"].to_numpy(dtype=np.float64)
+        self._peak = store.table["peak"].to_numpy(dtype=np.float64)
         self._embeddings = _LRU(cache_size)
         self._pixels = _LRU(pixel_cache_size)
 
@@ -313,8 +314,30 @@ class BeamMatchedLibrary:
         self, images: np.ndarray, start: int, stop: int, beam: Beam, level: float
     ) -> np.ndarray:
         noise = _correlated_noise(start, stop, images.shape[1:], beam)
-        peaks = images.reshape(len(images), -1).max(axis=1)[:, None, None]
-        return self._embed_block(images + level * peaks * noise, start, stop)
+        peaks = images.reshape(len(images), -1).max(axis=1)
+        noisy = images + level * peaks[:, None, None] * noise
+        # The same noise-clipped brightness as the observation's (PreparedObservation).
+        clipped = self._peak[start:stop] * clipped_mean(noisy, level * peaks)
+        brightness = np.maximum(clipped, 1e-12 * self._mean_intensity[start:stop])
+        return self._trained.embed(noisy, brightness, batch_size=self._block)
+
+    def noise_matched_similarities(
+        self, prepared: PreparedObservation, beam: Beam
+    ) -> tuple[np.ndarray, float]:
+        """(N,) cosine of an observation to the library through its beam and at its noise.
+
+        The library is convolved with ``beam``, given beam-correlated noise at the
+        observation's :func:`noise_level`, and both sides compare brightness as the mean of
+        the pixels above the same multiple of that noise (:func:`clipped_mean`). Returns the
+        similarities and the noise level (rms relative to the peak).
+        """
+        noise = noise_level(prepared.image)
+        brightness = self._trained.compared_brightness(
+            prepared.clipped_intensity(noise) if noise > 0 else prepared.mean_intensity
+        )
+        intensity = None if brightness is None else np.array([brightness])
+        query = self._trained.embed(prepared.image[None], intensity)[0]
+        return self.embeddings(beam, noise) @ query, noise
 
     def _pixel_block(self, images: np.ndarray, start: int, stop: int) -> np.ndarray:
         return pixel_vectors(images, self._trained.preprocess)

@@ -48,12 +48,11 @@ from protomatch.beam import (
     Beam,
     BeamMatchedLibrary,
     beam_in_library_pixels,
-    noise_level,
     pixel_vectors,
 )
 from protomatch.errors import InputError
 from protomatch.modelio import TrainedModel, load_model
-from protomatch.observation import prepare_observation
+from protomatch.observation import PreparedObservation, prepare_observation
 from protomatch.readers import read_observation
 from protomatch.store import LibraryStore
 
@@ -278,19 +277,19 @@ class _Run:
         )
         beam = beam_in_library_pixels(observation, distance, self.store.au_per_pixel)
         brightness = self.trained.compared_brightness(prepared.mean_intensity)
-        image = prepared.image
         record = {
             "file": str(row["file"]),
             "beam_px": None if beam is None else [round(v, 3) for v in beam],
             "brightness_known": prepared.mean_intensity is not None,
         }
-        sims = self._similarities(image, brightness, beam)
+        sims = self._similarities(prepared, brightness, beam)
         return record, {m: _top_k(sims(m), self.k) for m in self.methods if m != "prior"}
 
     def _similarities(
-        self, image: np.ndarray, brightness: float | None, beam: Beam | None
+        self, prepared: PreparedObservation, brightness: float | None, beam: Beam | None
     ) -> Callable[[str], np.ndarray]:
         """Similarity to every library image by method; each library pass made only if asked."""
+        image = prepared.image
 
         @functools.cache
         def oriented(through_beam: bool, all_orientations: bool) -> np.ndarray:
@@ -303,7 +302,9 @@ class _Run:
 
         def by_method(method: str) -> np.ndarray:
             if method == "protomatch_beam_noise":
-                return self._noise_matched(image, brightness, beam)
+                if beam is None:
+                    return oriented(False, False)[:, 0]
+                return self.beamed.noise_matched_similarities(prepared, beam)[0]
             if method.startswith("pixels"):
                 pixels = self.beamed.convolved_pixels(beam if method == "pixels_beam" else None)
                 return pixels @ query_pixels()
@@ -314,14 +315,6 @@ class _Run:
             return sims.mean(axis=1) if reduce == "d8mean" else sims[:, 0]
 
         return by_method
-
-    def _noise_matched(
-        self, image: np.ndarray, brightness: float | None, beam: Beam | None
-    ) -> np.ndarray:
-        """Cosine to the library through the observation's beam and at its noise level."""
-        intensity = None if brightness is None else np.array([brightness])
-        query = self.trained.embed(image[None], intensity)[0]
-        return self.beamed.embeddings(beam, noise_level(image)) @ query
 
 
 def _distance(row: Mapping[str, Any]) -> float | None:

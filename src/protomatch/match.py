@@ -22,11 +22,11 @@ import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch._metrics import QUANTILES, weighted_quantiles
-from protomatch.beam import BeamMatchedLibrary, beam_in_library_pixels, noise_level
+from protomatch.beam import BeamMatchedLibrary, beam_in_library_pixels
 from protomatch.errors import ProtomatchError
 from protomatch.index import EmbeddingIndex
 from protomatch.modelio import TrainedModel
-from protomatch.observation import prepare_observation
+from protomatch.observation import PreparedObservation, prepare_observation
 from protomatch.preprocess import intensity_transform
 from protomatch.readers import Observation, read_library_file, read_observation, sniff_format
 from protomatch.report import MatchReportData, write_match_report, write_report_index
@@ -187,7 +187,7 @@ def _match_one(
     if threshold is None and k > available:
         notes.append(f"k={k} is larger than the library ({available} images): using all")
     wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
-    sims, ids = _search(index, observation, image, brightness, wanted, query.distance_pc, notes)
+    sims, ids = _search(index, observation, prepared, brightness, wanted, query.distance_pc, notes)
     keep = ~np.isin(ids, excluded)
     sims, ids = sims[keep], ids[keep]
     if threshold is None:
@@ -243,7 +243,7 @@ def _match_one(
 def _search(
     index: EmbeddingIndex,
     observation: Observation,
-    image: np.ndarray,
+    prepared: PreparedObservation,
     brightness: np.ndarray | None,
     wanted: int,
     distance_pc: float | None,
@@ -255,14 +255,12 @@ def _search(
     its beam and given its noise level, embedded anew, since noiseless library images are
     not like beam-smoothed, noisy data; otherwise the prebuilt index is searched.
     """
-    query = index.model.embed(image[None], brightness)
     beam = beam_in_library_pixels(observation, distance_pc, index.store.au_per_pixel)
     if beam is None:
-        sims, ids = index.search(query, wanted)
+        sims, ids = index.search(index.model.embed(prepared.image[None], brightness), wanted)
         return sims[0], ids[0]
-    noise = noise_level(image)
     library = BeamMatchedLibrary(index.model, index.store, cache_size=1)
-    scores = library.embeddings(beam, noise) @ query[0]
+    scores, noise = library.noise_matched_similarities(prepared, beam)
     order = np.argsort(-scores, kind="stable")[:wanted]
     notes.append(
         f"compared with the library convolved to the observation's beam ({beam[0]:.2g} x "

@@ -20,13 +20,50 @@ from protomatch.schema import PIXEL_SCALE_ATTRIBUTE
 _ARCSEC_PER_RADIAN = 180 / math.pi * 3600
 
 
+#: Pixels below this many noise rms are left out of a noisy image's brightness.
+BRIGHTNESS_CLIP_SIGMAS = 2.0
+
+
 @dataclass(frozen=True, eq=False)
 class PreparedObservation:
-    """(size, size) float32 linear image (peak 1), mean intensity in library units, notes."""
+    """(size, size) float32 linear image (peak 1), its intensity scale, notes.
+
+    ``intensity_scale`` is the intensity, in the library's unit, of an image value of 1 (None
+    when the units cannot be converted).
+    """
 
     image: np.ndarray
-    mean_intensity: float | None
+    intensity_scale: float | None
     notes: tuple[str, ...]
+
+    @property
+    def mean_intensity(self) -> float | None:
+        """Mean intensity over the library's field of view, in the library's unit."""
+        if self.intensity_scale is None:
+            return None
+        return self.intensity_scale * float(self.image.mean(dtype=np.float64))
+
+    def clipped_intensity(self, noise: float) -> float | None:
+        """Mean intensity counting only pixels above ``BRIGHTNESS_CLIP_SIGMAS`` x ``noise``.
+
+        ``noise`` is the rms relative to the peak. None if unknown units or nothing is left.
+        """
+        if self.intensity_scale is None:
+            return None
+        value = self.intensity_scale * float(clipped_mean(self.image[None], noise)[0])
+        return value if value > 0 else None
+
+
+def clipped_mean(images: np.ndarray, noise: np.ndarray | float) -> np.ndarray:
+    """(B,) mean of each (B, H, W) image counting pixels above ``BRIGHTNESS_CLIP_SIGMAS`` x noise.
+
+    On a noisy image the plain mean is dominated by the noise summed over the whole field
+    (beam-correlated, so it barely averages out); the pixels that carry signal give a steadier
+    brightness. Compare only values clipped the same way at the same noise level.
+    """
+    threshold = BRIGHTNESS_CLIP_SIGMAS * np.asarray(noise, dtype=np.float64).reshape(-1, 1, 1)
+    kept = np.where(images > threshold, images, 0.0)
+    return kept.reshape(len(images), -1).mean(axis=1, dtype=np.float64)
 
 
 def prepare_observation(
@@ -69,10 +106,8 @@ def prepare_observation(
     if prepared.peak <= 0:
         raise InputError(observation.source, "image has no positive pixel after preparation")
     factor = intensity_factor(observation, library_unit)
-    mean_intensity = None
-    if factor is not None:
-        mean_intensity = prepared.peak * float(prepared.image.mean(dtype=np.float64)) * factor
-    return PreparedObservation(prepared.image, mean_intensity, tuple(notes))
+    scale = None if factor is None else float(prepared.peak * factor)
+    return PreparedObservation(prepared.image, scale, tuple(notes))
 
 
 def _missing_scale(observation: Observation, library_au_per_pixel: float | None) -> str:
