@@ -165,3 +165,29 @@ def test_non_empty_output_is_refused(tiny_model, tiny_store, observations, tmp_p
     with pytest.raises(InputError, match="not empty"):
         evaluate_observations(tiny_model, tiny_store, observations, out)
     assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_scores_per_third_of_each_observing_condition(evaluated, observations):
+    truth = pd.read_csv(observations / "truth.csv")
+    conditions = evaluated.metrics["by_condition"]
+    assert set(conditions) == {"snr", "beam_major_au"}
+    for column, condition in conditions.items():
+        parts = condition["parts"]
+        assert sum(part["n"] for part in parts) == SMALL["n"]
+        assert parts[0]["range"][0] == pytest.approx(truth[column].min())
+        assert parts[-1]["range"][1] == pytest.approx(truth[column].max())
+        for part in parts:
+            assert set(part["methods"]) == set(DEFAULT_METHODS)
+    # the prior's score in a part is recomputable from the truth table alone
+    params = evaluated.metrics["parameters"]
+    part = conditions["snr"]["parts"][-1]
+    chosen = truth["snr"] >= part["range"][0]
+    ratios = []
+    for name, record in params.items():
+        values = truth.loc[chosen, name].to_numpy(dtype=float)
+        space = np.log10(values) if record["log10"] else values
+        error = np.median(np.abs(space - record["prior_median"]))
+        ratios.append(error / record["prior_spread"])
+    assert part["methods"]["prior"]["error_over_prior_spread"] == pytest.approx(np.mean(ratios))
+    assert "By peak S/N" in evaluated.markdown_table()

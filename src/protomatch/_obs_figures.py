@@ -77,7 +77,31 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
     lines += [_row(["method", "mean error / prior spread"]), _row(["---", "---:"])]
     for method in methods:
         lines.append(_row([method, _fmt(mean_relative_error(metrics, method))]))
+    lines += _condition_tables(metrics)
     return "\n".join(lines) + "\n"
+
+
+def _condition_tables(metrics: Mapping[str, Any]) -> list[str]:
+    """Mean error / prior spread (68 % coverage) per third of each observing condition."""
+    lines: list[str] = []
+    methods = list(metrics["methods"])
+    for column, condition in metrics.get("by_condition", {}).items():
+        lines += [
+            "",
+            f"By {condition['label']}: mean error / prior spread "
+            "(mean 68 % coverage) over the parameters, per third of the observations.",
+            "",
+        ]
+        lines += [_row([column, "n", *methods]), _row(["---", "---:", *["---:"] * len(methods)])]
+        for part in condition["parts"]:
+            low, high = part["range"]
+            cells = [
+                f"{_fmt(part['methods'][m]['error_over_prior_spread'], 2)} "
+                f"({_fmt(part['methods'][m]['coverage68'], 2)})"
+                for m in methods
+            ]
+            lines.append(_row([f"{low:.3g}-{high:.3g}", str(part["n"]), *cells]))
+    return lines
 
 
 def mean_relative_error(metrics: Mapping[str, Any], method: str) -> float:
