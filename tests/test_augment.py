@@ -19,7 +19,9 @@ from protomatch.augment import (
 )
 from protomatch.errors import ProtomatchError
 
-OFF = AugmentConfig(rotate=False, flip=False, beam=False, noise=False)
+OFF = AugmentConfig(
+    rotate=False, flip=False, beam=False, noise=False, shared_conditions=False, clean_fraction=0.0
+)
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
@@ -200,7 +202,9 @@ def test_noise_rms_matches_peak_over_snr(correlated: bool) -> None:
 
 
 def test_snr_drawn_log_uniformly_within_range() -> None:
-    config = OFF.model_copy(update={"noise": True, "correlated_noise": False})
+    config = OFF.model_copy(
+        update={"noise": True, "correlated_noise": False, "snr_range": (5.0, 200.0)}
+    )
     images = torch.zeros(256, 32, 32)
     images[:, 16, 16] = 1.0
     noise = augment_batch(images, config, _generator()) - images

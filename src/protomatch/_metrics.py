@@ -39,6 +39,10 @@ def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[flo
 
 #: Quantile levels of :func:`recovered_quantiles`, in :data:`QUANTILES` order.
 LEVELS = tuple(QUANTILES.values())
+#: Best matches summarised by default. On mock observations against a 4,096-image library,
+#: 100 gave better-calibrated 68 % intervals than 50 (coverage 0.60-0.75 vs 0.53-0.75) and
+#: no larger errors.
+DEFAULT_MATCHES = 100
 #: Candidates scored at once per query block (bounds memory to Q x block float32).
 DEFAULT_BLOCK = 8192
 

@@ -58,6 +58,12 @@ def _check_range(name: str, value: tuple[float, float], upper: float | None = No
 class AugmentConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     """Which augmentations to apply and their ranges.
 
+    The defaults train for comparing observations with the library convolved to their beam
+    and noised to their level (``protomatch match``): both images of a pair share a beam of
+    0.75-6 px and a peak S/N of 5-1000, a quarter of the pairs stay clean. Measured on mock
+    observations, this beat training on clean images and training with independent
+    conditions per image (README, "Real observations").
+
     Attributes
     ----------
     rotate
@@ -93,14 +99,14 @@ class AugmentConfig(pydantic.BaseModel, extra="forbid", frozen=True):
 
     rotate: bool = True
     flip: bool = True
-    beam: bool = False
-    beam_fwhm_px: tuple[float, float] = (1.0, 6.0)
+    beam: bool = True
+    beam_fwhm_px: tuple[float, float] = (0.75, 6.0)
     beam_axis_ratio: tuple[float, float] = (0.5, 1.0)
-    noise: bool = False
-    snr_range: tuple[float, float] = (5.0, 200.0)
+    noise: bool = True
+    snr_range: tuple[float, float] = (5.0, 1000.0)
     correlated_noise: bool = True
-    shared_conditions: bool = False
-    clean_fraction: float = pydantic.Field(0.0, ge=0.0, le=1.0)
+    shared_conditions: bool = True
+    clean_fraction: float = pydantic.Field(0.25, ge=0.0, le=1.0)
 
     @pydantic.field_validator("beam_fwhm_px", "snr_range")
     @classmethod

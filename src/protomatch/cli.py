@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from protomatch._metrics import DEFAULT_MATCHES
 from protomatch.errors import ProtomatchError
 
 app = typer.Typer(
@@ -157,7 +158,7 @@ def match(
         list[str], typer.Argument(help="FITS, .npy, or library file with projection (f.hdf5:3).")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Report folder to write.")],
-    k: Annotated[int, typer.Option("--k", help="Number of best matches.")] = 50,
+    k: Annotated[int, typer.Option("--k", help="Number of best matches.")] = DEFAULT_MATCHES,
     threshold: Annotated[
         float | None, typer.Option(help="Keep every match with similarity >= T instead of k.")
     ] = None,
@@ -198,7 +199,9 @@ def evaluate(
     k: Annotated[
         list[int] | None, typer.Option("--k", help="Cut-off(s) for precision@k, nDCG@k.")
     ] = None,
-    k_recovery: Annotated[int, typer.Option(help="Best matches used for parameter recovery.")] = 50,
+    k_recovery: Annotated[
+        int, typer.Option(help="Best matches used for parameter recovery.")
+    ] = DEFAULT_MATCHES,
     threshold: Annotated[
         float, typer.Option(help="True similarity at which a library image is relevant.")
     ] = 0.9,

@@ -91,7 +91,7 @@ def run_demo(
         build_index(out / "model", out / "store", out / "index", overwrite=True)
     target = _held_out_target(out / "model", library)
     with _stage("match", seconds):
-        report = match_observations(out / "index", [target], out / "report", k=50, overwrite=True)
+        report = match_observations(out / "index", [target], out / "report", overwrite=True)
     with _stage("evaluate", seconds):
         evaluation = evaluate_model(
             out / "model", out / "store", out / "evaluation", overwrite=True

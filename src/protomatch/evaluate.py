@@ -68,7 +68,9 @@ class EvaluateConfig(BaseModel, extra="forbid", frozen=True):
 
     pairs: int = Field(4000, ge=2, description="random test pairs for the similarity metrics")
     k: tuple[int, ...] = Field((10, 50), description="cut-offs of precision@k and nDCG@k")
-    k_recovery: int = Field(50, ge=1, description="matches summarised for parameter recovery")
+    k_recovery: int = Field(
+        M.DEFAULT_MATCHES, ge=1, description="matches summarised for parameter recovery"
+    )
     relevance_threshold: float = Field(0.9, ge=-1.0, le=1.0)
     max_queries: int = Field(500, ge=1, description="test images used as queries")
     pca_components: int = Field(32, ge=1)

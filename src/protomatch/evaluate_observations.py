@@ -106,7 +106,7 @@ def evaluate_observations(
     observations_dir: str | Path,
     out: str | Path,
     *,
-    k: int = 50,
+    k: int = M.DEFAULT_MATCHES,
     methods: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> ObservationEvaluation:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
-from protomatch._metrics import QUANTILES, weighted_quantiles
+from protomatch._metrics import DEFAULT_MATCHES, QUANTILES, weighted_quantiles
 from protomatch.beam import BeamMatchedLibrary, beam_in_library_pixels
 from protomatch.errors import ProtomatchError
 from protomatch.index import EmbeddingIndex
@@ -80,7 +80,7 @@ def match_observations(
     observations: Sequence[str | Path],
     out: str | Path,
     *,
-    k: int = 50,
+    k: int = DEFAULT_MATCHES,
     threshold: float | None = None,
     distance_pc: float | None = None,
     model: str | Path | None = None,
