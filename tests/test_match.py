@@ -276,3 +276,22 @@ def test_header_distance_accepts_only_positive_finite_values(value, expected) ->
         np.ones((4, 4), dtype=np.float32), Path("x.fits"), {"DISTANCE": value}
     )
     assert header_distance(observation) == expected
+
+
+def test_mock_observation_report_shows_the_truth_of_its_truth_csv(
+    tiny_index: Path, tiny_library: Path, tmp_path: Path
+) -> None:
+    from protomatch.observe import make_observations
+
+    config = {"n": 2, "seed": 9, "npix_range": (40, 48), "nan_border_fraction": 0.0}
+    make_observations(tiny_library, tmp_path / "obs", config=config, workers=1)
+    truth = pd.read_csv(tmp_path / "obs" / "truth.csv").set_index("file")
+    match_observations(tiny_index, [tmp_path / "obs" / "obs_001.fits"], tmp_path / "r", k=5)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    for name, stats in summary["parameters"].items():
+        assert stats["truth"] == pytest.approx(truth.loc["obs_001.fits", name])
+    # a truth.csv that does not list the file (or lacks a parameter) shows no truth
+    truth.drop(index="obs_001.fits").to_csv(tmp_path / "obs" / "truth.csv")
+    match_observations(tiny_index, [tmp_path / "obs" / "obs_001.fits"], tmp_path / "r2", k=5)
+    summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
+    assert all(stats["truth"] is None for stats in summary["parameters"].values())

@@ -1,8 +1,10 @@
-"""The one-command demo: simulate → ingest → train → index → match → evaluate.
+"""The one-command demo: simulate → ingest → train → index → observe → match → evaluate.
 
 Everything runs on the built-in simulator, sized so the whole pipeline takes a few minutes
 on two CPU cores. Each stage's artefact lands in its own sub-folder of ``out``, and an
-existing library of the same settings is reused.
+existing library of the same settings is reused. Two targets are matched: a library
+projection of a system held out from training, and a mock interferometric observation (FITS,
+beam, noise; ``protomatch observe``) of a system outside the library.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from protomatch.errors import ProtomatchError
 from protomatch.evaluate import EvaluationResult, evaluate_model
 from protomatch.index import build_index
 from protomatch.match import MatchResult, match_observations
+from protomatch.observe import make_observations
 from protomatch.schema import library_file_path
 from protomatch.simulate import simulate_library
 from protomatch.store import ingest_library
@@ -28,6 +31,15 @@ from protomatch.train import TrainConfig, load_config, train_model
 log = logging.getLogger(__name__)
 
 DEMO_LIBRARY = {"systems": 96, "snapshots": 6, "size": 64, "seed": 0}
+#: One mock observation at a middling beam and signal-to-noise ratio.
+DEMO_OBSERVATION = {
+    "n": 1,
+    "seed": 2026,
+    "beam_range_au": (40.0, 40.0),
+    "snr_range": (60.0, 60.0),
+    "npix_range": (128, 128),
+    "nan_border_fraction": 0.0,
+}
 DEMO_TRAINING = {
     "epochs": 15,
     "pairs.pairs_per_epoch": 6144,
@@ -90,8 +102,13 @@ def run_demo(
     with _stage("index", seconds):
         build_index(out / "model", out / "store", out / "index", overwrite=True)
     target = _held_out_target(out / "model", library)
+    with _stage("observe", seconds):
+        observed = make_observations(
+            library, out / "observations", config=DEMO_OBSERVATION, workers=1, overwrite=True
+        )
+    mock = sorted(observed.out.glob("*.fits"))[0]
     with _stage("match", seconds):
-        report = match_observations(out / "index", [target], out / "report", overwrite=True)
+        report = match_observations(out / "index", [target, mock], out / "report", overwrite=True)
     with _stage("evaluate", seconds):
         evaluation = evaluate_model(
             out / "model", out / "store", out / "evaluation", overwrite=True

@@ -27,6 +27,7 @@ from protomatch.errors import ProtomatchError
 from protomatch.index import EmbeddingIndex
 from protomatch.modelio import TrainedModel
 from protomatch.observation import PreparedObservation, prepare_observation
+from protomatch.observe import TRUTH_FILE as MOCK_TRUTH_FILE
 from protomatch.preprocess import intensity_transform
 from protomatch.readers import Observation, read_library_file, read_observation, sniff_format
 from protomatch.report import MatchReportData, write_match_report, write_report_index
@@ -325,10 +326,32 @@ def _own_system_rows(
 
 
 def _truth(observation: Observation, names: Sequence[str]) -> dict[str, float] | None:
-    if sniff_format(observation.source) != "hdf5":
+    """True parameters of a simulated target: a library file's, or a mock observation's."""
+    if sniff_format(observation.source) == "hdf5":
+        record = read_library_file(observation.source, names)
+        return {name: float(record.params[name]) for name in names}
+    return _mock_truth(Path(observation.source), names)
+
+
+def _mock_truth(source: Path, names: Sequence[str]) -> dict[str, float] | None:
+    """The row of ``truth.csv`` beside a file written by ``protomatch observe``, if any."""
+    table_path = source.parent / MOCK_TRUTH_FILE
+    if not table_path.is_file():
         return None
-    record = read_library_file(observation.source, names)
-    return {name: float(record.params[name]) for name in names}
+    try:
+        table = pd.read_csv(table_path)
+    except (ValueError, OSError, UnicodeDecodeError):
+        log.warning("%s: unreadable, no true values shown for %s", table_path, source.name)
+        return None
+    if "file" not in table.columns or any(name not in table.columns for name in names):
+        return None
+    rows = table[table["file"].astype(str) == source.name]
+    if len(rows) != 1:
+        return None
+    values = pd.to_numeric(rows.iloc[0][list(names)], errors="coerce")
+    if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
+        return None
+    return {name: float(values[name]) for name in names}
 
 
 def _analogue_warnings(best: float, stats: Mapping[str, float]) -> list[str]:
