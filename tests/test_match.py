@@ -162,7 +162,7 @@ def test_fits_with_pixel_scale_and_distance_is_resampled(tiny_index, tmp_path) -
     match_observations(tiny_index, [path], tmp_path / "r", k=5, distance_pc=140)
     notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
     assert any("AU/pixel" in note for note in notes)
-    assert any("not validated" in note for note in notes)
+    assert any("validated on mock observations" in note for note in notes)
 
 
 def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tmp_path) -> None:

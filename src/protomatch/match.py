@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 REPORT_SCHEMA_VERSION = 1
 _SHOWN_MATCHES = 11
 _OBSERVATION_CAVEAT = (
-    "matching observed images is not validated yet: on mock observations (protomatch observe "
-    "/ evaluate --observations) the matches' parameters were on average no closer to the "
-    "truth than the library prior, though better for envelope and stellar mass"
+    "matching observed images is validated on mock observations of the built-in simulator "
+    "only (protomatch observe, evaluate --observations): there the matches beat the library "
+    "prior on envelope mass, stellar mass, temperature, luminosity and disk size, but not on "
+    "age or accretion rate, which beam-smoothed, noisy images hardly constrain"
 )
 
 
