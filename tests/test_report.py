@@ -238,3 +238,18 @@ def test_mismatched_inputs_are_refused():
         dataclasses.replace(data, prior=data.prior.drop(columns=["mass"]))
     with pytest.raises(ValueError, match="2-D"):
         dataclasses.replace(data, target_image=np.zeros((2, 4, 4)))
+
+
+def test_noisy_target_is_shown_above_its_noise():
+    from protomatch._report_figures import _log_stretch, render_figures
+
+    image = np.array([[1.0, 0.1, 1e-3], [1e-5, 0.0, -0.2]])
+    np.testing.assert_allclose(_log_stretch(image, 0.01), [[0, -1, -2], [-2, -2, -2]])
+    data = make_report_data(n_matches=5, n_prior=40)
+    plain = render_figures(data)["matches.png"]
+    noisy = render_figures(
+        dataclasses.replace(data, display_floor=0.02, matches_seen_through="the beam")
+    )["matches.png"]
+    assert noisy != plain
+    with pytest.raises(ValueError, match="display_floor"):
+        dataclasses.replace(data, display_floor=0.0)

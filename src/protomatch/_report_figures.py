@@ -94,12 +94,12 @@ def parameter_stats(data: MatchReportData, name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figures
 
 
-def _log_stretch(image: np.ndarray) -> np.ndarray:
-    """log10 of the image relative to its peak, floored at ``_STRETCH_FLOOR``; shape kept."""
+def _log_stretch(image: np.ndarray, floor: float = _STRETCH_FLOOR) -> np.ndarray:
+    """log10 of the image relative to its peak, floored at ``floor``; shape kept."""
     image = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
     peak = image.max()
     scaled = image / peak if peak > 0 else np.zeros_like(image)
-    return np.log10(np.maximum(scaled, _STRETCH_FLOOR))
+    return np.log10(np.maximum(scaled, floor))
 
 
 def _label(data: MatchReportData, name: str) -> str:
@@ -124,8 +124,9 @@ def _matches_figure(data: MatchReportData) -> Figure:
         hspace=0.32,
     )
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    style = {"cmap": "inferno", "vmin": math.log10(_STRETCH_FLOOR), "vmax": 0.0}
-    shown = axes[0].imshow(_log_stretch(data.target_image), origin="lower", **style)
+    floor = data.display_floor
+    style = {"cmap": "inferno", "vmin": math.log10(floor), "vmax": 0.0}
+    shown = axes[0].imshow(_log_stretch(data.target_image, floor), origin="lower", **style)
     axes[0].set_title("target", fontsize=11, fontweight="bold", color=_TRUTH_COLOUR)
     axes[0].text(
         0.5,
@@ -142,7 +143,7 @@ def _matches_figure(data: MatchReportData) -> Figure:
     top = data.matches.head(len(images))
     labels = {c: top[c].tolist() for c in ("rank", "system", "snapshot", "projection") if c in top}
     for k, (ax, image) in enumerate(zip(axes[1:], images)):
-        ax.imshow(_log_stretch(image), origin="lower", **style)
+        ax.imshow(_log_stretch(image, floor), origin="lower", **style)
         rank = cell_text(labels["rank"][k]) if "rank" in labels else str(k + 1)
         ax.set_title(f"#{rank}  s={float(top['similarity'].iloc[k]):.3f}", fontsize=10)
         where = "  ".join(
@@ -159,6 +160,8 @@ def _matches_figure(data: MatchReportData) -> Figure:
     cax = fig.add_axes((1 - 0.8 / width, 0.15, 0.15 / width, 0.6))
     fig.colorbar(shown, cax=cax).set_label("log$_{10}$ I / I$_{peak}$", fontsize=9)
     shown_text = f"best {len(images)} matches" if len(images) else "no matches to show"
+    if data.matches_seen_through and len(images):
+        shown_text += f", seen through {data.matches_seen_through}"
     fig.suptitle(f"{shorten(data.target_name, 70)}: {shown_text}", fontsize=12)
     return fig
 

@@ -22,7 +22,8 @@ import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch._metrics import DEFAULT_MATCHES, QUANTILES, weighted_quantiles
-from protomatch.beam import BeamMatchedLibrary, beam_in_library_pixels
+from protomatch.augment import convolve_with_beam
+from protomatch.beam import BeamMatchedLibrary, beam_in_library_pixels, noise_level
 from protomatch.errors import ProtomatchError
 from protomatch.index import EmbeddingIndex
 from protomatch.modelio import TrainedModel
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 REPORT_SCHEMA_VERSION = 1
 _SHOWN_MATCHES = 11
+_DISPLAY_FLOOR = 1e-4  # of the peak: the model's log stretch spans 4 decades
+_DISPLAY_NOISE_SIGMAS = 2.0
 _OBSERVATION_CAVEAT = (
     "matching observed images is validated on mock observations of the built-in simulator "
     "only (protomatch observe, evaluate --observations): there the matches beat the library "
@@ -221,6 +224,13 @@ def _match_one(
     order = np.argsort(shown)
     match_images = np.empty((len(shown), *store.images.shape[1:]), dtype=np.float32)
     match_images[order] = store.images[shown[order]]
+    beam = beam_in_library_pixels(observation, query.distance_pc, store.au_per_pixel)
+    display = {}
+    if beam is not None:  # show the matches as they were compared, the target above its noise
+        with torch.no_grad():
+            match_images = convolve_with_beam(torch.from_numpy(match_images), *beam).numpy()
+        floor = min(max(_DISPLAY_FLOOR, _DISPLAY_NOISE_SIGMAS * noise_level(image)), 0.5)
+        display = {"display_floor": floor, "matches_seen_through": "the observation's beam"}
     log_params = frozenset(n for n, f in zip(names, trained.normaliser.log10) if f)
     write_match_report(
         folder,
@@ -237,6 +247,7 @@ def _match_one(
             truth=truth,
             warnings=tuple(warnings),
             notes=tuple(notes),
+            **display,
         ),
     )
     return summary

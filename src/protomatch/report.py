@@ -63,6 +63,11 @@ class MatchReportData:
         True parameters when the target is a library image.
     warnings, notes : tuple of str
         Messages for the reader; warnings are shown first and prominently.
+    display_floor : float
+        Lowest intensity shown, relative to each image's peak (above a noisy target's noise).
+    matches_seen_through : str
+        How the match images were altered to look like the target, e.g. "the observation's
+        beam" ("" if shown as stored).
     """
 
     target_name: str
@@ -77,8 +82,12 @@ class MatchReportData:
     truth: Mapping[str, float] | None
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
+    display_floor: float = 1e-4
+    matches_seen_through: str = ""
 
     def __post_init__(self) -> None:
+        if not 0 < self.display_floor < 1:
+            raise ValueError(f"display_floor must be in (0, 1), got {self.display_floor}")
         if np.ndim(self.target_image) != 2:
             raise ValueError(f"target_image must be 2-D, got shape {np.shape(self.target_image)}")
         if np.ndim(self.match_images) != 3:
