@@ -16,6 +16,7 @@ from protomatch.beam import (
     DIHEDRAL,
     BeamMatchedLibrary,
     _correlated_noise,
+    array_position_angle,
     beam_in_library_pixels,
     beam_key,
     dihedral_beam,
@@ -31,9 +32,12 @@ from protomatch.store import LibraryStore, ingest_library
 PIXEL_ARCSEC = 0.05
 
 
-def _write_fits(path, bmaj_arcsec, bmin_arcsec, bpa_deg, *, mirrored=False, distance=None):
-    """A 2-D FITS image with a SIN WCS (east left unless ``mirrored``) and beam keywords."""
-    wcs = _wcs(mirrored)
+def _write_fits(
+    path, bmaj_arcsec, bmin_arcsec, bpa_deg, *, mirrored=False, distance=None, rotation=0.0
+):
+    """A 2-D FITS image with a SIN WCS (east left unless ``mirrored``, the grid turned by
+    ``rotation`` degrees through a PC matrix) and beam keywords."""
+    wcs = _wcs(mirrored, rotation)
     header = wcs.to_header()
     header["BMAJ"] = bmaj_arcsec / 3600.0
     header["BMIN"] = bmin_arcsec / 3600.0
@@ -46,12 +50,14 @@ def _write_fits(path, bmaj_arcsec, bmin_arcsec, bpa_deg, *, mirrored=False, dist
     return path
 
 
-def _wcs(mirrored: bool = False) -> WCS:
+def _wcs(mirrored: bool = False, rotation: float = 0.0) -> WCS:
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---SIN", "DEC--SIN"]
     wcs.wcs.cunit = ["deg", "deg"]
     sign = 1.0 if mirrored else -1.0
     wcs.wcs.cdelt = [sign * PIXEL_ARCSEC / 3600.0, PIXEL_ARCSEC / 3600.0]
+    turn = math.radians(rotation)
+    wcs.wcs.pc = [[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]]
     wcs.wcs.crpix = [32.5, 32.5]
     wcs.wcs.crval = [83.8, -5.4]
     return wcs
@@ -100,12 +106,13 @@ def test_distance_from_header_and_missing_inputs(tmp_path):
     assert beam_in_library_pixels(read_observation(tmp_path / "a.npy"), 100.0, 25.0) is None
 
 
+@pytest.mark.parametrize("rotation", [0.0, 35.0, -100.0])
 @pytest.mark.parametrize("mirrored", [False, True])
 @pytest.mark.parametrize("bpa", [30.0, 120.0])
-def test_elongated_beam_lies_along_the_sky_position_angle(tmp_path, mirrored, bpa):
+def test_elongated_beam_lies_along_the_sky_position_angle(tmp_path, mirrored, bpa, rotation):
     """The convolved point source is elongated along the sky direction at BPA east of north,
-    located in the array through the WCS, whatever the WCS handedness."""
-    path = _write_fits(tmp_path / "e.fits", 1.0, 0.4, bpa, mirrored=mirrored)
+    located in the array through the WCS, whatever its handedness and rotation."""
+    path = _write_fits(tmp_path / "e.fits", 1.0, 0.4, bpa, mirrored=mirrored, rotation=rotation)
     major, minor, pa = beam_in_library_pixels(read_observation(path), 100.0, 10.0)
     assert (major, minor) == pytest.approx((10.0, 4.0))
     smooth = convolve_with_beam(_point(), major, minor, pa).numpy()
@@ -113,7 +120,7 @@ def test_elongated_beam_lies_along_the_sky_position_angle(tmp_path, mirrored, bp
     eigenvalues, vectors = np.linalg.eigh(cov)
     axis = vectors[:, 1]  # (row, col) of the major axis
     # Independent truth: a point 1 arcsec from the centre towards PA (east of north).
-    wcs = _wcs(mirrored)
+    wcs = _wcs(mirrored, rotation)
     ra0, dec0 = wcs.wcs.crval
     offset = np.deg2rad(bpa)
     ra = ra0 + math.sin(offset) / 3600.0 / math.cos(math.radians(dec0))
@@ -331,3 +338,24 @@ def test_noise_matched_similarities_are_those_of_the_noisy_library(tiny_model, t
     query = trained.embed(image[None], brightness)[0]
     np.testing.assert_allclose(scores, library.embeddings(beam, noise) @ query, atol=1e-5)
     assert scores.shape == (len(store),)
+
+
+def test_cd_matrix_and_missing_wcs_orientation(tmp_path) -> None:
+    """A CD matrix turns the PA like the equivalent PC matrix; no WCS means north up."""
+    pc = _write_fits(tmp_path / "pc.fits", 1.0, 0.4, 30.0, rotation=35.0)
+    header = fits.getheader(pc)
+    wcs = _wcs(rotation=35.0)
+    matrix = wcs.wcs.get_pc() * wcs.wcs.cdelt[:, None]
+    for key in [k for k in header if k.startswith(("PC", "CDELT"))]:
+        del header[key]
+    for i in range(2):
+        for j in range(2):
+            header[f"CD{i + 1}_{j + 1}"] = matrix[i, j]
+    cd = tmp_path / "cd.fits"
+    fits.PrimaryHDU(np.ones((64, 64), dtype=np.float32), header=header).writeto(cd)
+    by_pc, by_cd = (beam_in_library_pixels(read_observation(p), 100.0, 10.0) for p in (pc, cd))
+    assert by_cd == pytest.approx(by_pc)
+    # this PC matrix turns the grid's axes by +35 deg on the sky, so the beam turns by -35 deg
+    # against the array (the sense is checked independently in the elongated-beam test)
+    assert by_pc[2] == pytest.approx((30.0 - 35.0) % 180.0)
+    assert array_position_angle(None, 30.0) == pytest.approx(30.0)

@@ -184,10 +184,10 @@ def select_header(header: Any) -> dict[str, Any]:
     return selected
 
 
-def pixel_scale_arcsec(path: Path, header: Any) -> float | None:
+def _celestial_wcs(path: Path, header: Any) -> Any:
+    """The header's 2-D celestial WCS, or None (absent, or unreadable: then a warning)."""
     from astropy.utils.exceptions import AstropyWarning
     from astropy.wcs import WCS
-    from astropy.wcs.utils import proj_plane_pixel_scales
 
     try:
         with warnings.catch_warnings():
@@ -195,15 +195,41 @@ def pixel_scale_arcsec(path: Path, header: Any) -> float | None:
             celestial = WCS(header).celestial
             if celestial.naxis != 2 or not celestial.has_celestial:
                 return None
-            scales = np.abs(proj_plane_pixel_scales(celestial)) * 3600.0
+            celestial.pixel_scale_matrix  # noqa: B018 - fails here on a broken WCS
+            return celestial
     except Exception as exc:  # metadata is optional: a broken WCS must not stop a match
         log.warning("%s: ignoring unreadable WCS (%s)", path, exc)
         return None
+
+
+def pixel_scale_arcsec(path: Path, header: Any) -> float | None:
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    celestial = _celestial_wcs(path, header)
+    if celestial is None:
+        return None
+    scales = np.abs(proj_plane_pixel_scales(celestial)) * 3600.0
     if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
         return None
     if not np.isclose(scales[0], scales[1], rtol=1e-3):
         log.warning("%s: non-square pixels %s arcsec; using their geometric mean", path, scales)
     return float(np.sqrt(scales[0] * scales[1]))
+
+
+def sky_per_pixel(path: Path, header: Any) -> tuple[tuple[float, float], ...] | None:
+    """((east per column, east per row), (north per column, north per row)) [arcsec], or None.
+
+    The celestial WCS's linear part (CDELT with PC, or CD), rows ordered longitude (east)
+    then latitude (north): it says how the array is turned and mirrored on the sky.
+    """
+    celestial = _celestial_wcs(path, header)
+    if celestial is None:
+        return None
+    matrix = np.asarray(celestial.pixel_scale_matrix, dtype=np.float64) * 3600.0
+    matrix = matrix[[celestial.wcs.lng, celestial.wcs.lat]]
+    if not np.all(np.isfinite(matrix)) or np.linalg.det(matrix) == 0:
+        return None
+    return tuple(tuple(float(v) for v in row) for row in matrix)
 
 
 def beam_arcsec(header: Any) -> tuple[float, float, float] | None:

@@ -9,12 +9,13 @@ Conventions
 -----------
 The beam of a FITS image (``BMAJ``/``BMIN`` FWHM, ``BPA`` east of north) is measured on the
 sky; :func:`beam_in_library_pixels` turns it into FWHMs in library pixels (arcsec x distance
-[pc] = AU, / AU per library pixel) and a position angle in the image array's frame, the one of
-:func:`protomatch.augment.convolve_with_beam` (from +row through -column). Standard images have
-east to the left (``CDELT1 < 0 < CDELT2``) and the PA is unchanged; a mirrored WCS
-(``CDELT1 * CDELT2 > 0``) mirrors it. :func:`prepare_observation` cuts and resizes without
-flipping, so the same PA holds on the prepared observation and on the library images it is
-compared with.
+[pc] = AU, / AU per library pixel) and a position angle in the image array's frame, the one
+of :func:`protomatch.augment.convolve_with_beam` (from +row through -column). The sky
+directions come from the celestial WCS's pixel-to-sky matrix (CDELT, PC or CD, so rotated and
+mirrored grids are handled): standard images have north up and east to the left and keep the
+PA; a mirrored grid negates it; a grid rotated by θ turns it by θ.
+:func:`prepare_observation` cuts and resizes without flipping, so the same PA holds on the
+prepared observation and on the library images it is compared with.
 
 The dihedral transforms (:func:`dihedral_image`, :func:`dihedral_beam`) turn an image and its
 beam together: rotating the image content by ``90° k`` counter-clockwise (origin-lower display)
@@ -44,6 +45,7 @@ __all__ = [
     "DIHEDRAL",
     "Beam",
     "BeamMatchedLibrary",
+    "array_position_angle",
     "beam_in_library_pixels",
     "dihedral_beam",
     "dihedral_image",
@@ -91,17 +93,27 @@ def beam_in_library_pixels(
     major, minor = max(bmaj, bmin) * scale, min(bmaj, bmin) * scale
     if bmin > bmaj:  # a header with BMIN > BMAJ: the major axis is the other one
         bpa += 90.0
-    if _mirrored(observation.header):
-        bpa = -bpa
-    return float(major), float(minor), float(bpa % 180.0)
+    return (
+        float(major),
+        float(minor),
+        float(array_position_angle(observation.sky_per_pixel, bpa) % 180.0),
+    )
 
 
-def _mirrored(header: Any) -> bool:
-    """True when the array shows the sky mirrored (east to the right with north up)."""
-    try:
-        return float(header.get("CDELT1", -1.0)) * float(header.get("CDELT2", 1.0)) > 0
-    except (TypeError, ValueError):
-        return False
+def array_position_angle(
+    sky_per_pixel: tuple[tuple[float, float], ...] | None, sky_pa_deg: float
+) -> float:
+    """A sky position angle (east of north) in the array frame (from +row through -column).
+
+    ``sky_per_pixel`` is the observation's (east, north) offset per (column, row) step
+    (:attr:`protomatch.readers.Observation.sky_per_pixel`); without it the array is taken
+    as north up, east left.
+    """
+    if sky_per_pixel is None:
+        return float(sky_pa_deg)
+    angle = np.deg2rad(sky_pa_deg)
+    column, row = np.linalg.solve(np.asarray(sky_per_pixel), [np.sin(angle), np.cos(angle)])
+    return float(np.rad2deg(np.arctan2(-column, row)))
 
 
 def dihedral_image(image: np.ndarray, quarter_turns: int, flip: bool) -> np.ndarray:

@@ -40,6 +40,7 @@ from protomatch._formats import (
     read_npy,
     require_square,
     select_header,
+    sky_per_pixel,
     sniff_format,
     unreadable,
 )
@@ -113,6 +114,9 @@ class Observation:
         Pixel side from the celestial WCS, arcsec (None when unknown).
     beam_arcsec
         (major FWHM arcsec, minor FWHM arcsec, position angle degrees) or None.
+    sky_per_pixel
+        2x2 (east, north) offsets [arcsec] per (column, row) pixel step from the WCS, which
+        says how the array is turned and mirrored on the sky; None when unknown.
     """
 
     image: np.ndarray
@@ -120,6 +124,7 @@ class Observation:
     header: Mapping[str, Any]
     pixel_scale_arcsec: float | None = None
     beam_arcsec: tuple[float, float, float] | None = None
+    sky_per_pixel: tuple[tuple[float, float], ...] | None = None
 
 
 # --------------------------------------------------------------------------- HDF5 schema
@@ -356,6 +361,7 @@ def read_observation(path: str | Path, projection: int | None = None) -> Observa
         select_header(fits_header),
         pixel_scale_arcsec=pixel_scale_arcsec(path, fits_header),
         beam_arcsec=beam_arcsec(fits_header),
+        sky_per_pixel=sky_per_pixel(path, fits_header),
     )
 
 
