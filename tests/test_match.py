@@ -176,6 +176,8 @@ def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tm
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     note = next(n for n in summary["notes"] if "convolved to the observation's beam" in n)
     assert "noise level" in note
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "shown through the observation&#x27;s beam" in page
     assert summary["n_matches"] == 5
     sims = pd.read_csv(tmp_path / "r" / "matches.csv")["similarity"].to_numpy()
     assert (np.diff(sims) <= 1e-6).all()

@@ -221,9 +221,16 @@ def _report_html(data: MatchReportData, figures: Mapping[str, bytes]) -> str:
         parts.append(f"<div class='warnings'><h2>⚠ Warnings</h2>{_message_list(warnings)}</div>")
     if notes:
         parts.append(f"<div class='notes'><b>Notes</b>{_message_list(notes)}</div>")
+    shown_as = ""
+    if data.matches_seen_through:
+        shown_as = (
+            f" The matches are shown through {data.matches_seen_through}, as they were "
+            f"compared, down to {plain_number(data.display_floor)} of the peak (twice the "
+            "target's noise)."
+        )
     captions = {
         "matches.png": "The target (framed) beside its best matches in rank order; log stretch "
-        "relative to each image's peak. s is the predicted similarity.",
+        f"relative to each image's peak. s is the predicted similarity.{shown_as}",
         "parameters.png": "Each parameter among the matches (weighted by similarity) over the "
         "whole library (grey). Line: weighted median; band: 16–84%; dashed: truth.",
         "corner.png": "Pairs of parameters among the matches, coloured by similarity; diagonal: "
