@@ -303,7 +303,7 @@ def test_clipped_brightness_of_a_noisy_compact_source_is_steadier_than_its_mean(
     noise = 0.1  # peak S/N 10
     plain, clipped = [], []
     for seed in range(40):
-        unit = _correlated_noise(seed, seed + 1, source.shape, beam)[0]
+        unit = _correlated_noise((seed,), 1, source.shape, beam)[0]
         noisy = (source + noise * unit).astype(np.float32)
         prepared = PreparedObservation(noisy / noisy.max(), float(noisy.max()), ())
         plain.append(prepared.mean_intensity)
@@ -359,3 +359,23 @@ def test_cd_matrix_and_missing_wcs_orientation(tmp_path) -> None:
     # against the array (the sense is checked independently in the elongated-beam test)
     assert by_pc[2] == pytest.approx((30.0 - 35.0) % 180.0)
     assert array_position_angle(None, 30.0) == pytest.approx(30.0)
+
+
+def test_analogue_similarity_is_the_neighbour_statistic_of_the_matched_comparison(
+    tiny_model, tiny_store
+) -> None:
+    from protomatch.index import neighbour_similarity
+
+    trained = load_model(tiny_model)
+    store = LibraryStore.open(tiny_store)
+    library = BeamMatchedLibrary(trained, store)
+    beam = (2.0, 1.5, 30.0)
+    systems = store.table["system"].astype(str).to_numpy()
+    # without noise the sampled queries are the convolved library images themselves
+    noiseless = library.analogue_similarity(beam, 0.0)
+    expected = neighbour_similarity(library.embeddings(beam), systems)
+    assert noiseless == pytest.approx(expected, abs=1e-3)  # float32 batches differ slightly
+    noisy = library.analogue_similarity(beam, 0.0525)
+    assert noisy["p1"] <= noisy["p5"] <= noisy["median"] <= 1.0
+    assert noisy != pytest.approx(noiseless)  # queries carry their own noise realisation
+    assert library.analogue_similarity(beam, 0.053) == noisy  # same noise bin: cached

@@ -35,6 +35,7 @@ import torch
 from protomatch._metrics import unit_rows
 from protomatch.augment import convolve_with_beam
 from protomatch.errors import InputError
+from protomatch.index import neighbour_similarity
 from protomatch.modelio import TrainedModel
 from protomatch.observation import PreparedObservation, clipped_mean, header_distance
 from protomatch.preprocess import PreprocessConfig, intensity_transform
@@ -217,6 +218,8 @@ class BeamMatchedLibrary:
         self._block = block
         self._mean_intensity = store.table["mean_intensity"].to_numpy(dtype=np.float64)
         self._peak = store.table["peak"].to_numpy(dtype=np.float64)
+        self._systems = store.table["system"].astype(str).to_numpy()
+        self._analogue: dict[Any, dict[str, float]] = {}
         self._embeddings = _LRU(cache_size)
         self._pixels = _LRU(pixel_cache_size)
 
@@ -325,13 +328,45 @@ class BeamMatchedLibrary:
     def _embed_noisy(
         self, images: np.ndarray, start: int, stop: int, beam: Beam, level: float
     ) -> np.ndarray:
-        noise = _correlated_noise(start, stop, images.shape[1:], beam)
+        noise = _correlated_noise((_NOISE_SEED, start), stop - start, images.shape[1:], beam)
+        return self._embed_with_noise(images, np.arange(start, stop), noise, level)
+
+    def _embed_with_noise(
+        self, images: np.ndarray, rows: np.ndarray, noise: np.ndarray, level: float
+    ) -> np.ndarray:
+        """Embed convolved library ``images`` (rows ``rows``) plus ``level`` x peak x noise."""
         peaks = images.reshape(len(images), -1).max(axis=1)
         noisy = images + level * peaks[:, None, None] * noise
         # The same noise-clipped brightness as the observation's (PreparedObservation).
-        clipped = self._peak[start:stop] * clipped_mean(noisy, level * peaks)
-        brightness = np.maximum(clipped, 1e-12 * self._mean_intensity[start:stop])
+        clipped = self._peak[rows] * clipped_mean(noisy, level * peaks)
+        brightness = np.maximum(clipped, 1e-12 * self._mean_intensity[rows])
         return self._trained.embed(noisy, brightness, batch_size=self._block)
+
+    def analogue_similarity(self, beam: Beam, noise: float) -> dict[str, float]:
+        """What a good analogue's similarity looks like at this beam and noise level.
+
+        Quantiles (p1, p5, median) of the best similarity of sampled library images to the
+        noise-matched library images of *other* systems, each sampled image convolved,
+        given *another* noise realisation and embedded as an observation would be
+        (:func:`protomatch.index.neighbour_similarity`). Noisy comparisons reach lower
+        similarities than the noiseless index, so an observation is judged against these.
+        """
+        key = (beam_key(beam), _noise_key(noise))
+        if key not in self._analogue:
+            library = self.embeddings(beam, noise)
+            level = 10 ** key[1] if key[1] else 0.0
+
+            def queries(rows: np.ndarray) -> np.ndarray:
+                images = np.array(self._store.images[np.sort(rows)], dtype=np.float32)
+                images = images[np.argsort(np.argsort(rows))]
+                with torch.no_grad():
+                    images = convolve_with_beam(torch.from_numpy(images), *key[0]).numpy()
+                shape = images.shape[1:]
+                fresh = _correlated_noise((_NOISE_SEED + 1, 0), len(rows), shape, key[0])
+                return self._embed_with_noise(images, rows, fresh, level)
+
+            self._analogue[key] = neighbour_similarity(library, self._systems, queries=queries)
+        return dict(self._analogue[key])
 
     def noise_matched_similarities(
         self, prepared: PreparedObservation, beam: Beam
@@ -355,10 +390,12 @@ class BeamMatchedLibrary:
         return pixel_vectors(images, self._trained.preprocess)
 
 
-def _correlated_noise(start: int, stop: int, shape: tuple[int, ...], beam: Beam) -> np.ndarray:
-    """Unit-rms noise for library images start:stop, correlated on the beam's scale."""
-    rng = np.random.default_rng([_NOISE_SEED, start])
-    white = torch.from_numpy(rng.standard_normal((stop - start, *shape)).astype(np.float32))
+def _correlated_noise(
+    seed: tuple[int, ...], count: int, shape: tuple[int, ...], beam: Beam
+) -> np.ndarray:
+    """``count`` unit-rms noise images of ``shape``, correlated on the beam's scale."""
+    rng = np.random.default_rng(list(seed))
+    white = torch.from_numpy(rng.standard_normal((count, *shape)).astype(np.float32))
     with torch.no_grad():
         smooth = convolve_with_beam(white, *beam)
     rms = smooth.flatten(1).std(dim=1).clamp_min(1e-12)[:, None, None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -163,21 +164,28 @@ def embed_store(trained: TrainedModel, store: LibraryStore, batch_size: int = 25
 
 
 def neighbour_similarity(
-    embeddings: np.ndarray, systems: np.ndarray, sample: int = _NEIGHBOUR_SAMPLE, seed: int = 0
+    embeddings: np.ndarray,
+    systems: np.ndarray,
+    sample: int = _NEIGHBOUR_SAMPLE,
+    seed: int = 0,
+    queries: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Quantiles of each sampled library image's best similarity to *another* system.
 
     This is what a good simulated analogue looks like; a target whose best match falls far
-    below it has no close counterpart in the library.
+    below it has no close counterpart in the library. ``queries(rows)`` gives the sampled
+    images' query embeddings when they differ from their library ones (e.g. another noise
+    realisation); by default the library embeddings themselves are the queries.
     """
     if len(set(systems.tolist())) < 2:
         return {"p1": math.nan, "p5": math.nan, "median": math.nan}
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(embeddings), size=min(sample, len(embeddings)), replace=False)
+    query_vectors = embeddings[picks] if queries is None else queries(picks)
     best = np.full(len(picks), -np.inf, dtype=np.float32)
     for start in range(0, len(embeddings), 8192):
         block = embeddings[start : start + 8192]
-        sims = embeddings[picks] @ block.T
+        sims = query_vectors @ block.T
         sims[systems[picks][:, None] == systems[start : start + 8192][None, :]] = -np.inf
         best = np.maximum(best, sims.max(axis=1))
     best = best[np.isfinite(best)]

@@ -192,7 +192,9 @@ def _match_one(
     if threshold is None and k > available:
         notes.append(f"k={k} is larger than the library ({available} images): using all")
     wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
-    sims, ids = _search(index, observation, prepared, brightness, wanted, query.distance_pc, notes)
+    sims, ids, analogues = _search(
+        index, observation, prepared, brightness, wanted, query.distance_pc, notes
+    )
     keep = ~np.isin(ids, excluded)
     sims, ids = sims[keep], ids[keep]
     if threshold is None:
@@ -207,7 +209,7 @@ def _match_one(
         sims, ids = sims[keep], ids[keep]
     matches = _matches_table(store.table, sims, ids, trained.normaliser.names)
     truth = _truth(observation, trained.normaliser.names)
-    warnings = _analogue_warnings(float(sims[0]), index.neighbour_stats)
+    warnings = _analogue_warnings(float(sims[0]), analogues)
     for warning in warnings:
         log.warning("%s: %s", name, warning)
     names = trained.normaliser.names
@@ -261,8 +263,9 @@ def _search(
     wanted: int,
     distance_pc: float | None,
     notes: list[str],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``wanted`` similarities and image ids of one prepared target.
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Top ``wanted`` similarities and image ids of one prepared target, and what a good
+    analogue's similarity is in that comparison (:func:`protomatch.index.neighbour_similarity`).
 
     An observation with a beam (and a distance) is compared with the library convolved to
     its beam and given its noise level, embedded anew, since noiseless library images are
@@ -271,7 +274,7 @@ def _search(
     beam = beam_in_library_pixels(observation, distance_pc, index.store.au_per_pixel)
     if beam is None:
         sims, ids = index.search(index.model.embed(prepared.image[None], brightness), wanted)
-        return sims[0], ids[0]
+        return sims[0], ids[0], index.neighbour_stats
     library = BeamMatchedLibrary(index.model, index.store, cache_size=1)
     scores, noise = library.noise_matched_similarities(prepared, beam)
     order = np.argsort(-scores, kind="stable")[:wanted]
@@ -280,7 +283,8 @@ def _search(
         f"{beam[1]:.2g} library pixels, PA {beam[2]:.0f} deg) and at its noise level "
         f"({noise:.2g} of the peak)"
     )
-    return scores[order], index.ids[order]
+    analogues = library.analogue_similarity(beam, noise)
+    return scores[order], index.ids[order], analogues
 
 
 def _target_brightness(
@@ -372,8 +376,9 @@ def _analogue_warnings(best: float, stats: Mapping[str, float]) -> list[str]:
         return []
     return [
         f"no good simulated analogue: the best similarity {best:.3f} is below what 99% of "
-        f"library images reach against their nearest other system (1st percentile "
-        f"{floor:.3f}, median {stats['median']:.3f}); treat these parameters with caution"
+        f"library images reach against their nearest other system, compared the same way "
+        f"(1st percentile {floor:.3f}, median {stats['median']:.3f}); treat these parameters "
+        "with caution"
     ]
 
 
