@@ -183,7 +183,7 @@ def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tm
     assert (np.diff(sims) <= 1e-6).all()
     match_observations(tiny_index, [path], tmp_path / "r2", k=5)
     notes = json.loads((tmp_path / "r2" / "summary.json").read_text())["notes"]
-    assert any("distance" in note and "centre-cropped" in note for note in notes)
+    assert any("distance" in note and "shorter side" in note for note in notes)
 
 
 def test_physical_resampling_keeps_the_source_centred_and_scaled(tiny_store: Path) -> None:
@@ -297,3 +297,64 @@ def test_mock_observation_report_shows_the_truth_of_its_truth_csv(
     match_observations(tiny_index, [tmp_path / "obs" / "obs_001.fits"], tmp_path / "r2", k=5)
     summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
     assert all(stats["truth"] is None for stats in summary["parameters"].values())
+
+
+def _offset_source(shift_px: tuple[int, int], spike: bool = False) -> np.ndarray:
+    """A 200 px image with a Gaussian source (sigma 5 px) ``shift_px`` (rows, cols) from the
+    centre, and optionally a single brighter noise spike elsewhere."""
+    yy, xx = np.mgrid[:200, :200]
+    row, col = 99.5 + shift_px[0], 99.5 + shift_px[1]
+    image = np.exp(-((xx - col) ** 2 + (yy - row) ** 2) / (2 * 5.0**2))
+    if spike:
+        image[20, 180] = 3.0
+    return image.astype(np.float32)
+
+
+def _centroid(image: np.ndarray) -> tuple[float, float]:
+    grid = np.arange(image.shape[0]) - (image.shape[0] - 1) / 2
+    weights = image / image.sum()
+    return float(weights.sum(axis=1) @ grid), float(weights.sum(axis=0) @ grid)
+
+
+def test_off_centre_source_is_brought_to_the_library_centre(tiny_store: Path) -> None:
+    from protomatch.readers import Observation
+    from protomatch.store import LibraryStore
+
+    store = LibraryStore.open(tiny_store)
+    header = {"au_per_pixel": store.au_per_pixel / 4}  # the field is 1/4 of the image
+    observation = Observation(_offset_source((30, -40), spike=True), Path("x.npy"), header)
+    centred = prepare_observation(observation, store.preprocess, store.au_per_pixel, None)
+    assert _centroid(centred.image) == pytest.approx((0, 0), abs=0.3)
+    assert any("centred on the source" in note for note in centred.notes)
+    as_cut = prepare_observation(
+        observation, store.preprocess, store.au_per_pixel, None, centre="image"
+    )
+    # 30 and -40 observation pixels are 7.5 and -10 library pixels
+    assert _centroid(as_cut.image) == pytest.approx((7.5, -10), abs=0.5)
+    assert not any("centred on the source" in note for note in as_cut.notes)
+
+
+def test_source_within_half_a_beam_of_the_centre_is_not_moved(tiny_store: Path) -> None:
+    from protomatch.readers import Observation
+    from protomatch.store import LibraryStore
+
+    store = LibraryStore.open(tiny_store)
+    header = {"au_per_pixel": store.au_per_pixel / 4}
+    observation = Observation(_offset_source((1, 0)), Path("x.npy"), header)
+    by_source = prepare_observation(observation, store.preprocess, store.au_per_pixel, None)
+    by_image = prepare_observation(
+        observation, store.preprocess, store.au_per_pixel, None, centre="image"
+    )
+    np.testing.assert_array_equal(by_source.image, by_image.image)
+
+
+def test_source_position_ignores_a_single_bright_pixel() -> None:
+    from protomatch.observation import source_position
+
+    assert source_position(_offset_source((30, -40), spike=True), 6.0) == (129.0, 59.0)
+    assert source_position(_offset_source((30, -40), spike=True), 0.1) == (20.0, 180.0)
+
+
+def test_bad_centre_choice_is_refused(tiny_index: Path, tiny_library: Path, tmp_path) -> None:
+    with pytest.raises(ProtomatchError, match="centre"):
+        match_observations(tiny_index, [_library_target(tiny_library)], tmp_path / "r", centre="x")

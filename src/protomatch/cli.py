@@ -170,6 +170,10 @@ def match(
     include_own_system: Annotated[
         bool, typer.Option(help="For a library image as target, keep its own system's images.")
     ] = False,
+    centre: Annotated[
+        str,
+        typer.Option(help="Cut the field around the 'source' (brightest point) or 'image' centre."),
+    ] = "source",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Find the best-matching simulated images of each observation and write a report."""
@@ -185,6 +189,7 @@ def match(
         model=model,
         library=library,
         include_own_system=include_own_system,
+        centre=centre,
         overwrite=overwrite,
     )
     typer.echo(result.describe())

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -91,12 +91,15 @@ def match_observations(
     model: str | Path | None = None,
     library: str | Path | None = None,
     include_own_system: bool = False,
+    centre: Literal["source", "image"] = "source",
     overwrite: bool = False,
 ) -> MatchResult:
     """Match each observation against an index and write a report folder ``out``.
 
     A library image as target is compared with *other* systems only (its own system's
     other projections and snapshots are near-duplicates), unless ``include_own_system``.
+    The library's field of view is cut around the source (its brightest point, when more
+    than half a beam from the image centre) or, with ``centre="image"``, the image centre.
     """
     if not observations:
         raise ProtomatchError("give at least one observation")
@@ -106,6 +109,8 @@ def match_observations(
         raise ProtomatchError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
     if distance_pc is not None and distance_pc <= 0:
         raise ProtomatchError(f"distance must be positive (pc), got {distance_pc}")
+    if centre not in ("source", "image"):
+        raise ProtomatchError(f"centre must be 'source' or 'image', got {centre!r}")
     targets = [read_observation(path) for path in observations]
     opened = EmbeddingIndex.open(index, model=model, library=library)
     out = Path(out)
@@ -119,7 +124,7 @@ def match_observations(
                 observation,
                 name,
                 tmp / folder,
-                _Query(k, threshold, distance_pc, include_own_system),
+                _Query(k, threshold, distance_pc, include_own_system, centre),
             )
             results.append(TargetResult(name, out / folder, summary))
         if len(targets) > 1:
@@ -169,6 +174,7 @@ class _Query:
     threshold: float | None
     distance_pc: float | None
     include_own_system: bool
+    centre: Literal["source", "image"]
 
 
 def _match_one(
@@ -182,6 +188,7 @@ def _match_one(
         store.au_per_pixel,
         query.distance_pc,
         store.intensity_unit,
+        centre=query.centre,
     )
     image, notes = prepared.image, list(prepared.notes)
     if observation.header.get("system") is None:

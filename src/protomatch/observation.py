@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -72,13 +73,16 @@ def prepare_observation(
     library_au_per_pixel: float | None,
     distance_pc: float | None,
     library_unit: str | None = None,
+    centre: Literal["source", "image"] = "source",
 ) -> PreparedObservation:
     """Cut, resample and convert an observation like the library's images.
 
     With a pixel scale (arcsec from the WCS, or AU from a library file), a distance for
     arcsec, and the library's AU per pixel, a square of the library's field of view in AU is
-    cut around the image centre (blank where the observation is smaller) and resized;
-    otherwise the image is centre-cropped to a square and resized as the library was.
+    cut (blank where the observation is smaller) and resized; otherwise a square of the
+    image's shorter side is cut and resized as the library was. The square is centred on the
+    source (``centre="source"``: the brightest point of the image smoothed on the beam's
+    scale, where the library has its star) or on the image centre (``"image"``).
     """
     image = np.asarray(observation.image, dtype=np.float32)
     notes: list[str] = []
@@ -86,20 +90,21 @@ def prepare_observation(
     au_per_pixel = observation.header.get(PIXEL_SCALE_ATTRIBUTE)
     if au_per_pixel is None and observation.pixel_scale_arcsec and distance:
         au_per_pixel = observation.pixel_scale_arcsec * distance  # 1 arcsec at 1 pc is 1 AU
+    middle = _cut_centre(observation, image, centre, au_per_pixel, notes)
     config = preprocess
     if au_per_pixel and library_au_per_pixel:
         field_au = library_au_per_pixel * preprocess.size
-        image = square_field(image, field_au / float(au_per_pixel))
+        image = square_field(image, field_au / float(au_per_pixel), middle)
         config = preprocess.model_copy(update={"crop_fraction": 1.0})
         notes.append(
             f"resampled from {float(au_per_pixel):.3g} to the library's "
             f"{library_au_per_pixel:.3g} AU/pixel (field {field_au:.0f} AU)"
         )
     else:
-        image = square_field(image, min(image.shape))
+        image = square_field(image, min(image.shape), middle)
         notes.append(
             f"no physical pixel scale ({_missing_scale(observation, library_au_per_pixel)} "
-            "unknown): the observation was centre-cropped to a square and resized like the "
+            "unknown): a square of the image's shorter side was cut and resized like the "
             "library images; its field of view may differ"
         )
     prepared = prepare_image(image, config)
@@ -153,12 +158,65 @@ def header_distance(observation: Observation) -> float | None:
     return distance if math.isfinite(distance) and distance > 0 else None
 
 
-def square_field(image: np.ndarray, side: float) -> np.ndarray:
-    """A centred square of ``side`` pixels; NaN (later filled with 0) beyond the edges."""
+def _cut_centre(
+    observation: Observation,
+    image: np.ndarray,
+    centre: str,
+    au_per_pixel: float | None,
+    notes: list[str],
+) -> tuple[float, float] | None:
+    """Where to centre the cut: the source's (row, column), or None for the image centre."""
+    if centre == "image":
+        return None
+    if centre != "source":
+        raise ValueError(f"centre must be 'source' or 'image', got {centre!r}")
+    beam = _beam_fwhm_px(observation)
+    row, column = source_position(image, beam)
+    offset = math.hypot(row - (image.shape[0] - 1) / 2, column - (image.shape[1] - 1) / 2)
+    # Within half a beam of the centre, the peak's offset is not telling: keep the centre.
+    if offset <= max(1.0, beam / 2):
+        return None
+    where = f" = {offset * float(au_per_pixel):.0f} AU" if au_per_pixel else ""
+    notes.append(
+        f"centred on the source (brightest point, pixel row {row:.0f}, column "
+        f"{column:.0f}), {offset:.1f} pixels{where} from the image centre"
+    )
+    return row, column
+
+
+def _beam_fwhm_px(observation: Observation) -> float:
+    """The beam's major FWHM in the observation's pixels (2 px when unknown)."""
+    if observation.beam_arcsec and observation.pixel_scale_arcsec:
+        return max(2.0, observation.beam_arcsec[0] / observation.pixel_scale_arcsec)
+    return 2.0
+
+
+def source_position(image: np.ndarray, smoothing_fwhm_px: float) -> tuple[float, float]:
+    """(row, column) of the brightest point of ``image`` smoothed by a Gaussian of that FWHM.
+
+    Blank (NaN) pixels count as 0. Smoothing on the beam's scale keeps a single noise
+    spike from outshining a faint, extended source.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    filled = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    sigma = smoothing_fwhm_px / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    smooth = gaussian_filter(filled, sigma, mode="constant")
+    row, column = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
+    return float(row), float(column)
+
+
+def square_field(
+    image: np.ndarray, side: float, centre: tuple[float, float] | None = None
+) -> np.ndarray:
+    """A square of ``side`` pixels around ``centre`` (row, column; default: the image
+    centre); NaN (later filled with 0) beyond the edges."""
     n = max(1, round(side))
     height, width = image.shape
     out = np.full((n, n), np.nan, dtype=np.float32)
     top, left = (height - n) // 2, (width - n) // 2
+    if centre is not None:
+        top, left = (math.floor(c - (n - 1) / 2 + 0.5) for c in centre)
     src_rows = slice(max(top, 0), min(top + n, height))
     src_cols = slice(max(left, 0), min(left + n, width))
     dst_rows = slice(src_rows.start - top, src_rows.stop - top)
