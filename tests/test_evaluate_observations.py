@@ -191,3 +191,11 @@ def test_scores_per_third_of_each_observing_condition(evaluated, observations):
         ratios.append(error / record["prior_spread"])
     assert part["methods"]["prior"]["error_over_prior_spread"] == pytest.approx(np.mean(ratios))
     assert "By peak S/N" in evaluated.markdown_table()
+
+
+def test_bad_centre_is_refused(tiny_model, tiny_store, observations, tmp_path):
+    from protomatch.errors import ProtomatchError
+
+    with pytest.raises(ProtomatchError, match="centre"):
+        evaluate_observations(tiny_model, tiny_store, observations, tmp_path / "o", centre="x")
+    assert not (tmp_path / "o").exists()

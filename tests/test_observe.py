@@ -259,3 +259,29 @@ def test_bad_library_and_workers(tiny_library, tmp_path):
     with pytest.raises(ProtomatchError, match="workers"):
         make_observations(tiny_library, tmp_path / "obs", config=_tiny(5), workers=0)
     assert not (tmp_path / "obs").exists()
+
+
+def test_offset_sources_sit_where_truth_says(tiny_library, tmp_path):
+    from protomatch.observation import source_position
+
+    config = _tiny(5) | {
+        "n": 4,
+        "max_offset_au": 400.0,
+        "snr_range": (1000.0, 1000.0),
+        "nan_border_fraction": 0.0,
+        "beam_range_au": (20.0, 20.0),
+    }
+    out = make_observations(tiny_library, tmp_path / "obs", config=config, workers=1).out
+    truth = pd.read_csv(out / "truth.csv")
+    moved = 0
+    for row in truth.itertuples():
+        image = read_observation(out / row.file).image
+        found = np.array(source_position(image, row.beam_major_au / row.pixel_au))
+        centre = (np.array(image.shape) - 1) / 2
+        expected = centre + np.array([row.source_row_offset_px, row.source_col_offset_px])
+        assert np.abs(found - expected).max() <= 1.5, row.file
+        offset_au = row.pixel_au * np.hypot(row.source_row_offset_px, row.source_col_offset_px)
+        assert offset_au <= 400.0 + row.pixel_au
+        assert np.hypot(row.source_row_offset_px, row.source_col_offset_px) <= 0.35 * row.npix + 1
+        moved += offset_au > 2 * row.pixel_au
+    assert moved >= 2  # most sources are off the centre

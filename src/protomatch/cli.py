@@ -220,6 +220,9 @@ def evaluate(
         list[str] | None,
         typer.Option(help="With --observations: a method to evaluate (repeatable; 'all')."),
     ] = None,
+    centre: Annotated[
+        str, typer.Option(help="With --observations: cut around the 'source' or 'image' centre.")
+    ] = "source",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Score a model on test systems it never saw (or on mock observations), vs baselines."""
@@ -230,7 +233,14 @@ def evaluate(
 
         methods = list(METHODS) if method and "all" in method else method
         result = evaluate_observations(
-            model, library, observations, output, k=k_recovery, methods=methods, overwrite=overwrite
+            model,
+            library,
+            observations,
+            output,
+            k=k_recovery,
+            methods=methods,
+            centre=centre,
+            overwrite=overwrite,
         )
         typer.echo(result.describe())
         return

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,7 @@ from protomatch.beam import (
     beam_in_library_pixels,
     pixel_vectors,
 )
-from protomatch.errors import InputError
+from protomatch.errors import InputError, ProtomatchError
 from protomatch.modelio import TrainedModel, load_model
 from protomatch.observation import PreparedObservation, prepare_observation
 from protomatch.readers import read_observation
@@ -108,6 +108,7 @@ def evaluate_observations(
     *,
     k: int = M.DEFAULT_MATCHES,
     methods: Sequence[str] | None = None,
+    centre: Literal["source", "image"] = "source",
     overwrite: bool = False,
 ) -> ObservationEvaluation:
     """Recover the parameters of mock observations with every method; write ``out``.
@@ -128,6 +129,8 @@ def evaluate_observations(
     methods
         Names from :data:`METHODS` to evaluate (the prior always is); default
         :data:`DEFAULT_METHODS`.
+    centre
+        Where the library's field is cut from each observation, as in ``protomatch match``.
 
     Returns
     -------
@@ -136,6 +139,8 @@ def evaluate_observations(
     started = time.perf_counter()
     if k < 1:
         raise InputError(Path(observations_dir), f"k must be at least 1, got {k}")
+    if centre not in ("source", "image"):
+        raise ProtomatchError(f"centre must be 'source' or 'image', got {centre!r}")
     out = Path(out)
     methods = _chosen_methods(methods, Path(observations_dir))
     _artefact.ensure_writable_output(out, overwrite)
@@ -145,7 +150,7 @@ def evaluate_observations(
     truth = read_truth(Path(observations_dir), names)
     beamed = BeamMatchedLibrary(trained, store)
     k = min(k, len(store))
-    run = _Run(trained, store, beamed, k, methods)
+    run = _Run(trained, store, beamed, k, methods, centre)
     rankings = {method: [] for method in methods if method != "prior"}
     records = []
     rows = tqdm(truth.itertuples(index=False), total=len(truth), desc="observations")
@@ -260,9 +265,11 @@ class _Run:
         beamed: BeamMatchedLibrary,
         k: int,
         methods: Sequence[str],
+        centre: Literal["source", "image"] = "source",
     ) -> None:
         self.trained, self.store, self.beamed, self.k = trained, store, beamed, k
         self.methods = methods
+        self.centre = centre
 
     def observation(
         self, folder: Path, row: Mapping[str, Any]
@@ -276,6 +283,7 @@ class _Run:
             self.store.au_per_pixel,
             distance,
             self.store.intensity_unit,
+            centre=self.centre,
         )
         beam = beam_in_library_pixels(observation, distance, self.store.au_per_pixel)
         brightness = self.trained.compared_brightness(prepared.mean_intensity)

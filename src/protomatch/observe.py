@@ -70,12 +70,14 @@ _KERNEL_SIGMAS = 4.0
 #: NaN frames are 3-15 % of the side wide; circular masks keep a radius of 38-50 % of it.
 _FRAME_FRACTION, _CIRCLE_FRACTION = (0.03, 0.15), (0.38, 0.5)
 _MAX_NPIX = 2048
+_MAX_OFFSET_FRACTION = 0.35
 TRUTH_COLUMNS: tuple[str, ...] = (
     "file", "system", *schema.DEFAULT_PARAMETERS, "distance_pc",
     "beam_major_au", "beam_minor_au", "beam_pa_deg", "beam_major_arcsec", "beam_minor_arcsec",
     "pixel_arcsec", "pixel_au", "npix", "snr", "noise_rms_jy_beam",
     "inclination_deg", "azimuth_deg", "position_angle_deg", "nan_border", "shape4d",
     "nan_border_kind", "field_au", "peak_jy_beam", "ra_deg", "dec_deg",
+    "source_row_offset_px", "source_col_offset_px",
 )  # fmt: skip
 #: (smallest low end, largest high end, why) of each (low, high) range of ObserveConfig.
 _RANGE_LIMITS = MappingProxyType(
@@ -106,6 +108,9 @@ class ObserveConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     nan_border_fraction : share of images with NaN-blanked borders (frame or circle).
     cube_fraction : share of images written with shape (1, 1, Ny, Nx).
     snapshots_per_system : observations of each system (at independent ages and directions).
+    max_offset_au : the source is placed up to this far from the image centre [AU] (uniform
+        over a disc, at most 35 % of the side; 0: at the centre), as when the phase centre
+        is not on the star.
     """
 
     n: int = pydantic.Field(60, ge=1)
@@ -119,6 +124,7 @@ class ObserveConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     nan_border_fraction: float = pydantic.Field(0.3, ge=0.0, le=1.0)
     cube_fraction: float = pydantic.Field(0.5, ge=0.0, le=1.0)
     snapshots_per_system: int = pydantic.Field(1, ge=1)
+    max_offset_au: float = pydantic.Field(0.0, ge=0.0)
 
     @pydantic.field_validator(*_RANGE_LIMITS)
     @classmethod
@@ -254,6 +260,7 @@ class _Plan:
     ra_deg: float
     dec_deg: float
     noise_seed: np.random.SeedSequence
+    offset_px: tuple[int, int]
 
     @property
     def pixel_au(self) -> float:
@@ -311,6 +318,11 @@ def _plan(
         kind, extent = ("circle", (float(radius),)) if circular else ("frame", tuple(frame))
     shape4d = bool(rng.uniform() < config.cube_fraction)
     ra, dec = float(rng.uniform(0.0, 360.0)), math.degrees(math.asin(rng.uniform(-1.0, 0.5)))
+    # pixels; kept within 35 % of the side from the centre, so the source stays in the field
+    radius = min(config.max_offset_au / (beam / sampling), _MAX_OFFSET_FRACTION * npix)
+    radius *= math.sqrt(rng.uniform())
+    angle = rng.uniform(0.0, 2 * math.pi)
+    offset = (round(radius * math.sin(angle)), round(radius * math.cos(angle)))
     return _Plan(
         index=index,
         system=system,
@@ -333,6 +345,7 @@ def _plan(
         ra_deg=ra,
         dec_deg=dec,
         noise_seed=seed.spawn(1)[0],
+        offset_px=offset,
     )
 
 
@@ -421,14 +434,19 @@ def _observe(plan: _Plan, out: Path) -> dict[str, Any]:
     minor_px = major_px * plan.beam_ratio
     margin = _margin(major_px)
     size = plan.npix + 2 * margin
+    row_shift, col_shift = plan.offset_px
+    pad = max(abs(row_shift), abs(col_shift))
+    rendered = size + 2 * pad  # the star at its centre; the window below moves off it
     sky = render_projection(
         state,
         (plan.inclination, plan.azimuth),
-        size=size,
-        fov_au=size * plan.pixel_au,
+        size=rendered,
+        fov_au=rendered * plan.pixel_au,
         position_angle=plan.position_angle,
-        samples=size,
+        samples=rendered,
     )
+    top, left = pad - row_shift, pad - col_shift
+    sky = sky[top : top + size, left : left + size]
     beam = (major_px * plan.pixel_arcsec, minor_px * plan.pixel_arcsec, plan.beam_pa_deg)
     image = observe_sky(sky, plan.pixel_arcsec, beam, margin)
     peak = float(image.max())
@@ -507,6 +525,8 @@ def _truth_row(
         "peak_jy_beam": peak,
         "ra_deg": plan.ra_deg,
         "dec_deg": plan.dec_deg,
+        "source_row_offset_px": plan.offset_px[0],
+        "source_col_offset_px": plan.offset_px[1],
     }
 
 
