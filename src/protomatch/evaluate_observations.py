@@ -3,12 +3,16 @@
 :func:`evaluate_observations` reads the FITS files and ``truth.csv`` written by
 ``protomatch observe`` (systems outside the library), brings each observation onto the
 library's grid and unit (:func:`protomatch.observation.prepare_observation`) and estimates its
-parameters with every method below, from the similarity-weighted quantiles of its top ``k``
+parameters with the chosen methods below (default :data:`DEFAULT_METHODS`: all but the two
+beam-turned 8-orientation variants), from the similarity-weighted quantiles of its top ``k``
 library matches (weights = cosine similarity):
 
 * ``protomatch`` - the model's embedding of the observation against the stored library;
 * ``protomatch_beam`` - against the library convolved with the observation's beam
   (:class:`protomatch.beam.BeamMatchedLibrary`);
+* ``protomatch_beam_noise`` - against the library convolved with the beam and given
+  beam-correlated noise at the observation's level, brightness clipped at twice the noise
+  on both sides: what ``protomatch match`` does for an observation with a beam;
 * ``*_d8max`` / ``*_d8mean`` - the same, made blind to the sky orientation: the observation
   is compared in the 8 orientations of the square (rot90 x flip), each against the library
   through the equally turned beam, and per library image the maximum (or the mean) of the 8
@@ -19,8 +23,8 @@ library matches (weights = cosine similarity):
 * ``prior`` - the library's own quantiles, the same for every observation.
 
 Per parameter and method: the median absolute error of the weighted median against the truth
-(dex for parameters the model log-scales) and the coverage of the 68 % and 95 % intervals.
-The output folder (written atomically) holds ``metrics.json``, ``metrics.md``,
+(dex for parameters the model log-scales) and the coverage of the 68 % and 95 % intervals,
+over all observations and per third of the peak S/N and of the beam size. The output folder (written atomically) holds ``metrics.json``, ``metrics.md``,
 ``estimates.csv`` (every observation's quantiles per method) and two figures.
 """
 
