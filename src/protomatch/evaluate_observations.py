@@ -24,8 +24,9 @@ library matches (weights = cosine similarity):
 
 Per parameter and method: the median absolute error of the weighted median against the truth
 (dex for parameters the model log-scales) and the coverage of the 68 % and 95 % intervals,
-over all observations and per third of the peak S/N and of the beam size. The output folder (written atomically) holds ``metrics.json``, ``metrics.md``,
-``estimates.csv`` (every observation's quantiles per method) and two figures.
+over all observations and per third of the peak S/N and of the beam size. The output
+folder (written atomically) holds ``metrics.json``, ``metrics.md``, ``estimates.csv`` (every
+observation's quantiles per method) and two figures.
 """
 
 from __future__ import annotations
