@@ -8,7 +8,9 @@ unit (the absolute brightness that per-image normalisation removes), when it can
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 import numpy as np
@@ -124,28 +126,58 @@ def _missing_scale(observation: Observation, library_au_per_pixel: float | None)
 
 
 def intensity_factor(observation: Observation, library_unit: str | None) -> float | None:
-    """Multiplier from the observation's intensity unit to the library's, or None.
+    """Multiplier from the observation's intensity unit (``BUNIT``) to the library's, or None.
 
-    Same unit: 1. Jy/beam to MJy/sr: divide by the beam solid angle
-    ``pi bmaj bmin / (4 ln 2)`` (sr) and by 1e6.
+    Units of the form ``[prefix]Jy/beam``, ``Jy beam-1``, ``Jy/pixel`` or ``Jy/sr`` (prefix
+    ``u``/``µ``, ``m``, ``k``, ``M``) are converted through Jy/sr: per beam by the beam solid
+    angle ``pi bmaj bmin / (4 ln 2)``, per pixel by the WCS pixel area. Other units convert
+    only to themselves (factor 1); None when either unit is unknown or not convertible.
     """
-    unit = _plain_unit(observation.header.get("BUNIT"))
-    target = _plain_unit(library_unit)
-    if unit is None or target is None:
+    given, target = observation.header.get("BUNIT"), library_unit
+    if not isinstance(given, str) or not isinstance(target, str) or not target.strip():
         return None
-    if unit == target:
+    source_unit, library = _flux_density_unit(given), _flux_density_unit(target)
+    if source_unit is None or library is None:
+        return 1.0 if given.strip().lower() == target.strip().lower() else None
+    if source_unit == library:
         return 1.0
-    if unit == "jy/beam" and target == "mjy/sr" and observation.beam_arcsec:
-        bmaj, bmin, _ = observation.beam_arcsec
-        solid_angle = math.pi * bmaj * bmin / (4 * math.log(2)) / _ARCSEC_PER_RADIAN**2
-        return 1.0 / (solid_angle * 1e6)
-    return None
-
-
-def _plain_unit(unit: object) -> str | None:
-    if not isinstance(unit, str) or not unit.strip():
+    per_sr = _per_steradian(observation, source_unit[1])
+    if library[1] != "sr" or per_sr is None:  # a library per beam or pixel: same unit only
         return None
-    return unit.split()[0].lower().replace(" ", "")
+    return source_unit[0] * per_sr / library[0]
+
+
+_JY_PREFIXES = MappingProxyType(
+    {"": 1.0, "u": 1e-6, "µ": 1e-6, "μ": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6}
+)
+_FLUX_UNIT = re.compile(
+    r"(?P<prefix>[uµμmkM]?)jy\s*(?:/\s*(?P<over>beam|pixel|pix|sr)"
+    r"|\s+(?P<inverse>beam|pixel|pix|sr)\s*\^?\s*-1)",
+    re.IGNORECASE,
+)
+
+
+def _flux_density_unit(unit: str) -> tuple[float, str] | None:
+    """(Jy per unit, area: "beam" | "pixel" | "sr") of a flux-density unit, or None."""
+    match = _FLUX_UNIT.fullmatch(unit.strip())
+    if match is None:
+        return None
+    prefix = match["prefix"]
+    scale = _JY_PREFIXES[prefix if prefix == "M" else prefix.lower()]  # M mega, m milli
+    area = (match["over"] or match["inverse"]).lower()
+    return scale, "pixel" if area == "pix" else area
+
+
+def _per_steradian(observation: Observation, area: str) -> float | None:
+    """1 / (solid angle of one ``area``) [1/sr]: 1 for sr; None if the beam/pixel is unknown."""
+    if area == "sr":
+        return 1.0
+    if area == "beam" and observation.beam_arcsec:
+        bmaj, bmin, _ = observation.beam_arcsec
+        return _ARCSEC_PER_RADIAN**2 * 4 * math.log(2) / (math.pi * bmaj * bmin)
+    if area == "pixel" and observation.pixel_scale_arcsec:
+        return (_ARCSEC_PER_RADIAN / observation.pixel_scale_arcsec) ** 2
+    return None
 
 
 def header_distance(observation: Observation) -> float | None:
