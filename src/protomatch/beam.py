@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from protomatch._metrics import unit_rows
 from protomatch.augment import convolve_with_beam
@@ -318,7 +319,15 @@ class BeamMatchedLibrary:
         self, key: Beam | None, per_block: Callable[[np.ndarray, int, int], np.ndarray]
     ) -> np.ndarray:
         log.debug("library through beam %s", key)
-        parts = [per_block(images, start, stop) for start, stop, images in self._blocks(key)]
+        blocks = tqdm(
+            self._blocks(key),
+            total=-(-len(self) // self._block),
+            desc="library through the beam",
+            unit="block",
+            leave=False,
+            disable=None,  # off when not on a terminal
+        )
+        parts = [per_block(images, start, stop) for start, stop, images in blocks]
         return np.concatenate(parts)
 
     def _embed_block(self, images: np.ndarray, start: int, stop: int) -> np.ndarray:
