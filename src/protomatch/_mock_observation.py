@@ -16,9 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from protomatch import schema
+from protomatch.observation import beam_solid_angle_sr
 
 FREQUENCY_HZ, _BANDWIDTH_HZ = 230.0e9, 7.5e9
-_ARCSEC_PER_RAD = 180.0 * 3600.0 / math.pi
 _KERNEL_SIGMAS = 4.0
 TRUTH_COLUMNS: tuple[str, ...] = (
     "file", "system", *schema.DEFAULT_PARAMETERS, "distance_pc",
@@ -76,11 +76,6 @@ def _margin(major_px: float) -> int:
     return math.ceil(_KERNEL_SIGMAS * major_px / FWHM_PER_SIGMA) + 1
 
 
-def _beam_solid_angle_sr(major_arcsec: float, minor_arcsec: float) -> float:
-    """``pi bmaj bmin / (4 ln 2)`` [sr] of a Gaussian beam with FWHMs in arcsec."""
-    return math.pi * major_arcsec * minor_arcsec / (4.0 * math.log(2.0)) / _ARCSEC_PER_RAD**2
-
-
 def _convolve(
     image: NDArray[np.floating], major_px: float, minor_px: float, pa_deg: float
 ) -> NDArray[np.float64]:
@@ -116,7 +111,7 @@ def observe_sky(
     smooth = _convolve(sky_mjy_sr, major / pixel_arcsec, minor / pixel_arcsec, pa)
     if margin:
         smooth = smooth[margin:-margin, margin:-margin]
-    return smooth * (1e6 * _beam_solid_angle_sr(major, minor))
+    return smooth * (1e6 * beam_solid_angle_sr(major, minor))
 
 
 def _unit_noise(

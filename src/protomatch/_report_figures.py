@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from protomatch.report import MatchReportData
 
 #: Display floor of the log stretch, relative to the image peak (four decades shown).
-_STRETCH_FLOOR = 1e-4
+STRETCH_FLOOR = 1e-4
 _N_BINS = 30
 _MATCH_COLOUR = "#d1495b"
 _PRIOR_COLOUR = "0.72"
@@ -94,7 +94,7 @@ def parameter_stats(data: MatchReportData, name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figures
 
 
-def _log_stretch(image: np.ndarray, floor: float = _STRETCH_FLOOR) -> np.ndarray:
+def _log_stretch(image: np.ndarray, floor: float = STRETCH_FLOOR) -> np.ndarray:
     """log10 of the image relative to its peak, floored at ``floor``; shape kept."""
     image = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
     peak = image.max()

@@ -170,7 +170,7 @@ def evaluate_observations(
     theta = store.theta()[:, [store.param_names.index(n) for n in names]]
     recovery, estimates = _recovery(trained, theta, truth, stacked)
     best = _best_variant(recovery)
-    conditions = _by_condition(trained, theta, truth, estimates)
+    conditions = _by_condition(trained, recovery, truth, estimates)
     metrics = json_safe(
         {
             **_artefact.provenance(KIND, SCHEMA_VERSION),
@@ -385,7 +385,7 @@ CONDITIONS = MappingProxyType({"snr": "peak S/N", "beam_major_au": "beam major F
 
 def _by_condition(
     trained: TrainedModel,
-    theta: np.ndarray,
+    recovery: Mapping[str, Any],
     truth: pd.DataFrame,
     estimates: Mapping[str, np.ndarray],
 ) -> dict[str, dict[str, Any]]:
@@ -399,7 +399,7 @@ def _by_condition(
     truths = np.stack(
         [M.error_space(truth[n].to_numpy(dtype=np.float64), f) for n, f in zip(names, flags)], 1
     )
-    spreads = [M.prior_spread(M.error_space(theta[:, p], f)) for p, f in enumerate(flags)]
+    spreads = [recovery[name]["prior_spread"] for name in names]
     record: dict[str, dict[str, Any]] = {}
     for column in CONDITIONS:
         values = pd.to_numeric(truth.get(column), errors="coerce")

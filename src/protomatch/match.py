@@ -22,8 +22,9 @@ import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch._metrics import DEFAULT_MATCHES, QUANTILES, weighted_quantiles
+from protomatch._report_figures import STRETCH_FLOOR
 from protomatch.augment import convolve_with_beam
-from protomatch.beam import BeamMatchedLibrary, beam_in_library_pixels, noise_level
+from protomatch.beam import Beam, BeamMatchedLibrary, beam_in_library_pixels
 from protomatch.errors import ProtomatchError
 from protomatch.index import EmbeddingIndex
 from protomatch.modelio import TrainedModel
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 REPORT_SCHEMA_VERSION = 1
 _SHOWN_MATCHES = 11
-_DISPLAY_FLOOR = 1e-4  # of the peak: the model's log stretch spans 4 decades
 _DISPLAY_NOISE_SIGMAS = 2.0
 _OBSERVATION_CAVEAT = (
     "matching observed images is validated on mock observations of the built-in simulator "
@@ -199,9 +199,9 @@ def _match_one(
     if threshold is None and k > available:
         notes.append(f"k={k} is larger than the library ({available} images): using all")
     wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
-    sims, ids, analogues = _search(
-        index, observation, prepared, brightness, wanted, query.distance_pc, notes
-    )
+    beam = beam_in_library_pixels(observation, query.distance_pc, store.au_per_pixel)
+    found = _search(index, beam, prepared, brightness, wanted, notes)
+    sims, ids = found.similarities, found.ids
     keep = ~np.isin(ids, excluded)
     sims, ids = sims[keep], ids[keep]
     if threshold is None:
@@ -216,7 +216,7 @@ def _match_one(
         sims, ids = sims[keep], ids[keep]
     matches = _matches_table(store.table, sims, ids, trained.normaliser.names)
     truth = _truth(observation, trained.normaliser.names)
-    warnings = _analogue_warnings(float(sims[0]), analogues)
+    warnings = _analogue_warnings(float(sims[0]), found.analogues)
     for warning in warnings:
         log.warning("%s: %s", name, warning)
     names = trained.normaliser.names
@@ -233,12 +233,11 @@ def _match_one(
     order = np.argsort(shown)
     match_images = np.empty((len(shown), *store.images.shape[1:]), dtype=np.float32)
     match_images[order] = store.images[shown[order]]
-    beam = beam_in_library_pixels(observation, query.distance_pc, store.au_per_pixel)
     display = {}
     if beam is not None:  # show the matches as they were compared, the target above its noise
         with torch.no_grad():
             match_images = convolve_with_beam(torch.from_numpy(match_images), *beam).numpy()
-        floor = min(max(_DISPLAY_FLOOR, _DISPLAY_NOISE_SIGMAS * noise_level(image)), 0.5)
+        floor = min(max(STRETCH_FLOOR, _DISPLAY_NOISE_SIGMAS * found.noise), 0.5)
         display = {"display_floor": floor, "matches_seen_through": "the observation's beam"}
     log_params = frozenset(n for n, f in zip(names, trained.normaliser.log10) if f)
     write_match_report(
@@ -262,26 +261,35 @@ def _match_one(
     return summary
 
 
+@dataclass(frozen=True, eq=False)
+class _Found:
+    """Best similarities and image ids of one target, best first; what a good analogue's
+    similarity is in that comparison; the noise level it was compared at (0: none)."""
+
+    similarities: np.ndarray
+    ids: np.ndarray
+    analogues: Mapping[str, float]
+    noise: float
+
+
 def _search(
     index: EmbeddingIndex,
-    observation: Observation,
+    beam: Beam | None,
     prepared: PreparedObservation,
     brightness: np.ndarray | None,
     wanted: int,
-    distance_pc: float | None,
     notes: list[str],
-) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Top ``wanted`` similarities and image ids of one prepared target, and what a good
-    analogue's similarity is in that comparison (:func:`protomatch.index.neighbour_similarity`).
+) -> _Found:
+    """The top ``wanted`` matches of one prepared target.
 
-    An observation with a beam (and a distance) is compared with the library convolved to
-    its beam and given its noise level, embedded anew, since noiseless library images are
-    not like beam-smoothed, noisy data; otherwise the prebuilt index is searched.
+    An observation with a beam (in library pixels; it needs a distance) is compared with the
+    library convolved to its beam and given its noise level, embedded anew, since noiseless
+    library images are not like beam-smoothed, noisy data; otherwise the prebuilt index is
+    searched.
     """
-    beam = beam_in_library_pixels(observation, distance_pc, index.store.au_per_pixel)
     if beam is None:
         sims, ids = index.search(index.model.embed(prepared.image[None], brightness), wanted)
-        return sims[0], ids[0], index.neighbour_stats
+        return _Found(sims[0], ids[0], index.neighbour_stats, 0.0)
     library = BeamMatchedLibrary(index.model, index.store, cache_size=1)
     scores, noise = library.noise_matched_similarities(prepared, beam)
     order = np.argsort(-scores, kind="stable")[:wanted]
@@ -291,7 +299,7 @@ def _search(
         f"({noise:.2g} of the peak)"
     )
     analogues = library.analogue_similarity(beam, noise)
-    return scores[order], index.ids[order], analogues
+    return _Found(scores[order], index.ids[order], analogues, noise)
 
 
 def _target_brightness(

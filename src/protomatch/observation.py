@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from protomatch.augment import FWHM_PER_SIGMA
 from protomatch.errors import InputError
 from protomatch.preprocess import PreprocessConfig, prepare_image
 from protomatch.readers import Observation
@@ -168,13 +169,18 @@ def _flux_density_unit(unit: str) -> tuple[float, str] | None:
     return scale, "pixel" if area == "pix" else area
 
 
+def beam_solid_angle_sr(major_arcsec: float, minor_arcsec: float) -> float:
+    """``pi bmaj bmin / (4 ln 2)`` [sr] of a Gaussian beam with FWHMs in arcsec."""
+    return math.pi * major_arcsec * minor_arcsec / (4.0 * math.log(2.0)) / _ARCSEC_PER_RADIAN**2
+
+
 def _per_steradian(observation: Observation, area: str) -> float | None:
     """1 / (solid angle of one ``area``) [1/sr]: 1 for sr; None if the beam/pixel is unknown."""
     if area == "sr":
         return 1.0
     if area == "beam" and observation.beam_arcsec:
         bmaj, bmin, _ = observation.beam_arcsec
-        return _ARCSEC_PER_RADIAN**2 * 4 * math.log(2) / (math.pi * bmaj * bmin)
+        return 1.0 / beam_solid_angle_sr(bmaj, bmin)
     if area == "pixel" and observation.pixel_scale_arcsec:
         return (_ARCSEC_PER_RADIAN / observation.pixel_scale_arcsec) ** 2
     return None
@@ -232,7 +238,7 @@ def source_position(image: np.ndarray, smoothing_fwhm_px: float) -> tuple[float,
     from scipy.ndimage import gaussian_filter
 
     filled = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    sigma = smoothing_fwhm_px / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    sigma = smoothing_fwhm_px / FWHM_PER_SIGMA
     smooth = gaussian_filter(filled, sigma, mode="constant")
     row, column = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
     return float(row), float(column)

@@ -27,7 +27,13 @@ import numpy as np
 import pandas as pd
 
 from protomatch._artefact import write_bytes_atomic, write_json_atomic
-from protomatch._report_figures import cell_text, parameter_stats, plain_number, render_figures
+from protomatch._report_figures import (
+    STRETCH_FLOOR,
+    cell_text,
+    parameter_stats,
+    plain_number,
+    render_figures,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +88,7 @@ class MatchReportData:
     truth: Mapping[str, float] | None
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
-    display_floor: float = 1e-4
+    display_floor: float = STRETCH_FLOOR
     matches_seen_through: str = ""
 
     def __post_init__(self) -> None:
@@ -225,7 +231,7 @@ def _report_html(data: MatchReportData, figures: Mapping[str, bytes]) -> str:
     if data.matches_seen_through:
         shown_as = (
             f" The matches are shown through {data.matches_seen_through}, as they were "
-            f"compared, down to {plain_number(data.display_floor)} of the peak (twice the "
+            f"compared, down to {plain_number(data.display_floor)} of the peak (above the "
             "target's noise)."
         )
     captions = {
