@@ -1,9 +1,9 @@
 """Shared parts of the pair, training and search benchmarks.
 
 * a header describing the machine (cores, torch threads, load) and the library;
-* a real library: simulated with :func:`protomatch.simulate.simulate_library` (or an existing
-  one given with ``--library``) and ingested with :func:`protomatch.store.ingest_library`;
-* one epoch of pairs drawn by :class:`protomatch.pairs.PairSampler`, and the same pairs
+* a real library: simulated with :func:`protomatch.simulators.library.simulate_library` (or an existing
+  one given with ``--library``) and ingested with :func:`protomatch.library.store.ingest_library`;
+* one epoch of pairs drawn by :class:`protomatch.training.pairs.PairSampler`, and the same pairs
   mapped back to (library file, projection) for the baseline;
 * the research pipeline's data path, the baseline: a torch ``Dataset`` whose item is ONE pair,
   read by opening both HDF5 library files, preparing each image (geometry + intensity stage)
@@ -25,12 +25,12 @@ import h5py
 import numpy as np
 import torch
 
-from protomatch import schema
-from protomatch.pairs import PairBatch, PairConfig, PairSampler
-from protomatch.params import ParameterNormaliser, similarity_labels
-from protomatch.preprocess import PreprocessConfig, intensity_transform, prepare_image
-from protomatch.simulate import simulate_library
-from protomatch.store import LibraryStore, ingest_library
+from protomatch.library import schema
+from protomatch.training.pairs import PairBatch, PairConfig, PairSampler
+from protomatch.library.params import ParameterNormaliser, similarity_labels
+from protomatch.library.preprocess import PreprocessConfig, intensity_transform, prepare_image
+from protomatch.simulators.library import simulate_library
+from protomatch.library.store import LibraryStore, ingest_library
 
 MIB = 1024**2
 

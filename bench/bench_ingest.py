@@ -19,8 +19,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from protomatch import schema
-from protomatch.store import LibraryStore, ingest_library
+from protomatch.library import schema
+from protomatch.library.store import LibraryStore, ingest_library
 
 
 def build_library(root: Path, systems: int, snapshots: int, side: int, seed: int) -> int:

@@ -39,7 +39,7 @@ from _common import (
     stretched,
     time_iterations,
 )
-from protomatch.pairs import PairBatchDataset
+from protomatch.training.pairs import PairBatchDataset
 
 GOAL = 20.0
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from protomatch.simulate import simulate_library
+from protomatch.simulators.library import simulate_library
 
 
 def _cpu_seconds() -> float:

@@ -8,7 +8,7 @@ pairs, same loss (ContrastiveLoss, margin 1) and optimiser (AdamW) on every side
   ``network.encoder(b)``, then the cosine of the two embeddings;
 * store + two forwards: the store loader with the baseline's two forwards (splits the gain);
 * store + batched: the store loader (intensity stretch per batch) and ``network(a, b)``, one
-  forward over the concatenated pair batch, as ``protomatch.train`` does.
+  forward over the concatenated pair batch, as ``protomatch.training.engine`` does.
 
 No augmentation on any side (identical cost for all; not what is compared). Loaders run in the
 main process (num_workers=0, the training default).
@@ -40,9 +40,9 @@ from _common import (
     stretched,
 )
 from protomatch.demo import demo_config
-from protomatch.losses import ContrastiveLoss
-from protomatch.model import EncoderConfig, SiameseNetwork
-from protomatch.pairs import PairBatchDataset
+from protomatch.training.losses import ContrastiveLoss
+from protomatch.neural_nets.networks import EncoderConfig, SiameseNetwork
+from protomatch.training.pairs import PairBatchDataset
 
 Forward = Callable[[SiameseNetwork, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -22,7 +22,7 @@ def _seed_everything() -> None:
 @pytest.fixture(scope="session")
 def tiny_library(tmp_path_factory: pytest.TempPathFactory):
     """A simulated library of 8 systems x 3 snapshots x 8 projections at 32 px."""
-    from protomatch.simulate import simulate_library
+    from protomatch.simulators.library import simulate_library
 
     root = tmp_path_factory.mktemp("tiny") / "library"
     simulate_library(root, systems=8, snapshots=3, size=32, seed=11, workers=1)
@@ -32,7 +32,7 @@ def tiny_library(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny_store(tiny_library, tmp_path_factory: pytest.TempPathFactory):
     """The tiny library ingested at 32 px."""
-    from protomatch.store import ingest_library
+    from protomatch.library.store import ingest_library
 
     out = tmp_path_factory.mktemp("tiny-store") / "store"
     ingest_library(tiny_library, out, size=32, workers=1)
@@ -61,7 +61,7 @@ def tiny_training_overrides(**extra):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_store, tmp_path_factory: pytest.TempPathFactory):
     """A model trained for a few epochs on the tiny store."""
-    from protomatch.train import load_config, train_model
+    from protomatch.training.engine import load_config, train_model
 
     out = tmp_path_factory.mktemp("tiny-model") / "model"
     train_model(tiny_store, out, load_config(None, tiny_training_overrides()))

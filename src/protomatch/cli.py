@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from protomatch._metrics import DEFAULT_MATCHES
+from protomatch.evaluation.metrics import DEFAULT_MATCHES
 from protomatch.errors import ProtomatchError
 
 app = typer.Typer(
@@ -49,7 +49,7 @@ def simulate(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
 ) -> None:
     """Write a simulated library in the HDF5 schema of real simulation libraries."""
-    from protomatch.simulate import simulate_library
+    from protomatch.simulators.library import simulate_library
 
     result = simulate_library(
         out,
@@ -75,7 +75,7 @@ def ingest(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Validate a library, preprocess every image once and write a fast library store."""
-    from protomatch.store import ingest_library
+    from protomatch.library.store import ingest_library
 
     result = ingest_library(
         src,
@@ -113,7 +113,7 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Train the Siamese network on a library store."""
-    from protomatch.train import load_config, train_model
+    from protomatch.training.engine import load_config, train_model
 
     overrides = _parse_settings(set_ or [])
     named = {
@@ -145,7 +145,7 @@ def index(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Embed the whole library once and build a FAISS similarity index."""
-    from protomatch.index import IndexConfig, build_index
+    from protomatch.matching.index import IndexConfig, build_index
 
     config = _validated(IndexConfig, kind=kind)
     typer.echo(build_index(model, library, output, config=config, overwrite=overwrite).describe())
@@ -177,7 +177,7 @@ def match(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Find the best-matching simulated images of each observation and write a report."""
-    from protomatch.match import match_observations
+    from protomatch.matching.match import match_observations
 
     result = match_observations(
         index,
@@ -226,10 +226,10 @@ def evaluate(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Score a model on test systems it never saw (or on mock observations), vs baselines."""
-    from protomatch.evaluate import EvaluateConfig, evaluate_model
+    from protomatch.evaluation.library import EvaluateConfig, evaluate_model
 
     if observations is not None:
-        from protomatch.evaluate_observations import METHODS, evaluate_observations
+        from protomatch.evaluation.observations import METHODS, evaluate_observations
 
         methods = list(METHODS) if method and "all" in method else method
         result = evaluate_observations(
@@ -275,7 +275,7 @@ def observe(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Make mock observations (FITS with WCS, beam, noise) of systems not in a library."""
-    from protomatch.observe import ObserveConfig, make_observations
+    from protomatch.simulators.observations import ObserveConfig, make_observations
 
     settings = {"n": n, "seed": seed, "snapshots_per_system": snapshots_per_system}
     settings.update(_parse_settings(set_ or []))

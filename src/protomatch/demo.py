@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from protomatch.errors import ProtomatchError
-from protomatch.evaluate import EvaluationResult, evaluate_model
-from protomatch.index import build_index
-from protomatch.match import MatchResult, match_observations
-from protomatch.observe import make_observations
-from protomatch.schema import library_file_path
-from protomatch.simulate import simulate_library
-from protomatch.store import ingest_library
-from protomatch.train import TrainConfig, load_config, train_model
+from protomatch.evaluation.library import EvaluationResult, evaluate_model
+from protomatch.matching.index import build_index
+from protomatch.matching.match import MatchResult, match_observations
+from protomatch.simulators.observations import make_observations
+from protomatch.library.schema import library_file_path
+from protomatch.simulators.library import simulate_library
+from protomatch.library.store import ingest_library
+from protomatch.training.engine import TrainConfig, load_config, train_model
 
 log = logging.getLogger(__name__)
 

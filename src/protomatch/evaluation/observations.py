@@ -1,0 +1,492 @@
+"""Evaluate parameter recovery on mock observations: beam, noise, another pixel scale.
+
+:func:`evaluate_observations` reads the FITS files and ``truth.csv`` written by
+``protomatch observe`` (systems outside the library), brings each observation onto the
+library's grid and unit (:func:`protomatch.matching.observation.prepare_observation`) and estimates its
+parameters with the chosen methods below (default :data:`DEFAULT_METHODS`: all but the two
+beam-turned 8-orientation variants), from the similarity-weighted quantiles of its top ``k``
+library matches (weights = cosine similarity):
+
+* ``protomatch`` - the model's embedding of the observation against the stored library;
+* ``protomatch_beam`` - against the library convolved with the observation's beam
+  (:class:`protomatch.matching.conditioned.BeamMatchedLibrary`);
+* ``protomatch_beam_noise`` - against the library convolved with the beam and given
+  beam-correlated noise at the observation's level, brightness clipped at twice the noise
+  on both sides: what ``protomatch match`` does for an observation with a beam;
+* ``*_d8max`` / ``*_d8mean`` - the same, made blind to the sky orientation: the observation
+  is compared in the 8 orientations of the square (rot90 x flip), each against the library
+  through the equally turned beam, and per library image the maximum (or the mean) of the 8
+  similarities is kept. The mean ranks and weighs exactly like the renormalised average of
+  the 8 embeddings when the library side does not change with the orientation;
+* ``pixels`` / ``pixels_beam`` - nearest neighbours by cosine of the model-input pixels
+  (intensity-transformed), against the stored / beam-convolved library;
+* ``prior`` - the library's own quantiles, the same for every observation.
+
+Per parameter and method: the median absolute error of the weighted median against the truth
+(dex for parameters the model log-scales) and the coverage of the 68 % and 95 % intervals,
+over all observations and per third of the peak S/N and of the beam size. The output
+folder (written atomically) holds ``metrics.json``, ``metrics.md``, ``estimates.csv`` (every
+observation's quantiles per method) and two figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from protomatch import _artefact
+from protomatch.evaluation import metrics as M
+from protomatch.evaluation._library_figures import json_safe
+from protomatch.evaluation.metrics import QUANTILES
+from protomatch.evaluation._observation_figures import describe, markdown_tables, render_figures
+from protomatch.matching.conditioned import (
+    Beam,
+    BeamMatchedLibrary,
+    beam_in_library_pixels,
+    pixel_vectors,
+)
+from protomatch.errors import InputError, ProtomatchError
+from protomatch.neural_nets.trained import TrainedModel, load_model
+from protomatch.matching.observation import PreparedObservation, prepare_observation
+from protomatch.library.readers import read_observation
+from protomatch.library.store import LibraryStore
+
+__all__ = ["DEFAULT_METHODS", "METHODS", "ObservationEvaluation", "evaluate_observations"]
+
+log = logging.getLogger(__name__)
+
+KIND = "observation-evaluation"
+SCHEMA_VERSION = 1
+TRUTH_FILE = "truth.csv"
+METHODS = MappingProxyType(
+    {
+        "protomatch": "embedding cosine vs the stored (unconvolved) library",
+        "protomatch_d8max": "as protomatch, max similarity over the 8 orientations",
+        "protomatch_d8mean": "as protomatch, mean similarity over the 8 orientations",
+        "protomatch_beam": "embedding cosine vs the library convolved to the observation's beam",
+        "protomatch_beam_d8max": "as protomatch_beam, max over the 8 orientations (beam turned)",
+        "protomatch_beam_d8mean": "as protomatch_beam, mean over the 8 orientations (beam turned)",
+        "protomatch_beam_noise": "as protomatch_beam, with the observation's noise level added "
+        "to the convolved library (beam-correlated)",
+        "pixels": "pixel cosine (model-input pixels) vs the stored library",
+        "pixels_beam": "pixel cosine vs the library convolved to the observation's beam",
+        "prior": "the library's median and quantiles",
+    }
+)
+PROTOMATCH_VARIANTS = tuple(m for m in METHODS if m.startswith("protomatch"))
+#: Methods evaluated unless asked otherwise: all but the two that turn the beam-convolved
+#: library 8 ways (8 library passes per observation; measured not to help).
+DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("protomatch_beam_d8"))
+
+
+@dataclass(frozen=True)
+class ObservationEvaluation:
+    """What :func:`evaluate_observations` measured (``metrics`` as in metrics.json) and where."""
+
+    metrics: Mapping[str, Any] = field(repr=False)
+    out: Path
+
+    def describe(self) -> str:
+        """A few lines: best variant, errors against the prior, files written."""
+        return describe(self.metrics, self.out)
+
+    def markdown_table(self) -> str:
+        """metrics.md: the README table and the table of every method."""
+        return markdown_tables(self.metrics)
+
+
+def evaluate_observations(
+    model: str | Path,
+    library: str | Path,
+    observations_dir: str | Path,
+    out: str | Path,
+    *,
+    k: int = M.DEFAULT_MATCHES,
+    methods: Sequence[str] | None = None,
+    centre: Literal["source", "image"] = "source",
+    overwrite: bool = False,
+) -> ObservationEvaluation:
+    """Recover the parameters of mock observations with every method; write ``out``.
+
+    Parameters
+    ----------
+    model
+        Model folder (or its model.json) written by ``protomatch train``.
+    library
+        Library store written by ``protomatch ingest`` (with its AU per pixel for the beam).
+    observations_dir
+        Folder written by ``protomatch observe``: FITS files and ``truth.csv`` (columns
+        ``file``, the model's parameters, optionally ``distance_pc``).
+    out
+        Output folder (atomic; must be empty or absent unless ``overwrite``).
+    k
+        Best matches summarised per observation (at most the library's size).
+    methods
+        Names from :data:`METHODS` to evaluate (the prior always is); default
+        :data:`DEFAULT_METHODS`.
+    centre
+        Where the library's field is cut from each observation, as in ``protomatch match``.
+
+    Returns
+    -------
+    ObservationEvaluation with the metrics record.
+    """
+    started = time.perf_counter()
+    if k < 1:
+        raise InputError(Path(observations_dir), f"k must be at least 1, got {k}")
+    if centre not in ("source", "image"):
+        raise ProtomatchError(f"centre must be 'source' or 'image', got {centre!r}")
+    out = Path(out)
+    methods = _chosen_methods(methods, Path(observations_dir))
+    _artefact.ensure_writable_output(out, overwrite)
+    trained, store = load_model(model), LibraryStore.open(library)
+    names = trained.normaliser.names
+    _check_parameters(store, names)
+    truth = read_truth(Path(observations_dir), names)
+    beamed = BeamMatchedLibrary(trained, store)
+    k = min(k, len(store))
+    run = _Run(trained, store, beamed, k, methods, centre)
+    rankings = {method: [] for method in methods if method != "prior"}
+    records = []
+    rows = tqdm(truth.itertuples(index=False), total=len(truth), desc="observations")
+    for row in rows:
+        record, ranked = run.observation(Path(observations_dir), row._asdict())
+        records.append(record)
+        for method, result in ranked.items():
+            rankings[method].append(result)
+    stacked = {
+        m: (np.stack([s for s, _ in r]), np.stack([i for _, i in r])) for m, r in rankings.items()
+    }
+    theta = store.theta()[:, [store.param_names.index(n) for n in names]]
+    recovery, estimates = _recovery(trained, theta, truth, stacked)
+    best = _best_variant(recovery)
+    conditions = _by_condition(trained, recovery, truth, estimates)
+    metrics = json_safe(
+        {
+            **_artefact.provenance(KIND, SCHEMA_VERSION),
+            "model": {"path": str(Path(model).resolve()), "fingerprint": trained.fingerprint},
+            "library": {
+                "path": str(store.path.resolve()),
+                "fingerprint": store.fingerprint,
+                "n_images": len(store),
+                "au_per_pixel": store.au_per_pixel,
+            },
+            "observations": _observations_record(Path(observations_dir), records),
+            "k": k,
+            "methods": {m: METHODS[m] for m in methods},
+            "best_protomatch": best,
+            "note": "errors: median absolute error of the similarity-weighted median of the "
+            "top-k matches over the observations (dex for log-scaled parameters); coverage: "
+            "fraction of observations whose truth lies in the 16-84 % / 2.5-97.5 % interval",
+            "parameters": recovery,
+            "by_condition": conditions,
+            "library_passes": beamed.misses,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    )
+    figures = render_figures(metrics, truth, estimates, names, trained.normaliser.log10)
+    with _artefact.atomic_directory(out, overwrite) as tmp:
+        for name, png in figures.items():
+            _artefact.write_bytes_atomic(tmp / name, png)
+        metrics["figures"] = sorted(figures)
+        _estimates_table(truth, estimates, names, trained.normaliser.log10).to_csv(
+            tmp / "estimates.csv", index=False
+        )
+        _artefact.write_json_atomic(tmp / "metrics.json", metrics)
+        _artefact.write_bytes_atomic(tmp / "metrics.md", markdown_tables(metrics).encode())
+    return ObservationEvaluation(metrics, out)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def read_truth(folder: Path, names: Sequence[str]) -> pd.DataFrame:
+    """The truth table of an observations folder, checked: one row per existing file."""
+    if not folder.is_dir():
+        raise InputError(folder, "is not a folder of observations (run 'protomatch observe')")
+    path = folder / TRUTH_FILE
+    if not path.is_file():
+        raise InputError(
+            folder, f"has no {TRUTH_FILE}; give a folder written by 'protomatch observe'"
+        )
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot be read as CSV ({' '.join(str(exc).split())})") from None
+    missing = [c for c in ("file", *names) if c not in table.columns]
+    if missing:
+        raise InputError(path, f"lacks column(s) {', '.join(missing)}")
+    if table.empty:
+        raise InputError(path, "has no rows")
+    values = table[list(names)].apply(pd.to_numeric, errors="coerce")
+    if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
+        raise InputError(path, "has missing or non-numeric parameter values")
+    absent = [f for f in table["file"].astype(str) if not (folder / f).is_file()]
+    if absent:
+        raise InputError(path, f"lists {len(absent)} missing file(s), e.g. {absent[0]}")
+    return table.reset_index(drop=True)
+
+
+def _chosen_methods(methods: Sequence[str] | None, folder: Path) -> tuple[str, ...]:
+    """The methods to evaluate, in :data:`METHODS` order, with the prior and a protomatch one."""
+    if methods is None:
+        return DEFAULT_METHODS
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise InputError(
+            folder, f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
+        )
+    if not any(m in PROTOMATCH_VARIANTS for m in methods):
+        raise InputError(folder, "choose at least one protomatch method to evaluate")
+    return tuple(m for m in METHODS if m in methods or m == "prior")
+
+
+def _check_parameters(store: LibraryStore, names: Sequence[str]) -> None:
+    missing = [n for n in names if n not in store.param_names]
+    if missing:
+        raise InputError(store.path, f"lacks the model's parameter(s) {', '.join(missing)}")
+
+
+# --------------------------------------------------------------------------- matching
+
+
+class _Run:
+    """Everything shared by the observations: model, library, plain vectors, k."""
+
+    def __init__(
+        self,
+        trained: TrainedModel,
+        store: LibraryStore,
+        beamed: BeamMatchedLibrary,
+        k: int,
+        methods: Sequence[str],
+        centre: Literal["source", "image"] = "source",
+    ) -> None:
+        self.trained, self.store, self.beamed, self.k = trained, store, beamed, k
+        self.methods = methods
+        self.centre = centre
+
+    def observation(
+        self, folder: Path, row: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Top-k (similarities, library rows) of one observation for every matched method."""
+        observation = read_observation(folder / str(row["file"]))
+        distance = _distance(row)
+        prepared = prepare_observation(
+            observation,
+            self.trained.preprocess,
+            self.store.au_per_pixel,
+            distance,
+            self.store.intensity_unit,
+            centre=self.centre,
+        )
+        beam = beam_in_library_pixels(observation, distance, self.store.au_per_pixel)
+        brightness = self.trained.compared_brightness(prepared.mean_intensity)
+        record = {
+            "file": str(row["file"]),
+            "beam_px": None if beam is None else [round(v, 3) for v in beam],
+            "brightness_known": prepared.mean_intensity is not None,
+        }
+        sims = self._similarities(prepared, brightness, beam)
+        return record, {m: _top_k(sims(m), self.k) for m in self.methods if m != "prior"}
+
+    def _similarities(
+        self, prepared: PreparedObservation, brightness: float | None, beam: Beam | None
+    ) -> Callable[[str], np.ndarray]:
+        """Similarity to every library image by method; each library pass made only if asked."""
+        image = prepared.image
+
+        @functools.cache
+        def oriented(through_beam: bool, all_orientations: bool) -> np.ndarray:
+            chosen = beam if through_beam else None
+            return self.beamed.similarities(image, brightness, chosen, dihedral=all_orientations)
+
+        @functools.cache
+        def query_pixels() -> np.ndarray:
+            return pixel_vectors(image[None], self.trained.preprocess)[0]
+
+        def by_method(method: str) -> np.ndarray:
+            if method == "protomatch_beam_noise":
+                if beam is None:
+                    return oriented(False, False)[:, 0]
+                return self.beamed.noise_matched_similarities(prepared, beam)[0]
+            if method.startswith("pixels"):
+                pixels = self.beamed.convolved_pixels(beam if method == "pixels_beam" else None)
+                return pixels @ query_pixels()
+            reduce = method.rsplit("_", 1)[-1]
+            sims = oriented("_beam" in method, reduce in ("d8max", "d8mean"))
+            if reduce == "d8max":
+                return sims.max(axis=1)
+            return sims.mean(axis=1) if reduce == "d8mean" else sims[:, 0]
+
+        return by_method
+
+
+def _distance(row: Mapping[str, Any]) -> float | None:
+    value = pd.to_numeric(row.get("distance_pc"), errors="coerce")
+    return float(value) if value is not None and np.isfinite(value) and value > 0 else None
+
+
+def _top_k(similarity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(k,) best similarities and their library rows, best first."""
+    rows = np.argpartition(-similarity, k - 1)[:k]
+    rows = rows[np.argsort(-similarity[rows], kind="stable")]
+    return similarity[rows].astype(np.float64), rows.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _recovery(
+    trained: TrainedModel,
+    theta: np.ndarray,
+    truth: pd.DataFrame,
+    rankings: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Scores per parameter and method, and the quantiles (Q, P, 5) per method (error space)."""
+    names, flags = trained.normaliser.names, trained.normaliser.log10
+    units = dict(trained.manifest.get("parameters", {}).get("units", {}))
+    n = len(truth)
+    methods = [*rankings, "prior"]
+    estimates = {m: np.empty((n, len(names), len(M.LEVELS))) for m in methods}
+    record: dict[str, Any] = {}
+    for p, (name, log10) in enumerate(zip(names, flags)):
+        values = M.error_space(theta[:, p], log10)
+        true = M.error_space(truth[name].to_numpy(dtype=np.float64), log10)
+        spread = M.prior_spread(values)
+        for method, (sims, rows) in rankings.items():
+            estimates[method][:, p] = M.recovered_quantiles(values[rows], sims)
+        prior = np.quantile(values[np.isfinite(values)], M.LEVELS)
+        estimates["prior"][:, p] = np.broadcast_to(prior, (n, len(M.LEVELS)))
+        record[name] = {
+            "unit": units.get(name, ""),
+            "log10": bool(log10),
+            "error_unit": "dex" if log10 else units.get(name, ""),
+            "prior_spread": spread,
+            "prior_median": float(prior[0]),
+            "methods": {m: M.recovery_scores(estimates[m][:, p], true, spread) for m in methods},
+        }
+    return record, estimates
+
+
+#: truth.csv columns whose thirds get their own scores (observing conditions).
+CONDITIONS = MappingProxyType({"snr": "peak S/N", "beam_major_au": "beam major FWHM [AU]"})
+
+
+def _by_condition(
+    trained: TrainedModel,
+    recovery: Mapping[str, Any],
+    truth: pd.DataFrame,
+    estimates: Mapping[str, np.ndarray],
+) -> dict[str, dict[str, Any]]:
+    """Mean error / prior spread per method in each third of every observing condition.
+
+    For each :data:`CONDITIONS` column of ``truth`` (when present and numeric), the
+    observations are split at its terciles; each part gets the mean over parameters of the
+    error over the prior's spread and of the 68 % coverage, per method.
+    """
+    names, flags = trained.normaliser.names, trained.normaliser.log10
+    truths = np.stack(
+        [M.error_space(truth[n].to_numpy(dtype=np.float64), f) for n, f in zip(names, flags)], 1
+    )
+    spreads = [recovery[name]["prior_spread"] for name in names]
+    record: dict[str, dict[str, Any]] = {}
+    for column in CONDITIONS:
+        values = pd.to_numeric(truth.get(column), errors="coerce")
+        if values is None or not np.isfinite(values).all() or len(values) < 3:
+            continue
+        values = values.to_numpy(dtype=np.float64)
+        edges = np.quantile(values, [0.0, 1 / 3, 2 / 3, 1.0])
+        parts = np.clip(np.searchsorted(edges[1:-1], values, side="right"), 0, 2)
+        record[column] = {
+            "label": CONDITIONS[column],
+            "parts": [
+                _part_scores(estimates, truths, spreads, parts == b, (edges[b], edges[b + 1]))
+                for b in range(3)
+            ],
+        }
+    return record
+
+
+def _part_scores(
+    estimates: Mapping[str, np.ndarray],
+    truths: np.ndarray,
+    spreads: Sequence[float],
+    chosen: np.ndarray,
+    bounds: tuple[float, float],
+) -> dict[str, Any]:
+    methods = {}
+    for method, values in estimates.items():
+        scores = [
+            M.recovery_scores(values[chosen, p], truths[chosen, p], spread)
+            for p, spread in enumerate(spreads)
+        ]
+        methods[method] = {
+            key: float(np.nanmean([s[key] for s in scores]))
+            for key in ("error_over_prior_spread", "coverage68")
+        }
+    return {
+        "range": [float(bounds[0]), float(bounds[1])],
+        "n": int(chosen.sum()),
+        "methods": methods,
+    }
+
+
+def _best_variant(recovery: Mapping[str, Any]) -> str:
+    """The protomatch variant with the lowest mean error over the prior's spread."""
+
+    def mean_error(method: str) -> float:
+        ratios = [r["methods"][method]["error_over_prior_spread"] for r in recovery.values()]
+        finite = [v for v in ratios if v is not None and np.isfinite(v)]
+        return float(np.mean(finite)) if finite else np.inf
+
+    evaluated = next(iter(recovery.values()))["methods"]
+    return min((m for m in PROTOMATCH_VARIANTS if m in evaluated), key=mean_error)
+
+
+def _observations_record(folder: Path, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    manifest: dict[str, Any] = {}
+    try:
+        manifest = _artefact.read_manifest(folder / "manifest.json", "observations", 1)
+    except InputError:
+        log.warning("%s: no observe manifest; recording the folder only", folder)
+    with_beam = sum(r["beam_px"] is not None for r in records)
+    return {
+        "path": str(folder.resolve()),
+        "n": len(records),
+        "with_beam": with_beam,
+        "brightness_known": sum(bool(r["brightness_known"]) for r in records),
+        "created_utc": manifest.get("created_utc"),
+        "config": manifest.get("config"),
+        "per_observation": list(records),
+    }
+
+
+def _estimates_table(
+    truth: pd.DataFrame,
+    estimates: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    log10: Sequence[bool],
+) -> pd.DataFrame:
+    """One row per (observation, method, parameter): truth and quantiles, physical units."""
+    frames = []
+    for method, values in estimates.items():
+        for p, (name, flag) in enumerate(zip(names, log10)):
+            physical = np.power(10.0, values[:, p]) if flag else values[:, p]
+            frame = pd.DataFrame(physical, columns=list(QUANTILES))
+            frame.insert(0, "truth", truth[name].to_numpy(dtype=np.float64))
+            frame.insert(0, "parameter", name)
+            frame.insert(0, "method", method)
+            frame.insert(0, "file", truth["file"].astype(str).to_numpy())
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,377 @@
+"""Read library images and observations, validating everything at the edge.
+
+Two library forms are understood (see DESIGN.md §1):
+
+* the HDF5 tree ``sink<K>/output_<SSSSSS>_isink_<K>_data.hdf5`` (:func:`read_library_file`);
+* a folder with ``catalog.csv`` or ``catalog.parquet``: one row per image with columns
+  ``file`` (path relative to the catalog: .fits/.fit/.fits.gz/.npy), ``system``, optional
+  ``snapshot``, ``hdu`` (0-based FITS HDU) and ``projection`` (1-based plane of a 3-D
+  cube or stack), and any number of numeric parameter columns. A column named
+  ``name [unit]`` is parameter ``name`` with unit ``unit``.
+
+Observations (:func:`read_observation`) are FITS images (2-D or with degenerate axes, e.g.
+(1, 1, Ny, Nx)), ``.npy`` arrays, or one projection of a library file (``file.hdf5:3``).
+
+Files are recognised by their first bytes, never by their extension, and a Python pickle is
+refused before anything parses it. Every problem is an :class:`InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from protomatch.library import schema
+from protomatch.library._catalog import read_catalog
+from protomatch.library.formats import (
+    HDF5_ERRORS,
+    as_image,
+    beam_arcsec,
+    expect_format,
+    pixel_scale_arcsec,
+    read_fits,
+    read_npy,
+    require_square,
+    select_header,
+    sky_per_pixel,
+    sniff_format,
+    unreadable,
+)
+from protomatch.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LibraryImage:
+    """Where one library image comes from and what its parameters are.
+
+    ``projection`` is 1-based: the HDF5 projection, or in the catalog form the plane of a
+    3-D cube / stack (1 when the catalog has no ``projection`` column). ``hdu`` is the
+    0-based FITS HDU of a catalog image (None: the first HDU holding an image).
+    """
+
+    source: Path
+    system: str
+    snapshot: int
+    projection: int
+    params: Mapping[str, float]
+    hdu: int | None = None
+
+
+@dataclass(frozen=True)
+class LibraryLayout:
+    """A discovered library: its form, parameters and the files or images to read.
+
+    ``files`` lists the HDF5 files (form ``hdf5``, sorted by system then snapshot);
+    ``images`` lists catalog rows (form ``catalog``).
+    """
+
+    root: Path
+    form: Literal["hdf5", "catalog"]
+    param_names: tuple[str, ...]
+    units: Mapping[str, str]
+    files: tuple[Path, ...] = ()
+    images: tuple[LibraryImage, ...] = ()
+    catalog: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.files) if self.form == "hdf5" else len(self.images)
+
+
+@dataclass(frozen=True, eq=False)
+class LibraryRecord:
+    """One validated library file: (P, H, W) float32 images and its scalar parameters."""
+
+    images: np.ndarray
+    params: dict[str, float]
+    system: str
+    snapshot: int
+    au_per_pixel: float | None
+    intensity_unit: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """An observed image and the metadata protomatch uses.
+
+    Attributes
+    ----------
+    image
+        (H, W) float32 intensities; may contain NaN (blanked pixels).
+    source
+        The file read.
+    header
+        Selected JSON-serialisable metadata (FITS keywords, or library attributes).
+    pixel_scale_arcsec
+        Pixel side from the celestial WCS, arcsec (None when unknown).
+    beam_arcsec
+        (major FWHM arcsec, minor FWHM arcsec, position angle degrees) or None.
+    sky_per_pixel
+        2x2 (east, north) offsets [arcsec] per (column, row) pixel step from the WCS, which
+        says how the array is turned and mirrored on the sky; None when unknown.
+    """
+
+    image: np.ndarray
+    source: Path
+    header: Mapping[str, Any]
+    pixel_scale_arcsec: float | None = None
+    beam_arcsec: tuple[float, float, float] | None = None
+    sky_per_pixel: tuple[tuple[float, float], ...] | None = None
+
+
+# --------------------------------------------------------------------------- HDF5 schema
+
+
+def read_library_file(
+    path: str | Path, param_names: Sequence[str] = schema.DEFAULT_PARAMETERS
+) -> LibraryRecord:
+    """Read and validate one HDF5 library file of the schema in DESIGN.md §1.
+
+    Parameters
+    ----------
+    path
+        ``.../output_<SSSSSS>_isink_<K>_data.hdf5`` (other names: system = file stem,
+        snapshot = 0).
+    param_names
+        Scalar datasets to read as physical parameters.
+
+    Returns
+    -------
+    LibraryRecord
+        images (P, H, W) float32 for projections 1 … P (P >= 8; all square, same shape),
+        params (finite floats), system, snapshot and the pixel scale (AU/px) if recorded.
+    """
+    path = Path(path)
+    expect_format(path, "hdf5")
+    system, snapshot = _system_snapshot(path)
+    try:
+        with h5py.File(path, "r") as handle:
+            images = _read_projections(path, handle)
+            params = {name: _read_scalar(path, handle, name) for name in param_names}
+            au_per_pixel = _pixel_scale_attribute(handle)
+            unit = _intensity_unit_attribute(handle)
+    except HDF5_ERRORS as exc:
+        raise unreadable(path, "HDF5", exc) from None
+    return LibraryRecord(images, params, system, snapshot, au_per_pixel, unit)
+
+
+def _system_snapshot(path: Path) -> tuple[str, int]:
+    match = schema.LIBRARY_FILE_PATTERN.match(path.name)
+    if match is None:
+        return path.stem, 0
+    return str(int(match[2])), int(match[1])
+
+
+def _read_projections(path: Path, handle: h5py.File) -> np.ndarray:
+    count = 0
+    while schema.projection_dataset(count + 1) in handle:
+        count += 1
+    if count < schema.N_PROJECTIONS:
+        raise InputError(
+            path,
+            f"missing projection dataset '{schema.projection_dataset(count + 1)}' "
+            f"(expected {schema.N_PROJECTIONS} projections)",
+        )
+    images = [_read_projection(path, handle, k) for k in range(1, count + 1)]
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        raise InputError(path, f"projections differ in shape: {sorted(shapes)}")
+    return np.stack(images)
+
+
+def _read_projection(path: Path, handle: h5py.File, projection: int) -> np.ndarray:
+    name = schema.projection_dataset(projection)
+    if name not in handle:
+        raise InputError(path, f"has no projection {projection} (dataset '{name}')")
+    dataset = handle[name]
+    if not isinstance(dataset, h5py.Dataset):
+        raise InputError(path, f"'{name}' is not a dataset")
+    if dataset.ndim != 2:
+        raise InputError(path, f"'{name}' is not a 2-D image (shape {dataset.shape})")
+    image = as_image(path, dataset[()], f"'{name}'", None)
+    require_square(path, image, f"'{name}'")
+    return image
+
+
+def _read_scalar(path: Path, handle: h5py.File, name: str) -> float:
+    if name not in handle:
+        raise InputError(path, f"missing scalar dataset '{name}'")
+    dataset = handle[name]
+    if not isinstance(dataset, h5py.Dataset) or dataset.size != 1:
+        shape = getattr(dataset, "shape", "a group")
+        raise InputError(path, f"'{name}' is not a scalar dataset (shape {shape})")
+    if dataset.dtype.kind not in "fiub":
+        raise InputError(path, f"'{name}' is not numeric (type {dataset.dtype})")
+    value = float(np.asarray(dataset[()]).reshape(()))
+    if not np.isfinite(value):
+        raise InputError(path, f"parameter '{name}' is not finite ({value})")
+    return value
+
+
+def _intensity_unit_attribute(handle: h5py.File) -> str | None:
+    """The unit's first word (e.g. "MJy/sr" of "MJy/sr (1.3 mm dust ...)"), if recorded."""
+    raw = handle.attrs.get(schema.INTENSITY_UNIT_ATTRIBUTE)
+    if isinstance(raw, bytes):
+        raw = raw.decode(errors="replace")
+    return raw.split()[0] if isinstance(raw, str) and raw.strip() else None
+
+
+def _pixel_scale_attribute(handle: h5py.File) -> float | None:
+    raw = handle.attrs.get(schema.PIXEL_SCALE_ATTRIBUTE)
+    try:
+        value = float(np.asarray(raw).reshape(()))
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def discover_library(src: str | Path) -> LibraryLayout:
+    """Find the library in ``src``: a ``catalog.csv`` / ``catalog.parquet`` or an HDF5 tree.
+
+    A catalog wins when both exist. HDF5 files whose names do not follow the schema are
+    ignored (with a log message).
+    """
+    root = Path(src)
+    if not root.exists():
+        raise InputError(root, "does not exist")
+    if not root.is_dir():
+        raise InputError(root, "is not a folder; give the library folder")
+    for name in ("catalog.parquet", "catalog.csv"):
+        if (root / name).is_file():
+            return _catalog_layout(root, root / name)
+    files = _schema_files(root)
+    if not files:
+        raise InputError(
+            root,
+            "holds no library: expected sink<K>/output_<SSSSSS>_isink_<K>_data.hdf5 files "
+            "or a catalog.csv / catalog.parquet",
+        )
+    units = {name: schema.PARAMETER_UNITS[name] for name in schema.DEFAULT_PARAMETERS}
+    return LibraryLayout(root, "hdf5", schema.DEFAULT_PARAMETERS, units, files=files)
+
+
+def _schema_files(root: Path) -> tuple[Path, ...]:
+    found: list[tuple[int, int, Path]] = []
+    for path in root.rglob("*.hdf5"):
+        match = schema.LIBRARY_FILE_PATTERN.match(path.name)
+        if match is None:
+            log.debug("ignoring %s: not named like a library file", path)
+            continue
+        found.append((int(match[2]), int(match[1]), path))
+    return tuple(path for _, _, path in sorted(found))
+
+
+def _catalog_layout(root: Path, catalog: Path) -> LibraryLayout:
+    parsed = read_catalog(catalog)
+    images = tuple(
+        LibraryImage(
+            source=root / row.file,
+            system=row.system,
+            snapshot=row.snapshot,
+            projection=row.projection,
+            params=dict(row.params),
+            hdu=row.hdu,
+        )
+        for row in parsed.rows
+    )
+    return LibraryLayout(
+        root, "catalog", parsed.param_names, dict(parsed.units), images=images, catalog=catalog
+    )
+
+
+# --------------------------------------------------------------------------- generic images
+
+
+def read_library_image(image: LibraryImage) -> np.ndarray:
+    """Read and validate the (H, W) float32 image of one catalog row (must be square)."""
+    path = image.source
+    for name, value in image.params.items():
+        if not np.isfinite(value):
+            raise InputError(path, f"catalog gives a non-finite value for parameter '{name}'")
+    fmt = sniff_format(path)
+    if fmt == "hdf5":
+        return _read_hdf5_projection(path, image.projection)[0]
+    array = read_fits(path, image.hdu)[0] if fmt == "fits" else read_npy(path)
+    pixels = as_image(path, array, "image", image.projection)
+    require_square(path, pixels, "image")
+    return pixels
+
+
+def _read_hdf5_projection(path: Path, projection: int | None) -> tuple[np.ndarray, dict]:
+    if projection is None:
+        raise InputError(path, "is an HDF5 library file; name a projection, e.g. 'file.hdf5:1'")
+    try:
+        with h5py.File(path, "r") as handle:
+            image = _read_projection(path, handle, projection)
+            au_per_pixel = _pixel_scale_attribute(handle)
+            unit = _intensity_unit_attribute(handle)
+    except HDF5_ERRORS as exc:
+        raise unreadable(path, "HDF5", exc) from None
+    system, snapshot = _system_snapshot(path)
+    header = {"system": system, "snapshot": snapshot, "projection": projection}
+    if unit is not None:
+        header["BUNIT"] = unit
+    if au_per_pixel is not None:
+        header[schema.PIXEL_SCALE_ATTRIBUTE] = au_per_pixel
+    return image, header
+
+
+# --------------------------------------------------------------------------- observations
+
+
+def read_observation(path: str | Path, projection: int | None = None) -> Observation:
+    """Read an observed image.
+
+    Parameters
+    ----------
+    path
+        A FITS file (2-D, or N-D with degenerate axes such as (1, 1, Ny, Nx)), a ``.npy``
+        array, or a library HDF5 file with a projection (``projection=3`` or ``"f.hdf5:3"``).
+    projection
+        1-based projection of a library file, or plane of a 3-D FITS cube / ``.npy`` stack.
+
+    Returns
+    -------
+    Observation
+        (H, W) float32 image (NaN kept), header metadata, pixel scale (arcsec) and beam.
+    """
+    path, projection = _split_projection(path, projection)
+    fmt = sniff_format(path)
+    if fmt == "hdf5":
+        image, header = _read_hdf5_projection(path, projection)
+        return Observation(image, path, header)
+    if fmt == "npy":
+        return Observation(as_image(path, read_npy(path), "image", projection), path, {})
+    array, fits_header = read_fits(path, None)
+    image = as_image(path, array, "image", projection)
+    return Observation(
+        image,
+        path,
+        select_header(fits_header),
+        pixel_scale_arcsec=pixel_scale_arcsec(path, fits_header),
+        beam_arcsec=beam_arcsec(fits_header),
+        sky_per_pixel=sky_per_pixel(path, fits_header),
+    )
+
+
+def _split_projection(path: str | Path, projection: int | None) -> tuple[Path, int | None]:
+    """Accept ``file.hdf5:3`` as file ``file.hdf5`` with projection 3."""
+    text = str(path)
+    match = re.fullmatch(r"(.+):(\d+)", text)
+    if match is None or Path(text).exists():
+        return Path(text), projection
+    given = int(match[2])
+    if projection is not None and projection != given:
+        raise InputError(match[1], f"projection given twice ({given} and {projection})")
+    return Path(match[1]), given

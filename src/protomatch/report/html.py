@@ -1,0 +1,345 @@
+"""The match report: figures, tables and a self-contained HTML page for one observation.
+
+``write_match_report`` turns what the search found for one target (its best matches, their
+similarities and physical parameters θ, and the summary statistics computed by
+:mod:`protomatch.matching.match`) into a folder a person can read first: ``matches.png`` (the target
+beside its best matches), ``parameters.png`` (each parameter's match distribution over the
+library prior), ``corner.png`` (pairs of parameters among the matches), ``matches.csv``,
+``summary.json`` and an ``index.html`` that embeds the figures so it works when moved alone.
+Figures are drawn on Agg canvases without pyplot, so no global backend or figure registry
+is touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import os
+import re
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from protomatch._artefact import write_bytes_atomic, write_json_atomic
+from protomatch.report.figures import (
+    STRETCH_FLOOR,
+    cell_text,
+    parameter_stats,
+    plain_number,
+    render_figures,
+)
+
+logger = logging.getLogger(__name__)
+
+_TOP_ROWS = 20
+
+
+@dataclass(frozen=True, eq=False)
+class MatchReportData:
+    """Everything the report shows for one target (``eq=False``: it holds arrays).
+
+    Attributes
+    ----------
+    target_name : str
+        Name of the observation, e.g. its file name.
+    target_image : ndarray, shape (H, W)
+        Prepared target image, linear intensity with peak 1.
+    match_images : ndarray, shape (n_show, H, W)
+        Linear images of the best matches, in rank order.
+    matches : DataFrame
+        One row per match in rank order: ``rank, similarity, image_id, system, snapshot,
+        projection, source`` and one column per parameter (physical units).
+    summary : Mapping
+        Summary statistics (written verbatim as ``summary.json``; see :mod:`protomatch.matching.match`).
+    param_names : tuple of str
+        Parameters to show, in order.
+    units : Mapping
+        Unit string of each parameter ("Msun", "AU", ...).
+    log_params : frozenset of str
+        Parameters spanning several decades, shown on log axes.
+    prior : DataFrame
+        Parameters of the whole library, one column per parameter.
+    truth : Mapping or None
+        True parameters when the target is a library image.
+    warnings, notes : tuple of str
+        Messages for the reader; warnings are shown first and prominently.
+    display_floor : float
+        Lowest intensity shown, relative to each image's peak (above a noisy target's noise).
+    matches_seen_through : str
+        How the match images were altered to look like the target, e.g. "the observation's
+        beam" ("" if shown as stored).
+    """
+
+    target_name: str
+    target_image: np.ndarray
+    match_images: np.ndarray
+    matches: pd.DataFrame
+    summary: Mapping[str, Any]
+    param_names: tuple[str, ...]
+    units: Mapping[str, str]
+    log_params: frozenset[str]
+    prior: pd.DataFrame
+    truth: Mapping[str, float] | None
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    display_floor: float = STRETCH_FLOOR
+    matches_seen_through: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.display_floor < 1:
+            raise ValueError(f"display_floor must be in (0, 1), got {self.display_floor}")
+        if np.ndim(self.target_image) != 2:
+            raise ValueError(f"target_image must be 2-D, got shape {np.shape(self.target_image)}")
+        if np.ndim(self.match_images) != 3:
+            raise ValueError(f"match_images must be 3-D, got shape {np.shape(self.match_images)}")
+        for frame, label in ((self.matches, "matches"), (self.prior, "prior")):
+            missing = [name for name in self.param_names if name not in frame.columns]
+            if missing:
+                raise ValueError(f"{label} lacks parameter columns {missing}")
+        if "similarity" not in self.matches.columns:
+            raise ValueError("matches lacks a 'similarity' column")
+
+
+# --------------------------------------------------------------------------- text
+def _num(value: Any) -> str:
+    """HTML for a number: three significant figures, scientific as m×10<sup>e</sup>."""
+    text = plain_number(value)
+    scientific = re.fullmatch(r"(-?[0-9.]+)e(-?[0-9]+)", text)
+    if scientific is None:
+        return html.escape(text)
+    return f"{scientific[1]}×10<sup>{int(scientific[2])}</sup>"
+
+
+def _interval(stats: Mapping[str, Any], low: str, high: str) -> str:
+    return f"[{_num(stats.get(low))}, {_num(stats.get(high))}]"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;
+ background:#f5f6f8;color:#1d2430;line-height:1.45}
+main{max-width:1200px;margin:0 auto;padding:24px 28px 48px}
+h1{font-size:1.6em;margin:0 0 4px;word-break:break-all}h2{font-size:1.2em;margin:32px 0 10px;
+ border-bottom:2px solid #dfe3ea;padding-bottom:4px}
+.meta{color:#555f6d;margin:0 0 18px}.meta b{color:#1d2430}
+.warnings{background:#fff1f0;border:2px solid #d1495b;border-left-width:8px;border-radius:6px;
+ padding:10px 16px;margin:16px 0}.warnings h2{border:0;color:#a4161a;margin:4px 0}
+.notes{background:#eef4fb;border-left:6px solid #1b6ca8;border-radius:6px;padding:8px 16px}
+ul{margin:6px 0;padding-left:22px}
+figure{background:#fff;border:1px solid #dfe3ea;border-radius:6px;margin:12px 0;padding:10px}
+figure img{max-width:100%;height:auto;display:block;margin:0 auto}
+figcaption{color:#555f6d;font-size:.9em;margin-top:6px}
+table{border-collapse:collapse;background:#fff;font-size:.9em;margin:8px 0}
+th,td{border:1px solid #dfe3ea;padding:4px 9px;text-align:right;white-space:nowrap}
+th{background:#e9edf3}td.name,th.name{text-align:left}tr:nth-child(even) td{background:#fafbfc}
+.scroll{overflow-x:auto}a{color:#1b6ca8}.thumb{width:420px;max-width:100%;border:1px solid #ccc}
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
+        f"<body><main>\n{body}\n</main></body></html>\n"
+    )
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _message_list(items: Sequence[str]) -> str:
+    return "<ul>" + "".join(f"<li>{html.escape(str(item))}</li>" for item in items) + "</ul>"
+
+
+def _summary_table(data: MatchReportData) -> str:
+    stats = {name: parameter_stats(data, name) for name in data.param_names}
+    has_truth = any(s["truth"] is not None for s in stats.values())
+    head = (
+        "<tr><th class='name' rowspan='2'>parameter</th><th class='name' rowspan='2'>unit</th>"
+        + ("<th rowspan='2'>truth</th>" if has_truth else "")
+        + "<th colspan='3'>matches (weighted)</th><th colspan='3'>library prior</th>"
+        + "</tr><tr>"
+        + "<th>median</th><th>68% interval</th><th>95% interval</th>" * 2
+        + "</tr>"
+    )
+    rows = []
+    for name, s in stats.items():
+        cells = [
+            f"<td class='name'><b>{html.escape(name)}</b></td>",
+            f"<td class='name'>{html.escape(str(s['unit']))}</td>",
+        ]
+        if has_truth:
+            cells.append(f"<td>{_num(s['truth'])}</td>")
+        for key in ("matches", "prior"):
+            cells += [
+                f"<td>{_num(s[key].get('median'))}</td>",
+                f"<td>{_interval(s[key], 'q16', 'q84')}</td>",
+                f"<td>{_interval(s[key], 'q2.5', 'q97.5')}</td>",
+            ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<div class='scroll'><table>{head}{''.join(rows)}</table></div>"
+
+
+def _matches_table(matches: pd.DataFrame) -> str:
+    top = matches.head(_TOP_ROWS)
+    text_columns = {c for c in top.columns if not pd.api.types.is_numeric_dtype(top[c])}
+    head = "".join(
+        f"<th{' class=name' if c in text_columns else ''}>{html.escape(str(c))}</th>"
+        for c in top.columns
+    )
+    columns = []
+    for column in top.columns:
+        css = " class=name" if column in text_columns else ""
+        if column == "similarity":
+            texts = [f"{v:.3f}" if np.isfinite(v) else "–" for v in top[column].astype(float)]
+        else:
+            texts = [cell_text(v) for v in top[column].tolist()]
+        columns.append([f"<td{css}>{html.escape(t)}</td>" for t in texts])
+    rows = ["<tr>" + "".join(cells) + "</tr>" for cells in zip(*columns)]
+    more = (
+        f"<p>Showing {len(top)} of {len(matches)} matches.</p>" if len(matches) > len(top) else ""
+    )
+    return f"<div class='scroll'><table><tr>{head}</tr>{''.join(rows)}</table></div>{more}"
+
+
+def _report_html(data: MatchReportData, figures: Mapping[str, bytes]) -> str:
+    summary = data.summary
+    warnings = list(data.warnings) + [
+        w for w in summary.get("warnings") or [] if w not in data.warnings
+    ]
+    notes = list(data.notes) + [n for n in summary.get("notes") or [] if n not in data.notes]
+    threshold = summary.get("threshold")
+    meta = [
+        f"<b>{len(data.matches)}</b> matches",
+        f"k = <b>{html.escape(str(summary.get('k', '–')))}</b>",
+        f"threshold = <b>{_num(threshold) if threshold is not None else 'none'}</b>",
+        f"best similarity = <b>{_num(summary.get('best_similarity'))}</b>",
+    ]
+    parts = [f"<h1>{html.escape(data.target_name)}</h1>", f"<p class='meta'>{' · '.join(meta)}</p>"]
+    if warnings:
+        parts.append(f"<div class='warnings'><h2>⚠ Warnings</h2>{_message_list(warnings)}</div>")
+    if notes:
+        parts.append(f"<div class='notes'><b>Notes</b>{_message_list(notes)}</div>")
+    shown_as = ""
+    if data.matches_seen_through:
+        shown_as = (
+            f" The matches are shown through {data.matches_seen_through}, as they were "
+            f"compared, down to {plain_number(data.display_floor)} of the peak (above the "
+            "target's noise)."
+        )
+    captions = {
+        "matches.png": "The target (framed) beside its best matches in rank order; log stretch "
+        f"relative to each image's peak. s is the predicted similarity.{shown_as}",
+        "parameters.png": "Each parameter among the matches (weighted by similarity) over the "
+        "whole library (grey). Line: weighted median; band: 16–84%; dashed: truth.",
+        "corner.png": "Pairs of parameters among the matches, coloured by similarity; diagonal: "
+        "weighted 1-D distributions.",
+    }
+    figure = {
+        name: f"<figure><img src='{_data_uri(figures[name])}' alt='{html.escape(name)}'>"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for name, caption in captions.items()
+    }
+    parts.append("<h2>Best matches</h2>" + figure["matches.png"])
+    parts.append("<h2>Parameter summary</h2>" + _summary_table(data))
+    parts.append(
+        "<h2>Parameter distributions</h2>" + figure["parameters.png"] + figure["corner.png"]
+    )
+    parts.append("<h2>Top matches</h2>" + _matches_table(data.matches))
+    parts.append(
+        "<p>Files: <a href='matches.csv'>matches.csv</a> · "
+        "<a href='summary.json'>summary.json</a></p>"
+    )
+    return _page(f"protomatch: {data.target_name}", "\n".join(parts))
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def write_match_report(out: Path, data: MatchReportData) -> list[Path]:
+    """Write the match report of one target into the folder ``out``.
+
+    Every figure is rendered before anything is written, and each file is written atomically,
+    so a failure leaves no half-written file.
+
+    Parameters
+    ----------
+    out : Path
+        Output folder, created if needed.
+    data : MatchReportData
+        What to report.
+
+    Returns
+    -------
+    list of Path
+        The files written: matches.csv, summary.json, matches.png, parameters.png,
+        corner.png, index.html.
+    """
+    out = Path(out)
+    figures = render_figures(data)
+    page = _report_html(data, figures)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "matches.csv", out / "summary.json"]
+    write_bytes_atomic(written[0], data.matches.to_csv(index=False).encode())
+    write_json_atomic(written[1], dict(data.summary))
+    for name, png in figures.items():
+        write_bytes_atomic(out / name, png)
+        written.append(out / name)
+    write_bytes_atomic(out / "index.html", page.encode())
+    written.append(out / "index.html")
+    logger.debug("wrote match report of %s to %s", data.target_name, out)
+    return written
+
+
+def write_report_index(out: Path, entries: Sequence[tuple[str, Path, Mapping[str, Any]]]) -> Path:
+    """Write ``out/index.html`` linking the reports of several targets.
+
+    Parameters
+    ----------
+    out : Path
+        Folder holding the per-target report folders.
+    entries : sequence of (name, folder, summary)
+        Target name, its report folder (relative to ``out``, or absolute) and its summary.
+
+    Returns
+    -------
+    Path
+        The index page; thumbnails of each ``matches.png`` are embedded so it is self-contained.
+    """
+    out = Path(out)
+    rows = []
+    for name, folder, summary in entries:
+        folder = Path(folder)
+        location = folder if folder.is_absolute() else out / folder
+        link = urllib.parse.quote(Path(os.path.relpath(location, out)).as_posix())
+        thumb = location / "matches.png"
+        image = (
+            f"<img class='thumb' src='{_data_uri(thumb.read_bytes())}' alt='matches'>"
+            if thumb.is_file()
+            else ""
+        )
+        n_warn = len(summary.get("warnings") or [])
+        warn = f"<b style='color:#a4161a'>⚠ {n_warn}</b>" if n_warn else "0"
+        rows.append(
+            f"<tr><td class='name'><a href='{html.escape(link)}/index.html'>"
+            f"{html.escape(str(name))}</a></td><td>{_num(summary.get('best_similarity'))}</td>"
+            f"<td>{html.escape(str(summary.get('n_matches', '–')))}</td><td>{warn}</td>"
+            f"<td class='name'><a href='{html.escape(link)}/index.html'>{image}</a></td></tr>"
+        )
+    body = (
+        f"<h1>protomatch reports</h1><p class='meta'>{len(rows)} targets</p>"
+        "<div class='scroll'><table><tr><th class='name'>target</th><th>best similarity</th>"
+        "<th>matches</th><th>warnings</th><th class='name'>best matches</th></tr>"
+        + "".join(rows)
+        + "</table></div>"
+    )
+    path = out / "index.html"
+    write_bytes_atomic(path, _page("protomatch reports", body).encode())
+    return path

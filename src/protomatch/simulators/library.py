@@ -1,0 +1,378 @@
+"""``protomatch simulate``: write a library of simulated protostellar systems (DESIGN.md §1-2).
+
+Every system is drawn from its own seed (``numpy.random.SeedSequence(seed).spawn``), evolved
+through ``snapshots`` ages and rendered from eight fixed viewing directions, one HDF5 file per
+snapshot in the schema of real simulation libraries::
+
+    OUT/sink<K>/output_<SSSSSS>_isink_<K>_data.hdf5
+    OUT/manifest.json            settings, parameter names and units, counts, ranges
+    OUT/preview.png              with ``preview=True``
+
+The forward model (accretion history, disk growth, luminosity, density and emission) is
+documented in :mod:`protomatch.simulators._physics`; its reusable pieces are re-exported here:
+:func:`draw_system`, :func:`evolve`, :func:`snapshot_state`, :func:`render_projection`,
+:func:`render_projections`, :func:`stellar_radius`, :func:`accretion_luminosity`.
+
+Systems are simulated in parallel worker processes (spawned, one task per system); results do
+not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from numpy.typing import NDArray
+
+from protomatch.library import schema
+from protomatch._artefact import atomic_directory, provenance, write_json_atomic
+from protomatch._parallel import unordered_map
+from protomatch.simulators._physics import (
+    FIELD_OF_VIEW_AU,
+    INTENSITY_UNIT,
+    SnapshotState,
+    SystemHistory,
+    accretion_luminosity,
+    camera_basis,
+    clump_field,
+    draw_system,
+    evolve,
+    photospheric_luminosity,
+    reference_temperature,
+    render_projection,
+    snapshot_ages,
+    snapshot_state,
+    stellar_radius,
+)
+from protomatch.errors import ProtomatchError
+
+__all__ = [
+    "FIELD_OF_VIEW_AU",
+    "INTENSITY_UNIT",
+    "MIN_SIZE",
+    "VIEWING_DIRECTIONS_DEG",
+    "SimulationResult",
+    "SnapshotState",
+    "SystemHistory",
+    "accretion_luminosity",
+    "camera_basis",
+    "clump_field",
+    "draw_system",
+    "evolve",
+    "photospheric_luminosity",
+    "reference_temperature",
+    "render_projection",
+    "render_projections",
+    "simulate_library",
+    "snapshot_ages",
+    "snapshot_state",
+    "stellar_radius",
+    "viewing_directions",
+]
+
+log = logging.getLogger(__name__)
+
+#: The eight fixed viewing directions of every library file, (inclination, azimuth) [deg]:
+#: face-on to edge-on in steps, at spread azimuths (which change the clumps seen in front).
+VIEWING_DIRECTIONS_DEG: tuple[tuple[float, float], ...] = (
+    (0.0, 0.0),
+    (20.0, 45.0),
+    (35.0, 100.0),
+    (50.0, 160.0),
+    (60.0, 210.0),
+    (70.0, 250.0),
+    (80.0, 300.0),
+    (90.0, 340.0),
+)
+MANIFEST_KIND = "simulated-library"
+MANIFEST_VERSION = 1
+#: Smallest image side: below 16 px a pixel exceeds 100 AU and disks and cavities vanish.
+MIN_SIZE = 16
+#: Simulation output cadence [yr] used to number snapshots like a real run's output files.
+_OUTPUT_INTERVAL_YR = 500.0
+_PREVIEW_ROWS = 5
+_PREVIEW_DECADES = 4.0
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What :func:`simulate_library` wrote."""
+
+    out: Path
+    n_systems: int
+    n_snapshots: int
+    n_files: int
+    n_images: int
+    seconds: float
+    preview: Path | None
+
+    def describe(self) -> str:
+        """A few human-readable lines: what was written, where, how fast."""
+        rate = self.n_images / self.seconds if self.seconds > 0 else float("inf")
+        lines = [
+            f"Wrote a simulated library of {self.n_systems} systems x {self.n_snapshots} "
+            f"snapshots x {schema.N_PROJECTIONS} projections to {self.out}",
+            f"  {self.n_files} HDF5 files, {self.n_images} images in {self.seconds:.1f} s "
+            f"({rate:.0f} images/s)",
+        ]
+        if self.preview is not None:
+            lines.append(f"  preview: {self.preview}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _SystemTask:
+    system: int
+    seed: np.random.SeedSequence
+    snapshots: int
+    size: int
+    root: Path
+
+
+@dataclass(frozen=True)
+class _SnapshotRecord:
+    system: int
+    number: int
+    parameters: dict[str, float]
+
+
+def simulate_library(
+    out: str | Path,
+    *,
+    systems: int = 96,
+    snapshots: int = 6,
+    size: int = 64,
+    seed: int = 0,
+    workers: int | None = None,
+    preview: bool = False,
+    overwrite: bool = False,
+) -> SimulationResult:
+    """Simulate ``systems`` protostellar systems and write them as a library under ``out``.
+
+    Parameters
+    ----------
+    out : folder to create (refused if it exists and is not empty, unless ``overwrite``).
+    systems : number of systems (sinks), >= 1.
+    snapshots : snapshots per system, >= 1, log-spaced in age.
+    size : image side [pixels], >= 16; the field of view is ``FIELD_OF_VIEW_AU`` for every size.
+    seed : seed of the whole library (>= 0); each system gets its own spawned seed.
+    workers : worker processes (default one per core); the output does not depend on it.
+    preview : also write ``preview.png``, one system's evolution x the eight projections.
+    overwrite : replace a non-empty ``out``.
+
+    Returns
+    -------
+    SimulationResult with counts, timing and the preview path.
+
+    Raises
+    ------
+    ProtomatchError : bad arguments or an output folder that may not be replaced; nothing
+        is written then.
+    """
+    _check_arguments(systems, snapshots, size, seed, workers)
+    n_workers = min(systems, workers if workers is not None else os.cpu_count() or 1)
+    started = time.perf_counter()
+    out = Path(out)
+    system_seeds = np.random.SeedSequence(seed).spawn(systems)
+    with atomic_directory(out, overwrite) as tmp:
+        tasks = [_SystemTask(k + 1, s, snapshots, size, tmp) for k, s in enumerate(system_seeds)]
+        records = sorted(_run(tasks, n_workers), key=lambda r: (r.system, r.number))
+        write_json_atomic(tmp / "manifest.json", _manifest(records, systems, snapshots, size, seed))
+        preview_path = None
+        if preview:
+            _write_preview(tmp, records, tmp / "preview.png")
+            preview_path = out / "preview.png"
+    seconds = time.perf_counter() - started
+    result = SimulationResult(
+        out=out,
+        n_systems=systems,
+        n_snapshots=snapshots,
+        n_files=len(records),
+        n_images=len(records) * schema.N_PROJECTIONS,
+        seconds=seconds,
+        preview=preview_path,
+    )
+    log.debug("simulate: %s", result)
+    return result
+
+
+def viewing_directions() -> tuple[tuple[float, float], ...]:
+    """The library's eight ``(inclination, azimuth)`` directions in radians."""
+    return tuple((math.radians(i), math.radians(a)) for i, a in VIEWING_DIRECTIONS_DEG)
+
+
+def render_projections(
+    state: SnapshotState, *, size: int, fov_au: float = FIELD_OF_VIEW_AU
+) -> NDArray[np.float32]:
+    """The eight library projections of ``state`` (one clump field), (8, size, size) [MJy/sr]."""
+    clumps = clump_field(state)
+    return np.stack(
+        [
+            render_projection(state, d, size=size, fov_au=fov_au, clumps=clumps)
+            for d in viewing_directions()
+        ]
+    )
+
+
+def _check_arguments(
+    systems: int, snapshots: int, size: int, seed: int, workers: int | None
+) -> None:
+    for name, value in (("systems", systems), ("snapshots", snapshots), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ProtomatchError(f"{name} must be an integer, got {value!r}")
+    if systems < 1:
+        raise ProtomatchError(f"systems must be at least 1, got {systems}")
+    if snapshots < 1:
+        raise ProtomatchError(f"snapshots must be at least 1, got {snapshots}")
+    if size < MIN_SIZE:
+        raise ProtomatchError(
+            f"size must be at least {MIN_SIZE} pixels, got {size}: smaller images have pixels "
+            f"wider than {FIELD_OF_VIEW_AU / MIN_SIZE:.0f} AU and cannot show disks or cavities"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ProtomatchError(f"seed must be a non-negative integer, got {seed!r}")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1
+    ):
+        raise ProtomatchError(
+            f"workers must be at least 1 (or omitted for one per core), got {workers}"
+        )
+
+
+# --- running the systems ----------------------------------------------------------------------
+
+
+def _run(tasks: Sequence[_SystemTask], workers: int) -> list[_SnapshotRecord]:
+    results = unordered_map(_simulate_system, tasks, workers, desc="simulate", unit="system")
+    return [record for system_records in results for record in system_records]
+
+
+def _simulate_system(task: _SystemTask) -> list[_SnapshotRecord]:
+    """Draw, evolve, render and write one system; returns its snapshots' parameters."""
+    rng = np.random.default_rng(task.seed)
+    history = draw_system(rng)
+    formation_time = rng.uniform(0.0, 2e5)
+    states = evolve(history, task.snapshots)
+    numbers = _snapshot_numbers(formation_time, [s.age for s in states])
+    records = []
+    for number, state in zip(numbers, states, strict=True):
+        path = schema.library_file_path(task.root, task.system, number)
+        _write_snapshot(path, state, task.size, task.system, number)
+        records.append(_SnapshotRecord(task.system, number, state.parameters()))
+    return records
+
+
+def _snapshot_numbers(formation_time: float, ages: Sequence[float]) -> list[int]:
+    """Output numbers of a run writing every ``_OUTPUT_INTERVAL_YR``, strictly increasing."""
+    numbers: list[int] = []
+    for age in ages:
+        number = round((formation_time + age) / _OUTPUT_INTERVAL_YR)
+        numbers.append(max(number, numbers[-1] + 1) if numbers else number)
+    return numbers
+
+
+def _write_snapshot(path: Path, state: SnapshotState, size: int, system: int, number: int) -> None:
+    images = render_projections(state, size=size, fov_au=FIELD_OF_VIEW_AU)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.attrs[schema.PIXEL_SCALE_ATTRIBUTE] = FIELD_OF_VIEW_AU / size
+        f.attrs["field_of_view_au"] = FIELD_OF_VIEW_AU
+        f.attrs["intensity_unit"] = INTENSITY_UNIT
+        f.attrs["system"] = system
+        f.attrs["snapshot"] = number
+        for index, (image, angles) in enumerate(zip(images, VIEWING_DIRECTIONS_DEG, strict=True)):
+            dataset = f.create_dataset(schema.projection_dataset(index + 1), data=image)
+            dataset.attrs["inclination_deg"], dataset.attrs["azimuth_deg"] = angles
+        for name, value in state.parameters().items():
+            f.create_dataset(name, data=np.float64(value))
+
+
+# --- manifest and preview ---------------------------------------------------------------------
+
+
+def _manifest(
+    records: Sequence[_SnapshotRecord], systems: int, snapshots: int, size: int, seed: int
+) -> dict[str, Any]:
+    values = {name: [r.parameters[name] for r in records] for name in schema.DEFAULT_PARAMETERS}
+    by_system: dict[int, list[int]] = {}
+    for record in records:
+        by_system.setdefault(record.system, []).append(record.number)
+    return provenance(MANIFEST_KIND, MANIFEST_VERSION) | {
+        "settings": {
+            "systems": systems,
+            "snapshots": snapshots,
+            "size": size,
+            "seed": seed,
+            "field_of_view_au": FIELD_OF_VIEW_AU,
+            "au_per_pixel": FIELD_OF_VIEW_AU / size,
+            "line_of_sight_samples": size,
+        },
+        "layout": "sink<K>/output_<SSSSSS>_isink_<K>_data.hdf5",
+        "projections": [
+            {"dataset": schema.projection_dataset(i + 1), "inclination_deg": inc, "azimuth_deg": az}
+            for i, (inc, az) in enumerate(VIEWING_DIRECTIONS_DEG)
+        ],
+        "intensity_unit": INTENSITY_UNIT,
+        "parameters": dict(schema.PARAMETER_UNITS),
+        "parameter_ranges": {name: [min(v), max(v)] for name, v in values.items()},
+        "counts": {
+            "systems": systems,
+            "snapshots_per_system": snapshots,
+            "files": len(records),
+            "images": len(records) * schema.N_PROJECTIONS,
+        },
+        "systems": [{"id": k, "snapshots": numbers} for k, numbers in sorted(by_system.items())],
+    }
+
+
+def _write_preview(root: Path, records: Sequence[_SnapshotRecord], path: Path) -> None:
+    """One system (the one with the largest final disk) at up to 5 ages x the 8 projections."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    last = {r.system: r for r in records}
+    system = max(last.values(), key=lambda r: r.parameters["disk_size"]).system
+    own = [r for r in records if r.system == system]
+    picks = sorted({round(x) for x in np.linspace(0, len(own) - 1, min(_PREVIEW_ROWS, len(own)))})
+    rows = [own[i] for i in picks]
+    fig = Figure(
+        figsize=(1.3 * schema.N_PROJECTIONS + 0.5, 1.38 * len(rows) + 0.6), facecolor="black"
+    )
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), schema.N_PROJECTIONS, squeeze=False)
+    for row, record in zip(axes, rows, strict=True):
+        with h5py.File(schema.library_file_path(root, system, record.number), "r") as f:
+            images = [f[schema.projection_dataset(i + 1)][()] for i in range(schema.N_PROJECTIONS)]
+        top = np.log10(max(float(np.max(im)) for im in images))
+        for j, (ax, image) in enumerate(zip(row, images, strict=True)):
+            stretched = np.log10(np.maximum(image, 10 ** (top - _PREVIEW_DECADES)))
+            ax.imshow(
+                stretched, origin="lower", cmap="inferno", vmin=top - _PREVIEW_DECADES, vmax=top
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if record is rows[0]:
+                inc, az = VIEWING_DIRECTIONS_DEG[j]
+                ax.set_title(f"i={inc:.0f}°  az={az:.0f}°", color="white", fontsize=8)
+        p = record.parameters
+        row[0].set_ylabel(
+            f"{p['age']:.3g} yr\ndisk {p['disk_size']:.0f} AU", color="white", fontsize=8
+        )
+    fig.suptitle(
+        f"system {system}: log intensity ({_PREVIEW_DECADES:.0f} decades per row), "
+        f"{FIELD_OF_VIEW_AU:.0f} AU field",
+        color="white",
+        fontsize=10,
+    )
+    fig.tight_layout(pad=0.4, h_pad=0.3, w_pad=0.2)
+    fig.savefig(path, dpi=110, facecolor=fig.get_facecolor())

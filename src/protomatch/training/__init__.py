@@ -1,0 +1,6 @@
+"""Training the Siamese network on weakly labelled pairs of library images.
+
+``pairs`` splits systems and draws labelled pairs; ``augment`` orients images and draws the
+observing conditions (beam, noise) they are seen through; ``losses`` holds the contrastive
+and MSE losses; ``engine`` runs training (``protomatch train``) from its config.
+"""

@@ -1,0 +1,201 @@
+"""Evaluation on mock observations: end to end on the tiny fixtures, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from protomatch.errors import InputError
+from protomatch.evaluation.observations import (
+    DEFAULT_METHODS,
+    PROTOMATCH_VARIANTS,
+    ObservationEvaluation,
+    evaluate_observations,
+)
+from protomatch.simulators.observations import make_observations
+
+SMALL = {
+    "n": 5,
+    "seed": 5,
+    "npix_range": (40, 56),
+    "snr_range": (20.0, 60.0),
+    "nan_border_fraction": 0.4,
+    "cube_fraction": 0.4,
+}
+K = 12
+
+
+@pytest.fixture(scope="module")
+def observations(tiny_library, tmp_path_factory):
+    out = tmp_path_factory.mktemp("obs-eval") / "obs"
+    make_observations(tiny_library, out, config=SMALL, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_model, tiny_store, observations, tmp_path_factory):
+    out = tmp_path_factory.mktemp("obs-eval-out") / "eval"
+    return evaluate_observations(tiny_model, tiny_store, observations, out, k=K)
+
+
+@pytest.mark.slow
+def test_end_to_end_metrics(evaluated, observations):
+    assert isinstance(evaluated, ObservationEvaluation)
+    out = evaluated.out
+    for name in ("metrics.json", "metrics.md", "estimates.csv", "recovery.png", "coverage.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["kind"] == "observation-evaluation"
+    assert metrics["k"] == K
+    assert metrics["observations"]["n"] == SMALL["n"]
+    assert metrics["observations"]["with_beam"] == SMALL["n"]
+    assert metrics["best_protomatch"] in PROTOMATCH_VARIANTS
+    truth = pd.read_csv(observations / "truth.csv")
+    for name, record in metrics["parameters"].items():
+        assert set(record["methods"]) == set(DEFAULT_METHODS)
+        assert record["error_unit"] == ("dex" if record["log10"] else record["unit"])
+        for method, scores in record["methods"].items():
+            assert set(scores) == {
+                "median_abs_error",
+                "error_over_prior_spread",
+                "coverage68",
+                "coverage95",
+            }
+            assert scores["median_abs_error"] >= 0
+            for key in ("coverage68", "coverage95"):
+                assert 0.0 <= scores[key] <= 1.0, (name, method, key)
+            # with the same truth, a 95 % interval covers at least what the 68 % one does
+            assert scores["coverage95"] >= scores["coverage68"]
+        # the prior's error is recomputable from the table alone
+        values = truth[name].to_numpy(dtype=float)
+        space = np.log10(values) if record["log10"] else values
+        prior_error = np.median(np.abs(space - record["prior_median"]))
+        assert record["methods"]["prior"]["median_abs_error"] == pytest.approx(prior_error)
+
+
+@pytest.mark.slow
+def test_estimates_table_and_markdown(evaluated):
+    estimates = pd.read_csv(evaluated.out / "estimates.csv")
+    n_params = len(evaluated.metrics["parameters"])
+    assert len(estimates) == SMALL["n"] * len(DEFAULT_METHODS) * n_params
+    ordered = estimates[["q2.5", "q16", "median", "q84", "q97.5"]].to_numpy()
+    assert (np.diff(ordered, axis=1) >= -1e-9 * np.abs(ordered[:, 1:])).all()
+    table = evaluated.markdown_table()
+    assert table == (evaluated.out / "metrics.md").read_text()
+    assert evaluated.metrics["best_protomatch"] in table
+    for name in evaluated.metrics["parameters"]:
+        assert f"| {name} |" in table
+    assert "best protomatch variant" in evaluated.describe()
+
+
+@pytest.mark.slow
+def test_best_variant_has_the_lowest_mean_relative_error(evaluated):
+    from protomatch.evaluation._observation_figures import mean_relative_error
+
+    metrics = evaluated.metrics
+    errors = {
+        m: mean_relative_error(metrics, m) for m in PROTOMATCH_VARIANTS if m in DEFAULT_METHODS
+    }
+    assert errors[metrics["best_protomatch"]] == min(errors.values())
+    assert metrics["library_passes"] >= 2  # the stored library and at least one beam
+
+
+@pytest.mark.slow
+def test_a_chosen_subset_of_methods(tiny_model, tiny_store, observations, evaluated, tmp_path):
+    chosen = ["protomatch_beam_noise", "pixels_beam"]
+    subset = evaluate_observations(
+        tiny_model, tiny_store, observations, tmp_path / "sub", k=K, methods=chosen
+    )
+    for name, record in subset.metrics["parameters"].items():
+        assert list(record["methods"]) == [*chosen, "prior"]
+        # the same method scores the same whatever else is evaluated beside it
+        full = evaluated.metrics["parameters"][name]["methods"]
+        for method in chosen:
+            assert record["methods"][method] == pytest.approx(full[method])
+    assert subset.metrics["best_protomatch"] == "protomatch_beam_noise"
+    # at most one noise-matched and one beam-pixel pass per observation, fewer than all methods
+    assert subset.metrics["library_passes"] <= 2 * SMALL["n"]
+    assert subset.metrics["library_passes"] < evaluated.metrics["library_passes"]
+    assert "protomatch_beam_noise" in subset.markdown_table()
+
+
+@pytest.mark.parametrize(
+    ("methods", "problem"),
+    [(["protomatch", "bogus"], "unknown method"), (["pixels"], "at least one protomatch")],
+)
+def test_bad_method_choice_is_refused(
+    tiny_model, tiny_store, observations, tmp_path, methods, problem
+):
+    with pytest.raises(InputError, match=problem):
+        evaluate_observations(tiny_model, tiny_store, observations, tmp_path / "o", methods=methods)
+    assert not (tmp_path / "o").exists()
+
+
+def test_folder_without_truth_is_refused(tiny_model, tiny_store, tmp_path):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    with pytest.raises(InputError) as info:
+        evaluate_observations(tiny_model, tiny_store, empty, tmp_path / "out")
+    message = str(info.value)
+    assert "truth.csv" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_truth_problems_are_refused(tiny_model, tiny_store, observations, tmp_path):
+    folder = tmp_path / "obs"
+    folder.mkdir()
+    truth = pd.read_csv(observations / "truth.csv")
+    truth.drop(columns=["mass"]).to_csv(folder / "truth.csv", index=False)
+    with pytest.raises(InputError, match="lacks column"):
+        evaluate_observations(tiny_model, tiny_store, folder, tmp_path / "out")
+    truth.to_csv(folder / "truth.csv", index=False)  # lists files the folder does not hold
+    with pytest.raises(InputError, match="missing file"):
+        evaluate_observations(tiny_model, tiny_store, folder, tmp_path / "out")
+    with pytest.raises(InputError, match="not a folder"):
+        evaluate_observations(tiny_model, tiny_store, tmp_path / "absent", tmp_path / "out")
+
+
+def test_non_empty_output_is_refused(tiny_model, tiny_store, observations, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        evaluate_observations(tiny_model, tiny_store, observations, out)
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_scores_per_third_of_each_observing_condition(evaluated, observations):
+    truth = pd.read_csv(observations / "truth.csv")
+    conditions = evaluated.metrics["by_condition"]
+    assert set(conditions) == {"snr", "beam_major_au"}
+    for column, condition in conditions.items():
+        parts = condition["parts"]
+        assert sum(part["n"] for part in parts) == SMALL["n"]
+        assert parts[0]["range"][0] == pytest.approx(truth[column].min())
+        assert parts[-1]["range"][1] == pytest.approx(truth[column].max())
+        for part in parts:
+            assert set(part["methods"]) == set(DEFAULT_METHODS)
+    # the prior's score in a part is recomputable from the truth table alone
+    params = evaluated.metrics["parameters"]
+    part = conditions["snr"]["parts"][-1]
+    chosen = truth["snr"] >= part["range"][0]
+    ratios = []
+    for name, record in params.items():
+        values = truth.loc[chosen, name].to_numpy(dtype=float)
+        space = np.log10(values) if record["log10"] else values
+        error = np.median(np.abs(space - record["prior_median"]))
+        ratios.append(error / record["prior_spread"])
+    assert part["methods"]["prior"]["error_over_prior_spread"] == pytest.approx(np.mean(ratios))
+    assert "By peak S/N" in evaluated.markdown_table()
+
+
+def test_bad_centre_is_refused(tiny_model, tiny_store, observations, tmp_path):
+    from protomatch.errors import ProtomatchError
+
+    with pytest.raises(ProtomatchError, match="centre"):
+        evaluate_observations(tiny_model, tiny_store, observations, tmp_path / "o", centre="x")
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,360 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from protomatch.errors import InputError, ProtomatchError
+from protomatch.matching.index import EmbeddingIndex, IndexConfig, build_index
+from protomatch.matching.match import (
+    match_observations,
+    score_pairwise,
+    weighted_quantiles,
+)
+from protomatch.matching.observation import prepare_observation
+from protomatch.library.readers import read_observation
+from protomatch.training.engine import load_config, train_model
+from tests.conftest import tiny_training_overrides
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tiny_model: Path, tiny_store: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("index") / "index"
+    build_index(tiny_model, tiny_store, out)
+    return out
+
+
+def _library_target(library: Path, projection: int = 2) -> str:
+    first = sorted(library.glob("sink*/output_*_data.hdf5"))[0]
+    return f"{first}:{projection}"
+
+
+def test_index_records_model_and_library(tiny_index: Path) -> None:
+    manifest = json.loads((tiny_index / "index.json").read_text())
+    assert manifest["kind"] == "index" and manifest["n_images"] == 8 * 3 * 8
+    assert manifest["model"]["fingerprint"] and manifest["library"]["fingerprint"]
+    stats = manifest["neighbour_similarity"]
+    assert -1 <= stats["p1"] <= stats["median"] <= 1
+
+
+def test_index_gives_the_pairwise_reference_ranking(tiny_index: Path, tiny_library: Path):
+    index = EmbeddingIndex.open(tiny_index)
+    observation = read_observation(_library_target(tiny_library))
+    prepared = prepare_observation(
+        observation, index.model.preprocess, None, None, index.store.intensity_unit
+    )
+    image, intensity = prepared.image, prepared.mean_intensity
+    library_intensity = index.store.table["mean_intensity"].to_numpy()
+    reference = score_pairwise(index.model, image, index.store.images, intensity, library_intensity)
+    sims, ids = index.search(index.model.embed(image[None], np.array([intensity])), 10)
+    assert ids[0].tolist() == np.argsort(-reference, kind="stable")[:10].tolist()
+    assert sims[0] == pytest.approx(np.sort(reference)[::-1][:10], abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_find_the_exact_best_match(
+    kind: str, tiny_model: Path, tiny_store: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / kind
+    build_index(tiny_model, tiny_store, out, config=IndexConfig(kind=kind, nprobe=64))
+    approximate = EmbeddingIndex.open(out)
+    embeddings = np.load(out / "embeddings.npy")[:20]
+    _, ids = approximate.search(embeddings, 1)
+    assert (ids[:, 0] == np.arange(20)).mean() >= 0.9
+
+
+def test_index_from_another_model_is_refused(
+    tiny_index: Path, tiny_store: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-model"
+    train_model(tiny_store, other, load_config(None, tiny_training_overrides(epochs=1, seed=9)))
+    with pytest.raises(InputError, match="built by model"):
+        EmbeddingIndex.open(tiny_index, model=other)
+
+
+def test_index_from_another_library_is_refused(
+    tiny_index: Path, tiny_library: Path, tmp_path: Path
+) -> None:
+    from protomatch.library.store import ingest_library
+
+    other = tmp_path / "other-store"
+    ingest_library(tiny_library, other, size=32, workers=1, stretch="asinh")
+    with pytest.raises(InputError, match="built from library"):
+        EmbeddingIndex.open(tiny_index, library=other)
+
+
+def test_match_writes_a_report_with_truth(tiny_index: Path, tiny_library: Path, tmp_path):
+    report = tmp_path / "report"
+    result = match_observations(tiny_index, [_library_target(tiny_library)], report, k=20)
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["n_matches"] == 20
+    mass = summary["parameters"]["mass"]
+    assert mass["truth"] is not None
+    assert mass["matches"]["q2.5"] <= mass["matches"]["median"] <= mass["matches"]["q97.5"]
+    for name in ("matches.csv", "index.html", "matches.png", "parameters.png", "corner.png"):
+        assert (report / name).is_file()
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert manifest["kind"] == "match-report" and manifest["k"] == 20
+    index_manifest = json.loads((tiny_index / "index.json").read_text())
+    assert manifest["model"]["fingerprint"] == index_manifest["model"]["fingerprint"]
+    assert manifest["library"]["fingerprint"] == index_manifest["library"]["fingerprint"]
+    assert "report:" in result.describe()
+
+
+def test_k_larger_than_the_library_is_clamped_with_a_note(tiny_index, tiny_library, tmp_path):
+    match_observations(tiny_index, [_library_target(tiny_library)], tmp_path / "r", k=10_000)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["n_matches"] == 7 * 3 * 8  # every image of the other seven systems
+    assert any("larger than the library" in note for note in summary["notes"])
+
+
+def test_library_target_is_matched_against_other_systems(tiny_index, tiny_library, tmp_path):
+    target = _library_target(tiny_library)
+    own = Path(target.rsplit(":", 1)[0]).parent.name.removeprefix("sink")
+    match_observations(tiny_index, [target], tmp_path / "other", k=30)
+    others = pd.read_csv(tmp_path / "other" / "matches.csv")
+    assert own not in set(others["system"].astype(str))
+    match_observations(tiny_index, [target], tmp_path / "all", k=30, include_own_system=True)
+    everything = pd.read_csv(tmp_path / "all" / "matches.csv")
+    assert everything["system"].astype(str).iloc[0] == own
+    assert everything["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_threshold_keeps_only_close_matches(tiny_index, tiny_library, tmp_path) -> None:
+    match_observations(tiny_index, [_library_target(tiny_library)], tmp_path / "r", threshold=0.5)
+    sims = np.loadtxt(tmp_path / "r" / "matches.csv", delimiter=",", skiprows=1, usecols=1)
+    assert (np.atleast_1d(sims) >= 0.5).all()
+
+
+def test_several_observations_get_one_folder_each(tiny_index, tiny_library, tmp_path) -> None:
+    targets = [_library_target(tiny_library, 1), _library_target(tiny_library, 5)]
+    result = match_observations(tiny_index, targets, tmp_path / "r", k=5)
+    assert len(result.targets) == 2
+    assert (tmp_path / "r" / "index.html").is_file()
+    assert all((t.folder / "summary.json").is_file() for t in result.targets)
+
+
+def _fits_observation(path: Path, image: np.ndarray, cdelt_deg: float | None) -> Path:
+    header = fits.Header()
+    if cdelt_deg is not None:
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+        wcs.wcs.cdelt = [-cdelt_deg, cdelt_deg]
+        wcs.wcs.crpix = [image.shape[1] / 2, image.shape[0] / 2]
+        wcs.wcs.crval = [250.0, -24.0]
+        header = wcs.to_header()
+    fits.PrimaryHDU(image[None, None].astype(np.float32), header=header).writeto(path)
+    return path
+
+
+def test_fits_with_pixel_scale_and_distance_is_resampled(tiny_index, tmp_path) -> None:
+    yy, xx = np.mgrid[:100, :100]
+    blob = np.exp(-((xx - 50) ** 2 + (yy - 50) ** 2) / 50.0)
+    blob[:5] = np.nan
+    path = _fits_observation(tmp_path / "obs.fits", blob, cdelt_deg=0.05 / 3600)
+    match_observations(tiny_index, [path], tmp_path / "r", k=5, distance_pc=140)
+    notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
+    assert any("AU/pixel" in note for note in notes)
+    assert any("validated on mock observations" in note for note in notes)
+
+
+def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tmp_path) -> None:
+    yy, xx = np.mgrid[:100, :100]
+    image = np.exp(-((xx - 50) ** 2 + (yy - 50) ** 2) / 50.0)
+    image += np.random.default_rng(0).normal(0, 0.02, image.shape)
+    path = _fits_observation(tmp_path / "obs.fits", image, cdelt_deg=0.05 / 3600)
+    with fits.open(path, mode="update") as hdus:
+        hdus[0].header.update(BMAJ=0.4 / 3600, BMIN=0.3 / 3600, BPA=30.0, BUNIT="Jy/beam")
+    match_observations(tiny_index, [path], tmp_path / "r", k=5, distance_pc=140)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    note = next(n for n in summary["notes"] if "convolved to the observation's beam" in n)
+    assert "noise level" in note
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "shown through the observation&#x27;s beam" in page
+    assert summary["n_matches"] == 5
+    sims = pd.read_csv(tmp_path / "r" / "matches.csv")["similarity"].to_numpy()
+    assert (np.diff(sims) <= 1e-6).all()
+    match_observations(tiny_index, [path], tmp_path / "r2", k=5)
+    notes = json.loads((tmp_path / "r2" / "summary.json").read_text())["notes"]
+    assert any("distance" in note and "shorter side" in note for note in notes)
+
+
+def test_physical_resampling_keeps_the_source_centred_and_scaled(tiny_store: Path) -> None:
+    from protomatch.library.readers import Observation
+    from protomatch.library.store import LibraryStore
+
+    store = LibraryStore.open(tiny_store)
+    size = store.preprocess.size
+    yy, xx = np.mgrid[:200, :200]
+    sigma_au = 100.0
+    au_per_px = 10.0
+    blob = np.exp(-((xx - 99.5) ** 2 + (yy - 99.5) ** 2) / (2 * (sigma_au / au_per_px) ** 2))
+    observation = Observation(blob.astype(np.float32), Path("x.npy"), {"au_per_pixel": au_per_px})
+    image = prepare_observation(observation, store.preprocess, store.au_per_pixel, None).image
+    assert image.shape == (size, size)
+    grid = np.arange(size) - (size - 1) / 2
+    weights = image / image.sum()
+    centroid = (weights.sum(axis=1) @ grid, weights.sum(axis=0) @ grid)
+    assert centroid == pytest.approx((0, 0), abs=0.1)
+    width_px = np.sqrt(weights.sum(axis=0) @ grid**2)
+    assert width_px * store.au_per_pixel == pytest.approx(sigma_au, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not an image at all", "FITS|format|recognis"),
+        (np.zeros((3, 4, 5)), "dimension|axes|2-D"),
+        (np.full((16, 16), np.nan), "NaN|finite|blank|positive"),
+    ],
+)
+def test_bad_observations_are_clear_errors(tiny_index, tmp_path, content, message) -> None:
+    path = tmp_path / "obs.npy"
+    if isinstance(content, bytes):
+        path = tmp_path / "obs.fits"
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    with pytest.raises(InputError, match=message):
+        match_observations(tiny_index, [path], tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_k_and_threshold_are_refused(tiny_index, tiny_library, tmp_path) -> None:
+    target = _library_target(tiny_library)
+    with pytest.raises(ProtomatchError, match="k must be"):
+        match_observations(tiny_index, [target], tmp_path / "r", k=0)
+    with pytest.raises(ProtomatchError, match="threshold"):
+        match_observations(tiny_index, [target], tmp_path / "r", threshold=3)
+
+
+def test_cli_match_error_is_one_line(tiny_index: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "protomatch",
+            "match",
+            str(tiny_index),
+            str(tmp_path / "nope.fits"),
+            "-o",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "nope.fits" in done.stderr
+
+
+def test_weighted_quantiles_by_hand() -> None:
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    assert weighted_quantiles(values, np.ones(4), [0.5])[0] == pytest.approx(2.5)
+    # all weight on 4: every quantile is 4
+    assert weighted_quantiles(values, np.array([0, 0, 0, 1.0]), [0.16, 0.84]) == pytest.approx(
+        [4, 4]
+    )
+    # negative similarities count as zero weight; all-zero falls back to uniform
+    assert weighted_quantiles(values, -np.ones(4), [0.5])[0] == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(140, 140.0), ("inf", None), (-3, None), ("x", None)]
+)
+def test_header_distance_accepts_only_positive_finite_values(value, expected) -> None:
+    from protomatch.matching.observation import header_distance
+    from protomatch.library.readers import Observation
+
+    observation = Observation(
+        np.ones((4, 4), dtype=np.float32), Path("x.fits"), {"DISTANCE": value}
+    )
+    assert header_distance(observation) == expected
+
+
+def test_mock_observation_report_shows_the_truth_of_its_truth_csv(
+    tiny_index: Path, tiny_library: Path, tmp_path: Path
+) -> None:
+    from protomatch.simulators.observations import make_observations
+
+    config = {"n": 2, "seed": 9, "npix_range": (40, 48), "nan_border_fraction": 0.0}
+    make_observations(tiny_library, tmp_path / "obs", config=config, workers=1)
+    truth = pd.read_csv(tmp_path / "obs" / "truth.csv").set_index("file")
+    match_observations(tiny_index, [tmp_path / "obs" / "obs_001.fits"], tmp_path / "r", k=5)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    for name, stats in summary["parameters"].items():
+        assert stats["truth"] == pytest.approx(truth.loc["obs_001.fits", name])
+    # a truth.csv that does not list the file (or lacks a parameter) shows no truth
+    truth.drop(index="obs_001.fits").to_csv(tmp_path / "obs" / "truth.csv")
+    match_observations(tiny_index, [tmp_path / "obs" / "obs_001.fits"], tmp_path / "r2", k=5)
+    summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
+    assert all(stats["truth"] is None for stats in summary["parameters"].values())
+
+
+def _offset_source(shift_px: tuple[int, int], spike: bool = False) -> np.ndarray:
+    """A 200 px image with a Gaussian source (sigma 5 px) ``shift_px`` (rows, cols) from the
+    centre, and optionally a single brighter noise spike elsewhere."""
+    yy, xx = np.mgrid[:200, :200]
+    row, col = 99.5 + shift_px[0], 99.5 + shift_px[1]
+    image = np.exp(-((xx - col) ** 2 + (yy - row) ** 2) / (2 * 5.0**2))
+    if spike:
+        image[20, 180] = 3.0
+    return image.astype(np.float32)
+
+
+def _centroid(image: np.ndarray) -> tuple[float, float]:
+    grid = np.arange(image.shape[0]) - (image.shape[0] - 1) / 2
+    weights = image / image.sum()
+    return float(weights.sum(axis=1) @ grid), float(weights.sum(axis=0) @ grid)
+
+
+def test_off_centre_source_is_brought_to_the_library_centre(tiny_store: Path) -> None:
+    from protomatch.library.readers import Observation
+    from protomatch.library.store import LibraryStore
+
+    store = LibraryStore.open(tiny_store)
+    header = {"au_per_pixel": store.au_per_pixel / 4}  # the field is 1/4 of the image
+    observation = Observation(_offset_source((30, -40), spike=True), Path("x.npy"), header)
+    centred = prepare_observation(observation, store.preprocess, store.au_per_pixel, None)
+    assert _centroid(centred.image) == pytest.approx((0, 0), abs=0.3)
+    assert any("centred on the source" in note for note in centred.notes)
+    as_cut = prepare_observation(
+        observation, store.preprocess, store.au_per_pixel, None, centre="image"
+    )
+    # 30 and -40 observation pixels are 7.5 and -10 library pixels
+    assert _centroid(as_cut.image) == pytest.approx((7.5, -10), abs=0.5)
+    assert not any("centred on the source" in note for note in as_cut.notes)
+
+
+def test_source_within_half_a_beam_of_the_centre_is_not_moved(tiny_store: Path) -> None:
+    from protomatch.library.readers import Observation
+    from protomatch.library.store import LibraryStore
+
+    store = LibraryStore.open(tiny_store)
+    header = {"au_per_pixel": store.au_per_pixel / 4}
+    observation = Observation(_offset_source((1, 0)), Path("x.npy"), header)
+    by_source = prepare_observation(observation, store.preprocess, store.au_per_pixel, None)
+    by_image = prepare_observation(
+        observation, store.preprocess, store.au_per_pixel, None, centre="image"
+    )
+    np.testing.assert_array_equal(by_source.image, by_image.image)
+
+
+def test_source_position_ignores_a_single_bright_pixel() -> None:
+    from protomatch.matching.observation import source_position
+
+    assert source_position(_offset_source((30, -40), spike=True), 6.0) == (129.0, 59.0)
+    assert source_position(_offset_source((30, -40), spike=True), 0.1) == (20.0, 180.0)
+
+
+def test_bad_centre_choice_is_refused(tiny_index: Path, tiny_library: Path, tmp_path) -> None:
+    with pytest.raises(ProtomatchError, match="centre"):
+        match_observations(tiny_index, [_library_target(tiny_library)], tmp_path / "r", centre="x")

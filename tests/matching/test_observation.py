@@ -1,0 +1,77 @@
+"""Intensity units of an observation: conversion to the library's unit."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protomatch.matching.observation import intensity_factor
+from protomatch.library.readers import Observation
+
+BEAM = (0.3, 0.2, 20.0)  # arcsec, arcsec, deg
+PIXEL = 0.04  # arcsec
+
+
+def _observation(unit: str | None, beam=BEAM, pixel=PIXEL) -> Observation:
+    header = {} if unit is None else {"BUNIT": unit}
+    image = np.zeros((4, 4), np.float32)
+    return Observation(image, Path("x.fits"), header, pixel_scale_arcsec=pixel, beam_arcsec=beam)
+
+
+def test_point_source_flux_is_kept_from_jy_per_beam_to_mjy_per_sr() -> None:
+    """A point source of F Jy reads F Jy/beam at its peak; in MJy/sr, summed over the pixels'
+    solid angles, it must give back F."""
+    flux = 0.25
+    major, minor = (v / PIXEL / (2 * math.sqrt(2 * math.log(2))) for v in BEAM[:2])
+    rows, cols = np.mgrid[-60:61, -60:61]
+    image = flux * np.exp(-0.5 * ((rows / major) ** 2 + (cols / minor) ** 2))
+    pixel_sr = (PIXEL / (180 / math.pi * 3600)) ** 2
+    factor = intensity_factor(_observation("Jy/beam"), "MJy/sr")
+    assert image.sum() * factor * 1e6 * pixel_sr == pytest.approx(flux, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("unit", "relative"),
+    [
+        ("Jy/beam", 1.0),
+        ("JY/BEAM", 1.0),
+        ("Jy beam-1", 1.0),
+        ("Jy beam^-1", 1.0),
+        ("mJy/beam", 1e-3),
+        ("uJy/beam", 1e-6),
+        ("µJy/beam", 1e-6),
+        # per pixel: the beam holds (beam area / pixel area) pixels
+        ("Jy/pixel", math.pi * BEAM[0] * BEAM[1] / (4 * math.log(2)) / PIXEL**2),
+    ],
+)
+def test_flux_density_units_relative_to_jy_per_beam(unit: str, relative: float) -> None:
+    reference = intensity_factor(_observation("Jy/beam"), "MJy/sr")
+    assert intensity_factor(_observation(unit), "MJy/sr") == pytest.approx(relative * reference)
+
+
+def test_mega_and_milli_are_told_apart() -> None:
+    assert intensity_factor(_observation("MJy/sr"), "MJy/sr") == 1.0
+    assert intensity_factor(_observation("Jy/sr"), "MJy/sr") == pytest.approx(1e-6)
+    assert intensity_factor(_observation("mJy/sr"), "MJy/sr") == pytest.approx(1e-9)
+
+
+@pytest.mark.parametrize(
+    ("unit", "library", "kwargs"),
+    [
+        ("K", "MJy/sr", {}),  # brightness temperature: not converted
+        (None, "MJy/sr", {}),
+        ("Jy/beam", None, {}),
+        ("Jy/beam", "MJy/sr", {"beam": None}),  # no beam, no solid angle
+        ("Jy/pixel", "MJy/sr", {"pixel": None}),
+        ("Jy/beam", "Jy/pixel", {}),  # a library per pixel: only the same unit converts
+    ],
+)
+def test_unknown_or_unconvertible_units_give_none(unit, library, kwargs) -> None:
+    assert intensity_factor(_observation(unit, **kwargs), library) is None
+
+
+def test_same_unknown_unit_is_identity() -> None:
+    assert intensity_factor(_observation("K"), "K") == 1.0

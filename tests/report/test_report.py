@@ -1,0 +1,255 @@
+"""The match report: files, figures and the HTML page, from small synthetic matches."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from protomatch.report.html import MatchReportData, write_match_report, write_report_index
+from protomatch.library.schema import PARAMETER_UNITS
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+UNITS = dict(PARAMETER_UNITS)
+#: log10 range of the log parameters, linear range of the others.
+RANGES = {
+    "Envelope_mass": (-1.0, 1.0),
+    "accretion_rate": (-7.0, -4.0),
+    "temperature": (10.0, 80.0),
+    "mass": (0.05, 2.0),
+    "disk_size": (5.0, 400.0),
+    "luminosity": (-1.0, 2.0),
+    "age": (4.0, 6.0),
+}
+LOG_PARAMS = frozenset({"Envelope_mass", "accretion_rate", "luminosity", "age"})
+FILES = ("matches.csv", "summary.json", "matches.png", "parameters.png", "corner.png", "index.html")
+
+
+def _blob(rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    y, x = np.mgrid[:size, :size]
+    cx, cy = rng.uniform(10, 22, 2)
+    sx, sy = rng.uniform(2, 6, 2)
+    image = np.exp(-0.5 * (((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
+    image += 0.02 * rng.random((size, size))
+    return (image / image.max()).astype(np.float32)
+
+
+def _draw(rng: np.random.Generator, n: int, centre: dict[str, float] | None) -> pd.DataFrame:
+    columns = {}
+    for name, (low, high) in RANGES.items():
+        if centre is None:
+            value = rng.uniform(low, high, n)
+        else:
+            middle = np.log10(centre[name]) if name in LOG_PARAMS else centre[name]
+            value = middle + 0.08 * (high - low) * rng.standard_normal(n)
+        columns[name] = 10**value if name in LOG_PARAMS else value
+    return pd.DataFrame(columns)
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    levels = {"median": 50, "q16": 16, "q84": 84, "q2.5": 2.5, "q97.5": 97.5}
+    return {key: float(np.percentile(values, q)) for key, q in levels.items()}
+
+
+def make_report_data(
+    target_name: str = "obs_L1527.fits",
+    with_truth: bool = True,
+    warnings: tuple[str, ...] = (),
+    n_matches: int = 20,
+    n_prior: int = 500,
+    seed: int = 1,
+) -> MatchReportData:
+    """A plausible report: a prior of ``n_prior`` rows and ``n_matches`` close to the truth."""
+    rng = np.random.default_rng(seed)
+    prior = _draw(rng, n_prior, None)
+    truth = {name: float(prior[name].iloc[0]) for name in UNITS}
+    params = _draw(rng, n_matches, truth)
+    similarity = np.sort(rng.uniform(0.6, 0.99, n_matches))[::-1]
+    matches = pd.DataFrame(
+        {
+            "rank": np.arange(1, n_matches + 1),
+            "similarity": similarity,
+            "image_id": rng.integers(0, n_prior, n_matches),
+            "system": rng.integers(1, 9, n_matches),
+            "snapshot": rng.integers(10, 400, n_matches),
+            "projection": rng.integers(1, 9, n_matches),
+            "source": [f"sink{k}/output_{k:06d}_isink_{k}_data.hdf5" for k in range(n_matches)],
+        }
+    )
+    matches = pd.concat([matches, params], axis=1)
+    return MatchReportData(
+        target_name=target_name,
+        target_image=_blob(rng),
+        match_images=np.stack([_blob(rng) for _ in range(min(10, n_matches))]),
+        matches=matches,
+        summary=_summary(target_name, matches, prior, truth if with_truth else None, warnings),
+        param_names=tuple(UNITS),
+        units=dict(UNITS),
+        log_params=LOG_PARAMS,
+        prior=prior,
+        truth=truth if with_truth else None,
+        warnings=warnings,
+        notes=("no physical pixel scale: the observation was centre-cropped and resized",),
+    )
+
+
+def _summary(name, matches, prior, truth, warnings) -> dict:
+    return {
+        "target": name,
+        "k": len(matches),
+        "threshold": None,
+        "n_matches": len(matches),
+        "best_similarity": float(matches["similarity"].max()),
+        "parameters": {
+            p: {
+                "unit": UNITS[p],
+                "matches": _quantiles(matches[p].to_numpy()),
+                "prior": _quantiles(prior[p].to_numpy()),
+                "truth": None if truth is None else truth[p],
+            }
+            for p in UNITS
+        },
+        "warnings": list(warnings),
+        "notes": [],
+    }
+
+
+@pytest.fixture
+def report_data() -> MatchReportData:
+    return make_report_data(
+        warnings=("no good simulated analogue: best similarity 0.41 is below the 1st percentile",)
+    )
+
+
+def _visible(page: str) -> str:
+    """The page without its embedded images, so text checks cannot match inside base64."""
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+
+
+def _check_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    pixels = mpimg.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[2] in (3, 4)
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 200
+    rgb = pixels[..., :3]
+    assert rgb.std() > 0.05  # not a blank canvas
+    assert (rgb.max(axis=2) - rgb.min(axis=2)).max() > 0.3  # colour (images, histograms)
+
+
+def test_writes_every_file_with_valid_content(tmp_path: Path, report_data: MatchReportData):
+    out = tmp_path / "report" / "target"
+    written = write_match_report(out, report_data)
+    assert sorted(p.name for p in written) == sorted(FILES)
+    for name in FILES:
+        assert (out / name).is_file()
+    for name in ("matches.png", "parameters.png", "corner.png"):
+        _check_png(out / name)
+    assert json.loads((out / "summary.json").read_text()) == report_data.summary
+    table = pd.read_csv(out / "matches.csv")
+    assert list(table.columns) == list(report_data.matches.columns)
+    assert len(table) == len(report_data.matches)
+    np.testing.assert_allclose(table["similarity"], report_data.matches["similarity"])
+    assert not list(out.glob(".*.tmp"))  # no temporaries left behind
+
+    raw = (out / "index.html").read_text()
+    assert raw.count("data:image/png;base64,") == 3
+    page = _visible(raw)
+    assert report_data.target_name in page
+    for name in report_data.param_names:
+        assert name in page
+    assert "no good simulated analogue" in page
+    assert "class='warnings'" in page
+    assert "href='matches.csv'" in page and "href='summary.json'" in page
+    assert "<th rowspan='2'>truth</th>" in page
+    assert f"<td>{report_data.matches['similarity'].iloc[0]:.3f}</td>" in page
+    assert page.index("class='warnings'") < page.index("<figure>")  # warnings come first
+
+
+def test_hostile_name_is_escaped_and_no_warning_box_without_warnings(tmp_path: Path):
+    data = make_report_data(target_name="<script>x</script>.fits", with_truth=False)
+    write_match_report(tmp_path, data)
+    page = _visible((tmp_path / "index.html").read_text())
+    assert "<script>" not in page
+    assert "&lt;script&gt;x&lt;/script&gt;.fits" in page
+    assert "class='warnings'" not in page
+    assert "<th rowspan='2'>truth</th>" not in page  # no truth column without a truth
+
+
+def test_degenerate_and_non_positive_parameters_do_not_crash(tmp_path: Path):
+    data = make_report_data(with_truth=True, n_matches=6)
+    matches = data.matches.copy()
+    matches["temperature"] = 42.0  # every match identical: zero-width axis
+    matches["age"] = 3.0e5  # identical on a log axis
+    prior = data.prior.copy()
+    prior.loc[:9, "luminosity"] = 0.0  # log parameter with zeros and negatives in the prior
+    prior.loc[10:14, "luminosity"] = -1.0
+    matches.loc[0, "luminosity"] = 0.0
+    prior["accretion_rate"] = -1.0  # nothing positive at all in the prior
+    matches["accretion_rate"] = 0.0
+    data = dataclasses.replace(data, matches=matches, prior=prior, summary={})
+    written = write_match_report(tmp_path, data)
+    for path in written:
+        if path.suffix == ".png":
+            _check_png(path)
+    page = _visible((tmp_path / "index.html").read_text())
+    start = page.index("Parameter summary")
+    table = page[start : page.index("</table>", start)]
+    assert "<td>42</td>" in table  # statistics computed here when the summary lacks them
+
+
+def test_no_matches_gives_a_report(tmp_path: Path):
+    data = make_report_data(n_matches=3, n_prior=50)
+    empty = data.matches.iloc[:0]
+    data = dataclasses.replace(
+        data, matches=empty, match_images=data.match_images[:0], summary={}, truth=None
+    )
+    written = write_match_report(tmp_path, data)
+    assert len(written) == len(FILES)
+    assert pd.read_csv(tmp_path / "matches.csv").empty
+    assert (tmp_path / "corner.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_report_index_links_and_embeds_each_target(tmp_path: Path):
+    data = make_report_data(n_matches=4, n_prior=50)
+    write_match_report(tmp_path / "a", data)
+    entries = [
+        ("first <target>", Path("a"), {**data.summary, "warnings": ["w1", "w2"]}),
+        ("missing", tmp_path / "b c", {"best_similarity": 0.5}),
+    ]
+    path = write_report_index(tmp_path, entries)
+    raw = path.read_text()
+    assert path == tmp_path / "index.html"
+    assert raw.count("data:image/png;base64,") == 1  # only the existing report has a thumbnail
+    page = _visible(raw)
+    assert "href='a/index.html'" in page and "href='b%20c/index.html'" in page
+    assert "first &lt;target&gt;" in page
+    assert "⚠ 2" in page
+
+
+def test_mismatched_inputs_are_refused():
+    data = make_report_data(n_matches=3, n_prior=20)
+    with pytest.raises(ValueError, match="lacks parameter columns"):
+        dataclasses.replace(data, prior=data.prior.drop(columns=["mass"]))
+    with pytest.raises(ValueError, match="2-D"):
+        dataclasses.replace(data, target_image=np.zeros((2, 4, 4)))
+
+
+def test_noisy_target_is_shown_above_its_noise():
+    from protomatch.report.figures import _log_stretch, render_figures
+
+    image = np.array([[1.0, 0.1, 1e-3], [1e-5, 0.0, -0.2]])
+    np.testing.assert_allclose(_log_stretch(image, 0.01), [[0, -1, -2], [-2, -2, -2]])
+    data = make_report_data(n_matches=5, n_prior=40)
+    plain = render_figures(data)["matches.png"]
+    noisy = render_figures(
+        dataclasses.replace(data, display_floor=0.02, matches_seen_through="the beam")
+    )["matches.png"]
+    assert noisy != plain
+    with pytest.raises(ValueError, match="display_floor"):
+        dataclasses.replace(data, display_floor=0.0)
