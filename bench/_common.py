@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from protomatch.library import schema
-from protomatch.training.pairs import PairBatch, PairConfig, PairSampler
 from protomatch.library.params import ParameterNormaliser, similarity_labels
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform, prepare_image
-from protomatch.simulators.library import simulate_library
 from protomatch.library.store import LibraryStore, ingest_library
+from protomatch.simulators.library import simulate_library
+from protomatch.training.pairs import PairBatch, PairConfig, PairSampler
 
 MIB = 1024**2
 

@@ -27,12 +27,12 @@ import faiss
 import numpy as np
 
 from _common import print_header, set_threads
-from protomatch.matching.conditioned import BeamMatchedLibrary, beam_in_library_pixels
-from protomatch.neural_nets.trained import load_model
-from protomatch.matching.observation import prepare_observation
-from protomatch.simulators.observations import make_observations
 from protomatch.library.readers import read_observation
 from protomatch.library.store import LibraryStore
+from protomatch.matching.conditioned import BeamMatchedLibrary, beam_in_library_pixels
+from protomatch.matching.observation import prepare_observation
+from protomatch.neural_nets.trained import load_model
+from protomatch.simulators.observations import make_observations
 
 
 def timed(fn):

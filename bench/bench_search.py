@@ -41,10 +41,10 @@ from _common import (
     set_threads,
 )
 from protomatch.demo import DEMO_TRAINING
+from protomatch.library.store import LibraryStore
 from protomatch.matching.index import IndexConfig, make_faiss_index
 from protomatch.matching.match import score_pairwise
 from protomatch.neural_nets.trained import TrainedModel, load_model
-from protomatch.library.store import LibraryStore
 from protomatch.training.engine import load_config, train_model
 
 PAIRWISE_GOAL = 1000.0

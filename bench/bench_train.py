@@ -40,8 +40,8 @@ from _common import (
     stretched,
 )
 from protomatch.demo import demo_config
-from protomatch.training.losses import ContrastiveLoss
 from protomatch.neural_nets.networks import EncoderConfig, SiameseNetwork
+from protomatch.training.losses import ContrastiveLoss
 from protomatch.training.pairs import PairBatchDataset
 
 Forward = Callable[[SiameseNetwork, torch.Tensor, torch.Tensor], torch.Tensor]

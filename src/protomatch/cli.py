@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from protomatch.evaluation.metrics import DEFAULT_MATCHES
 from protomatch.errors import ProtomatchError
+from protomatch.matching.summary import DEFAULT_MATCHES
 
 app = typer.Typer(
     add_completion=False,

@@ -20,12 +20,12 @@ from typing import Any
 
 from protomatch.errors import ProtomatchError
 from protomatch.evaluation.library import EvaluationResult, evaluate_model
+from protomatch.library.schema import library_file_path
+from protomatch.library.store import ingest_library
 from protomatch.matching.index import build_index
 from protomatch.matching.match import MatchResult, match_observations
-from protomatch.simulators.observations import make_observations
-from protomatch.library.schema import library_file_path
 from protomatch.simulators.library import simulate_library
-from protomatch.library.store import ingest_library
+from protomatch.simulators.observations import make_observations
 from protomatch.training.engine import TrainConfig, load_config, train_model
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ import pytest
 
 from protomatch.evaluation import metrics as M
 from protomatch.library.params import similarity_labels
+from protomatch.matching.summary import unit_rows
 
 
 def _ndcg_by_hand(gains: list[float], ideal: list[float], k: int) -> float:
@@ -26,7 +27,7 @@ def test_unit_rows_give_the_similarity_label() -> None:
     z = rng.normal(size=(6, 4))
     z[2] = 0.0  # no direction: label 0
     weights = np.array([1.0, 2.0, 0.5, 1.0])
-    u = M.unit_rows(z, weights)
+    u = unit_rows(z, weights)
     expected = similarity_labels(
         z[:, None].repeat(6, 1).reshape(-1, 4), np.tile(z, (6, 1)), weights
     )

@@ -15,8 +15,8 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from protomatch.library import schema
 from protomatch.errors import InputError
+from protomatch.library import schema
 from protomatch.library.readers import (
     discover_library,
     read_library_file,

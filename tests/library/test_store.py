@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from protomatch.library import schema
 from protomatch.errors import InputError, ProtomatchError
+from protomatch.library import schema
 from protomatch.library.preprocess import PreprocessConfig, prepare_images
 from protomatch.library.readers import read_library_file
 from protomatch.library.store import LibraryStore, ingest_library

@@ -11,7 +11,8 @@ import torch
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from protomatch.training.augment import FWHM_PER_SIGMA, convolve_with_beam
+from protomatch.library.readers import read_observation
+from protomatch.library.store import LibraryStore, ingest_library
 from protomatch.matching.conditioned import (
     DIHEDRAL,
     BeamMatchedLibrary,
@@ -24,10 +25,9 @@ from protomatch.matching.conditioned import (
     noise_level,
     pixel_vectors,
 )
-from protomatch.neural_nets.trained import load_model
 from protomatch.matching.observation import PreparedObservation, clipped_mean
-from protomatch.library.readers import read_observation
-from protomatch.library.store import LibraryStore, ingest_library
+from protomatch.neural_nets.trained import load_model
+from protomatch.training.augment import FWHM_PER_SIGMA, convolve_with_beam
 
 PIXEL_ARCSEC = 0.05
 

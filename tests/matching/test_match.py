@@ -12,14 +12,11 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from protomatch.errors import InputError, ProtomatchError
-from protomatch.matching.index import EmbeddingIndex, IndexConfig, build_index
-from protomatch.matching.match import (
-    match_observations,
-    score_pairwise,
-    weighted_quantiles,
-)
-from protomatch.matching.observation import prepare_observation
 from protomatch.library.readers import read_observation
+from protomatch.matching.index import EmbeddingIndex, IndexConfig, build_index
+from protomatch.matching.match import match_observations, score_pairwise
+from protomatch.matching.observation import prepare_observation
+from protomatch.matching.summary import weighted_quantiles
 from protomatch.training.engine import load_config, train_model
 from tests.conftest import tiny_training_overrides
 
@@ -271,8 +268,8 @@ def test_weighted_quantiles_by_hand() -> None:
     ("value", "expected"), [(140, 140.0), ("inf", None), (-3, None), ("x", None)]
 )
 def test_header_distance_accepts_only_positive_finite_values(value, expected) -> None:
-    from protomatch.matching.observation import header_distance
     from protomatch.library.readers import Observation
+    from protomatch.matching.observation import header_distance
 
     observation = Observation(
         np.ones((4, 4), dtype=np.float32), Path("x.fits"), {"DISTANCE": value}

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from protomatch.matching.observation import intensity_factor
 from protomatch.library.readers import Observation
+from protomatch.matching.observation import intensity_factor
 
 BEAM = (0.3, 0.2, 20.0)  # arcsec, arcsec, deg
 PIXEL = 0.04  # arcsec

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from protomatch.errors import ProtomatchError
-from protomatch.training.losses import ContrastiveLoss
 from protomatch.neural_nets.networks import (
     AutoEncoder,
     Encoder,
@@ -20,6 +19,7 @@ from protomatch.neural_nets.networks import (
     select_device,
     siamese_from_autoencoder,
 )
+from protomatch.training.losses import ContrastiveLoss
 
 SMALL = EncoderConfig(input_size=32, channels=(4, 8), hidden_dim=16, embedding_dim=8)
 

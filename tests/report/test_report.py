@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from protomatch.report.html import MatchReportData, write_match_report, write_report_index
 from protomatch.library.schema import PARAMETER_UNITS
+from protomatch.report.html import MatchReportData, write_match_report, write_report_index
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNITS = dict(PARAMETER_UNITS)

@@ -11,8 +11,9 @@ import pydantic
 import pytest
 from astropy.io import fits
 
-from protomatch.library import schema
 from protomatch.errors import InputError, ProtomatchError
+from protomatch.library import schema
+from protomatch.library.readers import discover_library, read_library_file, read_observation
 from protomatch.simulators.observations import (
     TRUTH_COLUMNS,
     ObserveConfig,
@@ -20,7 +21,6 @@ from protomatch.simulators.observations import (
     make_observations,
     observe_sky,
 )
-from protomatch.library.readers import discover_library, read_library_file, read_observation
 
 SMALL = {
     "n": 8,

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from scipy import integrate
 
+from protomatch.errors import ProtomatchError
 from protomatch.library import schema
 from protomatch.simulators._physics import SEED_MASS_MSUN
-from protomatch.errors import ProtomatchError
 from protomatch.simulators.library import (
     FIELD_OF_VIEW_AU,
     VIEWING_DIRECTIONS_DEG,

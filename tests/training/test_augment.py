@@ -8,6 +8,7 @@ import pydantic
 import pytest
 import torch
 
+from protomatch.errors import ProtomatchError
 from protomatch.training.augment import (
     AugmentConfig,
     augment_batch,
@@ -17,7 +18,6 @@ from protomatch.training.augment import (
     gaussian_beam_kernel,
     rotate_images,
 )
-from protomatch.errors import ProtomatchError
 
 OFF = AugmentConfig(
     rotate=False, flip=False, beam=False, noise=False, shared_conditions=False, clean_fraction=0.0

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from protomatch.errors import ProtomatchError
+from protomatch.library.params import ParameterNormaliser, similarity_labels
 from protomatch.training.pairs import (
     PairBatchDataset,
     PairConfig,
@@ -12,7 +13,6 @@ from protomatch.training.pairs import (
     SplitConfig,
     split_by_system,
 )
-from protomatch.library.params import ParameterNormaliser, similarity_labels
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from protomatch.errors import InputError, ProtomatchError
-from protomatch.training.losses import ContrastiveLoss
-from protomatch.neural_nets.trained import load_model, save_checkpoint
 from protomatch.library.store import LibraryStore
+from protomatch.neural_nets.trained import load_model, save_checkpoint
 from protomatch.training.engine import load_config, train_model
+from protomatch.training.losses import ContrastiveLoss
 from tests.conftest import tiny_training_overrides
 
 

@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field, field_validator
 from tqdm import tqdm
 
 from protomatch import _artefact
+from protomatch.errors import InputError, ProtomatchError
 from protomatch.evaluation import metrics as M
 from protomatch.evaluation._library_figures import (
     FigureData,
@@ -45,11 +46,11 @@ from protomatch.evaluation._library_figures import (
     markdown_tables,
     render_figures,
 )
-from protomatch.errors import InputError, ProtomatchError
-from protomatch.neural_nets.trained import TrainedModel, load_model
-from protomatch.training.pairs import PairConfig, PairSampler
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform
 from protomatch.library.store import LibraryStore
+from protomatch.matching.summary import DEFAULT_MATCHES, unit_rows
+from protomatch.neural_nets.trained import TrainedModel, load_model
+from protomatch.training.pairs import PairConfig, PairSampler
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class EvaluateConfig(BaseModel, extra="forbid", frozen=True):
     pairs: int = Field(4000, ge=2, description="random test pairs for the similarity metrics")
     k: tuple[int, ...] = Field((10, 50), description="cut-offs of precision@k and nDCG@k")
     k_recovery: int = Field(
-        M.DEFAULT_MATCHES, ge=1, description="matches summarised for parameter recovery"
+        DEFAULT_MATCHES, ge=1, description="matches summarised for parameter recovery"
     )
     relevance_threshold: float = Field(0.9, ge=-1.0, le=1.0)
     max_queries: int = Field(500, ge=1, description="test images used as queries")
@@ -219,7 +220,7 @@ class _Setup:
             notes=notes,
             group=codes.astype(np.int64),
             theta=theta,
-            z_unit=M.unit_rows(z, np.asarray(trained.weights)),
+            z_unit=unit_rows(z, np.asarray(trained.weights)),
             eval_rows=eval_rows,
             queries=queries,
             pca_rows=pca_rows,
@@ -355,7 +356,7 @@ def _library_pass(setup: _Setup) -> _Vectors:
     """Embed every library image, project it on the PCA basis, and rank it by pixel cosine."""
     store, trained, config = setup.store, setup.trained, setup.config
     mean, basis = _fit_pca(setup)
-    query_pixels = M.unit_rows(_pixels(_read_rows(store.images, setup.queries), trained.preprocess))
+    query_pixels = unit_rows(_pixels(_read_rows(store.images, setup.queries), trained.preprocess))
     query_groups = setup.group[setup.queries]
     pixel_top = M.RunningTopK(len(setup.queries), setup.k_max)
     n = len(store)
@@ -368,8 +369,8 @@ def _library_pass(setup: _Setup) -> _Vectors:
         brightness = store.table["mean_intensity"].to_numpy()[start:stop]
         embeddings[start:stop] = trained.embed(block, brightness, config.batch_size)
         pixels = _pixels(block, trained.preprocess)
-        pca[start:stop] = M.unit_rows((pixels - mean) @ basis)
-        scores = query_pixels @ M.unit_rows(pixels).T
+        pca[start:stop] = unit_rows((pixels - mean) @ basis)
+        scores = query_pixels @ unit_rows(pixels).T
         scores[M.own_group_mask(query_groups, setup.group[start:stop])] = -np.inf
         pixel_top.push(scores, np.arange(start, stop))
     return _Vectors(embeddings, pca, pixel_top.result())

@@ -45,21 +45,21 @@ import pandas as pd
 from tqdm import tqdm
 
 from protomatch import _artefact
+from protomatch.errors import InputError, ProtomatchError
 from protomatch.evaluation import metrics as M
 from protomatch.evaluation._library_figures import json_safe
-from protomatch.evaluation.metrics import QUANTILES
 from protomatch.evaluation._observation_figures import describe, markdown_tables, render_figures
+from protomatch.library.readers import read_observation
+from protomatch.library.store import LibraryStore
 from protomatch.matching.conditioned import (
     Beam,
     BeamMatchedLibrary,
     beam_in_library_pixels,
     pixel_vectors,
 )
-from protomatch.errors import InputError, ProtomatchError
-from protomatch.neural_nets.trained import TrainedModel, load_model
 from protomatch.matching.observation import PreparedObservation, prepare_observation
-from protomatch.library.readers import read_observation
-from protomatch.library.store import LibraryStore
+from protomatch.matching.summary import DEFAULT_MATCHES, QUANTILES
+from protomatch.neural_nets.trained import TrainedModel, load_model
 
 __all__ = ["DEFAULT_METHODS", "METHODS", "ObservationEvaluation", "evaluate_observations"]
 
@@ -111,7 +111,7 @@ def evaluate_observations(
     observations_dir: str | Path,
     out: str | Path,
     *,
-    k: int = M.DEFAULT_MATCHES,
+    k: int = DEFAULT_MATCHES,
     methods: Sequence[str] | None = None,
     centre: Literal["source", "image"] = "source",
     overwrite: bool = False,

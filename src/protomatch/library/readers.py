@@ -28,6 +28,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
+from protomatch.errors import InputError
 from protomatch.library import schema
 from protomatch.library._catalog import read_catalog
 from protomatch.library.formats import (
@@ -44,7 +45,6 @@ from protomatch.library.formats import (
     sniff_format,
     unreadable,
 )
-from protomatch.errors import InputError
 
 log = logging.getLogger(__name__)
 

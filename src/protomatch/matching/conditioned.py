@@ -33,15 +33,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from protomatch.evaluation.metrics import unit_rows
-from protomatch.training.augment import convolve_with_beam
 from protomatch.errors import InputError
-from protomatch.matching.index import neighbour_similarity
-from protomatch.neural_nets.trained import TrainedModel
-from protomatch.matching.observation import PreparedObservation, clipped_mean, header_distance
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform
 from protomatch.library.readers import Observation
 from protomatch.library.store import LibraryStore
+from protomatch.matching.index import neighbour_similarity
+from protomatch.matching.observation import PreparedObservation, clipped_mean, header_distance
+from protomatch.matching.summary import unit_rows
+from protomatch.neural_nets.trained import TrainedModel
+from protomatch.training.augment import convolve_with_beam
 
 __all__ = [
     "DIHEDRAL",

@@ -26,8 +26,8 @@ from protomatch._artefact import (
     write_json_atomic,
 )
 from protomatch.errors import InputError, ProtomatchError
-from protomatch.neural_nets.trained import TrainedModel, load_model
 from protomatch.library.store import LibraryStore
+from protomatch.neural_nets.trained import TrainedModel, load_model
 
 log = logging.getLogger(__name__)
 

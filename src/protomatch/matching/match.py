@@ -21,18 +21,23 @@ import pandas as pd
 import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
-from protomatch.evaluation.metrics import DEFAULT_MATCHES, QUANTILES, weighted_quantiles
-from protomatch.report.figures import STRETCH_FLOOR
-from protomatch.training.augment import convolve_with_beam
-from protomatch.matching.conditioned import Beam, BeamMatchedLibrary, beam_in_library_pixels
 from protomatch.errors import ProtomatchError
-from protomatch.matching.index import EmbeddingIndex
-from protomatch.neural_nets.trained import TrainedModel
-from protomatch.matching.observation import PreparedObservation, prepare_observation
-from protomatch.simulators.observations import TRUTH_FILE as MOCK_TRUTH_FILE
 from protomatch.library.preprocess import intensity_transform
-from protomatch.library.readers import Observation, read_library_file, read_observation, sniff_format
+from protomatch.library.readers import (
+    Observation,
+    read_library_file,
+    read_observation,
+    sniff_format,
+)
+from protomatch.matching.conditioned import Beam, BeamMatchedLibrary, beam_in_library_pixels
+from protomatch.matching.index import EmbeddingIndex
+from protomatch.matching.observation import PreparedObservation, prepare_observation
+from protomatch.matching.summary import DEFAULT_MATCHES, summarise
+from protomatch.neural_nets.trained import TrainedModel
+from protomatch.report.figures import STRETCH_FLOOR
 from protomatch.report.html import MatchReportData, write_match_report, write_report_index
+from protomatch.simulators.observations import TRUTH_FILE as MOCK_TRUTH_FILE
+from protomatch.training.augment import convolve_with_beam
 
 log = logging.getLogger(__name__)
 
@@ -395,32 +400,6 @@ def _analogue_warnings(best: float, stats: Mapping[str, float]) -> list[str]:
         f"(1st percentile {floor:.3f}, median {stats['median']:.3f}); treat these parameters "
         "with caution"
     ]
-
-
-def summarise(
-    matches: pd.DataFrame,
-    prior: pd.DataFrame,
-    names: Sequence[str],
-    units: Mapping[str, str],
-    truth: Mapping[str, float] | None,
-) -> dict[str, Any]:
-    """Per parameter: similarity-weighted quantiles of the matches, the prior's, the truth."""
-    qs = list(QUANTILES.values())
-    parameters = {}
-    for name in names:
-        weighted = weighted_quantiles(matches[name], matches["similarity"], qs)
-        plain = np.quantile(prior[name].to_numpy(dtype=np.float64), qs)
-        parameters[name] = {
-            "unit": units.get(name, ""),
-            "matches": dict(zip(QUANTILES, weighted.tolist())),
-            "prior": dict(zip(QUANTILES, plain.tolist())),
-            "truth": None if truth is None else float(truth[name]),
-        }
-    return {
-        "n_matches": len(matches),
-        "best_similarity": float(matches["similarity"].iloc[0]),
-        "parameters": parameters,
-    }
 
 
 @torch.no_grad()

@@ -15,11 +15,11 @@ from typing import Literal
 
 import numpy as np
 
-from protomatch.training.augment import FWHM_PER_SIGMA
 from protomatch.errors import InputError
 from protomatch.library.preprocess import PreprocessConfig, prepare_image
 from protomatch.library.readers import Observation
 from protomatch.library.schema import PIXEL_SCALE_ATTRIBUTE
+from protomatch.training.augment import FWHM_PER_SIGMA
 
 _ARCSEC_PER_RADIAN = 180 / math.pi * 3600
 

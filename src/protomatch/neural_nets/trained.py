@@ -28,9 +28,9 @@ from protomatch._artefact import (
     write_json_atomic,
 )
 from protomatch.errors import InputError, ProtomatchError
-from protomatch.neural_nets.networks import EncoderConfig, SiameseNetwork
 from protomatch.library.params import ParameterNormaliser
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform
+from protomatch.neural_nets.networks import EncoderConfig, SiameseNetwork
 
 MODEL_SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

@@ -32,9 +32,10 @@ import h5py
 import numpy as np
 from numpy.typing import NDArray
 
-from protomatch.library import schema
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch._parallel import unordered_map
+from protomatch.errors import ProtomatchError
+from protomatch.library import schema
 from protomatch.simulators._physics import (
     FIELD_OF_VIEW_AU,
     INTENSITY_UNIT,
@@ -52,7 +53,6 @@ from protomatch.simulators._physics import (
     snapshot_state,
     stellar_radius,
 )
-from protomatch.errors import ProtomatchError
 
 __all__ = [
     "FIELD_OF_VIEW_AU",

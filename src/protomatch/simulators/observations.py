@@ -51,6 +51,8 @@ import pydantic
 from numpy.typing import NDArray
 
 from protomatch._artefact import atomic_directory, provenance, read_manifest, write_json_atomic
+from protomatch._parallel import unordered_map
+from protomatch.errors import InputError, ProtomatchError
 from protomatch.simulators._mock_observation import (
     FREQUENCY_HZ,
     TRUTH_COLUMNS,
@@ -58,8 +60,6 @@ from protomatch.simulators._mock_observation import (
     observe_sky,
     render_observation,
 )
-from protomatch._parallel import unordered_map
-from protomatch.errors import InputError, ProtomatchError
 
 __all__ = ["TRUTH_COLUMNS", "ObserveConfig", "ObserveResult", "make_observations", "observe_sky"]
 

@@ -25,20 +25,31 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
 from protomatch._artefact import ensure_writable_output, write_bytes_atomic
-from protomatch.training.augment import AugmentConfig, augment_pair
 from protomatch.errors import InputError, ProtomatchError
-from protomatch.training.losses import make_loss
-from protomatch.neural_nets.networks import AutoEncoder, EncoderConfig, SiameseNetwork, select_device
+from protomatch.library.params import ParameterConfig, ParameterNormaliser, weight_vector
+from protomatch.library.preprocess import intensity_transform
+from protomatch.library.store import LibraryStore
+from protomatch.neural_nets.networks import (
+    AutoEncoder,
+    EncoderConfig,
+    SiameseNetwork,
+    select_device,
+)
 from protomatch.neural_nets.trained import (
     load_checkpoint,
     save_checkpoint,
     save_model,
     update_model_manifest,
 )
-from protomatch.training.pairs import PairBatchDataset, PairConfig, PairSampler, SplitConfig, split_by_system
-from protomatch.library.params import ParameterConfig, ParameterNormaliser, weight_vector
-from protomatch.library.preprocess import intensity_transform
-from protomatch.library.store import LibraryStore
+from protomatch.training.augment import AugmentConfig, augment_pair
+from protomatch.training.losses import make_loss
+from protomatch.training.pairs import (
+    PairBatchDataset,
+    PairConfig,
+    PairSampler,
+    SplitConfig,
+    split_by_system,
+)
 
 log = logging.getLogger(__name__)
 
