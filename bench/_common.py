@@ -1,8 +1,9 @@
 """Shared parts of the pair, training and search benchmarks.
 
 * a header describing the machine (cores, torch threads, load) and the library;
-* a real library: simulated with :func:`protomatch.simulators.library.simulate_library` (or an existing
-  one given with ``--library``) and ingested with :func:`protomatch.library.store.ingest_library`;
+* a real library: simulated with :func:`protomatch.simulators.library.simulate_library` (or
+  an existing one given with ``--library``) and ingested with
+  :func:`protomatch.library.ingest.ingest_library`;
 * one epoch of pairs drawn by :class:`protomatch.training.pairs.PairSampler`, and the same pairs
   mapped back to (library file, projection) for the baseline;
 * the research pipeline's data path, the baseline: a torch ``Dataset`` whose item is ONE pair,
@@ -26,10 +27,11 @@ import numpy as np
 import torch
 
 from protomatch.library import schema
+from protomatch.library.ingest import IngestConfig, ingest_library
 from protomatch.library.params import ParameterNormaliser, similarity_labels
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform, prepare_image
-from protomatch.library.store import LibraryStore, ingest_library
-from protomatch.simulators.library import simulate_library
+from protomatch.library.store import LibraryStore
+from protomatch.simulators.library import SimulateConfig, simulate_library
 from protomatch.training.pairs import PairBatch, PairConfig, PairSampler
 
 MIB = 1024**2
@@ -113,16 +115,16 @@ def prepare_library(args: argparse.Namespace, tmp: Path) -> BenchLibrary:
     else:
         root = tmp / "library"
         started = time.perf_counter()
-        simulate_library(
-            root,
+        config = SimulateConfig(
             systems=args.systems or (6 if args.quick else 16),
             snapshots=args.snapshots or (4 if args.quick else 8),
             size=args.side,
             seed=args.seed,
         )
+        simulate_library(root, config=config)
         simulate_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    result = ingest_library(root, tmp / "store", size=args.size)
+    result = ingest_library(root, tmp / "store", config=IngestConfig(size=args.size))
     ingest_seconds = time.perf_counter() - started
     store = LibraryStore.open(result.path)
     if store.manifest["form"] != "hdf5":

@@ -20,7 +20,8 @@ import h5py
 import numpy as np
 
 from protomatch.library import schema
-from protomatch.library.store import LibraryStore, ingest_library
+from protomatch.library.ingest import IngestConfig, ingest_library
+from protomatch.library.store import LibraryStore
 
 
 def build_library(root: Path, systems: int, snapshots: int, side: int, seed: int) -> int:
@@ -47,7 +48,7 @@ def build_library(root: Path, systems: int, snapshots: int, side: int, seed: int
 def time_ingest(src: Path, out: Path, size: int, workers: int) -> tuple[float, str]:
     """Seconds taken by one ingest, and the store fingerprint (the store is then removed)."""
     started = time.perf_counter()
-    result = ingest_library(src, out, size=size, workers=workers)
+    result = ingest_library(src, out, config=IngestConfig(size=size), workers=workers)
     seconds = time.perf_counter() - started
     assert len(LibraryStore.open(out)) == result.n_images
     shutil.rmtree(out)

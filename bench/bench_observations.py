@@ -27,10 +27,9 @@ import faiss
 import numpy as np
 
 from _common import print_header, set_threads
-from protomatch.library.readers import read_observation
 from protomatch.library.store import LibraryStore
-from protomatch.matching.conditioned import BeamMatchedLibrary, beam_in_library_pixels
-from protomatch.matching.observation import prepare_observation
+from protomatch.matching.conditioned import BeamMatchedLibrary
+from protomatch.matching.observation import prepare_observation, read_observation
 from protomatch.neural_nets.trained import load_model
 from protomatch.simulators.observations import make_observations
 
@@ -85,10 +84,10 @@ def time_one(path, trained, store, library, index) -> dict[str, float]:
     observation = read_observation(path)
     prepared, prepare_s = timed(
         lambda: prepare_observation(
-            observation, trained.preprocess, store.au_per_pixel, None, store.intensity_unit
+            observation, trained.preprocess, store.au_per_pixel, store.intensity_unit
         )
     )
-    beam = beam_in_library_pixels(observation, None, store.au_per_pixel)
+    beam = prepared.beam
     brightness = trained.compared_brightness(prepared.mean_intensity)
     intensity = None if brightness is None else np.array([brightness])
 

@@ -1,8 +1,8 @@
 """Benchmark query latency: embedding index vs pairwise scoring; exact and approximate search.
 
 1. Index vs the research pipeline's pairwise reference (goal >= 1000x) at library sizes 1e4
-   and 1e5. Pairwise: ``protomatch.matching.match.score_pairwise`` (every (target, library image) pair
-   through the network) timed on real forwards over the store's real images tiled to
+   and 1e5. Pairwise: ``protomatch.matching.match.score_pairwise`` (every (target, library
+   image) pair through the network) timed on real forwards over the store's real images tiled to
    ``--pairwise-n`` (1e4), and extrapolated linearly in N from that measured per-image cost to
    larger sizes (the output says which are measured). Index: the full query cost, one target
    embedding (``TrainedModel.embed``) + an exact FAISS inner-product search, over real
@@ -45,7 +45,8 @@ from protomatch.library.store import LibraryStore
 from protomatch.matching.index import IndexConfig, make_faiss_index
 from protomatch.matching.match import score_pairwise
 from protomatch.neural_nets.trained import TrainedModel, load_model
-from protomatch.training.engine import load_config, train_model
+from protomatch.training.config import load_config
+from protomatch.training.engine import train_model
 
 PAIRWISE_GOAL = 1000.0
 EXACT_GOAL_MS = 50.0
@@ -62,7 +63,7 @@ def train_small_model(store: LibraryStore, out: Path, quick: bool) -> float:
         "validation_pairs": 128 if quick else 256,
     }
     started = time.perf_counter()
-    train_model(store.path, out, load_config(None, overrides))
+    train_model(store.path, out, config=load_config(None, overrides))
     return time.perf_counter() - started
 
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from protomatch.simulators.library import simulate_library
+from protomatch.simulators.library import SimulateConfig, simulate_library
 
 
 def _cpu_seconds() -> float:
@@ -40,13 +40,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_simulate_") as tmp:
         for workers in args.workers:
             load, cpu = os.getloadavg()[0], _cpu_seconds()
+            config = SimulateConfig(
+                systems=args.systems, snapshots=args.snapshots, size=args.size, seed=args.seed
+            )
             result = simulate_library(
-                Path(tmp) / f"workers{workers}",
-                systems=args.systems,
-                snapshots=args.snapshots,
-                size=args.size,
-                seed=args.seed,
-                workers=workers,
+                Path(tmp) / f"workers{workers}", config=config, workers=workers
             )
             cpu = _cpu_seconds() - cpu
             rate = result.n_images / result.seconds

@@ -40,7 +40,8 @@ from _common import (
     stretched,
 )
 from protomatch.demo import demo_config
-from protomatch.neural_nets.networks import EncoderConfig, SiameseNetwork
+from protomatch.neural_nets.encoder import EncoderConfig
+from protomatch.neural_nets.siamese import SiameseNetwork
 from protomatch.training.losses import ContrastiveLoss
 from protomatch.training.pairs import PairBatchDataset
 

@@ -22,20 +22,21 @@ def _seed_everything() -> None:
 @pytest.fixture(scope="session")
 def tiny_library(tmp_path_factory: pytest.TempPathFactory):
     """A simulated library of 8 systems x 3 snapshots x 8 projections at 32 px."""
-    from protomatch.simulators.library import simulate_library
+    from protomatch.simulators.library import SimulateConfig, simulate_library
 
     root = tmp_path_factory.mktemp("tiny") / "library"
-    simulate_library(root, systems=8, snapshots=3, size=32, seed=11, workers=1)
+    config = SimulateConfig(systems=8, snapshots=3, size=32, seed=11)
+    simulate_library(root, config=config, workers=1)
     return root
 
 
 @pytest.fixture(scope="session")
 def tiny_store(tiny_library, tmp_path_factory: pytest.TempPathFactory):
     """The tiny library ingested at 32 px."""
-    from protomatch.library.store import ingest_library
+    from protomatch.library.ingest import IngestConfig, ingest_library
 
     out = tmp_path_factory.mktemp("tiny-store") / "store"
-    ingest_library(tiny_library, out, size=32, workers=1)
+    ingest_library(tiny_library, out, config=IngestConfig(size=32), workers=1)
     return out
 
 
@@ -61,8 +62,9 @@ def tiny_training_overrides(**extra):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_store, tmp_path_factory: pytest.TempPathFactory):
     """A model trained for a few epochs on the tiny store."""
-    from protomatch.training.engine import load_config, train_model
+    from protomatch.training.config import load_config
+    from protomatch.training.engine import train_model
 
     out = tmp_path_factory.mktemp("tiny-model") / "model"
-    train_model(tiny_store, out, load_config(None, tiny_training_overrides()))
+    train_model(tiny_store, out, config=load_config(None, tiny_training_overrides()))
     return out

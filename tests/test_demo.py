@@ -6,15 +6,18 @@ from pathlib import Path
 import pytest
 
 from protomatch.demo import run_demo
+from protomatch.simulators.library import SimulateConfig
+from protomatch.training.config import load_config
 from tests.conftest import tiny_training_overrides
 
 
 @pytest.mark.slow
 def test_demo_runs_the_whole_pipeline_on_a_held_out_system(tmp_path: Path) -> None:
-    training = tiny_training_overrides(epochs=2)
-    training.pop("device")
-    library = {"systems": 8, "snapshots": 3, "size": 32, "seed": 3}
-    result = run_demo(tmp_path / "demo", workers=1, library_settings=library, training=training)
+    overrides = tiny_training_overrides(epochs=2)
+    overrides.pop("device")
+    training = load_config(None, overrides)
+    library = SimulateConfig(systems=8, snapshots=3, size=32, seed=3)
+    result = run_demo(tmp_path / "demo", workers=1, library=library, training=training)
     out = tmp_path / "demo"
     held_out, mock = result.report.targets
     summary = json.loads((held_out.folder / "summary.json").read_text())
@@ -31,5 +34,5 @@ def test_demo_runs_the_whole_pipeline_on_a_held_out_system(tmp_path: Path) -> No
     assert (out / "library" / "preview.png").is_file()
     assert "report:" in result.describe() and "demo finished" in result.describe()
     # a second run reuses the simulated library
-    again = run_demo(out, workers=1, library_settings=library, training=training)
+    again = run_demo(out, workers=1, library=library, training=training)
     assert "simulate" not in again.seconds

@@ -25,20 +25,22 @@ __version__ = "0.1.0"
 _PUBLIC = MappingProxyType(
     {
         "simulate_library": "protomatch.simulators.library",
+        "SimulateConfig": "protomatch.simulators.library",
         "SimulationResult": "protomatch.simulators.library",
-        "ingest_library": "protomatch.library.store",
+        "ingest_library": "protomatch.library.ingest",
+        "IngestConfig": "protomatch.library.ingest",
         "LibraryStore": "protomatch.library.store",
-        "read_observation": "protomatch.library.readers",
+        "read_observation": "protomatch.matching.observation",
         "read_library_file": "protomatch.library.readers",
         "PreprocessConfig": "protomatch.library.preprocess",
         "ParameterNormaliser": "protomatch.library.params",
         "similarity_labels": "protomatch.library.params",
-        "EncoderConfig": "protomatch.neural_nets.networks",
-        "SiameseNetwork": "protomatch.neural_nets.networks",
+        "EncoderConfig": "protomatch.neural_nets.encoder",
+        "SiameseNetwork": "protomatch.neural_nets.siamese",
         "ContrastiveLoss": "protomatch.training.losses",
         "AugmentConfig": "protomatch.training.augment",
-        "TrainConfig": "protomatch.training.engine",
-        "load_config": "protomatch.training.engine",
+        "TrainConfig": "protomatch.training.config",
+        "load_config": "protomatch.training.config",
         "train_model": "protomatch.training.engine",
         "load_model": "protomatch.neural_nets.trained",
         "TrainedModel": "protomatch.neural_nets.trained",
@@ -64,10 +66,12 @@ __all__ = ["__version__", *_PUBLIC]
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name on first use."""
     if name not in _PUBLIC:
         raise AttributeError(f"module 'protomatch' has no attribute {name!r}")
     return getattr(importlib.import_module(_PUBLIC[name]), name)
 
 
 def __dir__() -> list[str]:
+    """The public names."""
     return sorted(__all__)

@@ -1,3 +1,5 @@
+"""``python -m protomatch``: the command-line interface."""
+
 from protomatch.cli import main
 
 main()

@@ -26,7 +26,18 @@ from protomatch.errors import InputError
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    Parameters
+    ----------
+    path
+        The final file; its folder is created if needed.
+
+    Returns
+    -------
+    Iterator of pathlib.Path
+        The temporary file to write (removed if the block fails).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -45,7 +56,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; move it to ``path`` if the block succeeds.
 
-    An existing non-empty ``path`` is replaced only when ``overwrite`` is true.
+    Parameters
+    ----------
+    path
+        The final folder.
+    overwrite
+        Replace an existing non-empty ``path``; otherwise that is refused.
+
+    Returns
+    -------
+    Iterator of pathlib.Path
+        The temporary folder to fill (removed if the block fails).
+
+    Raises
+    ------
+    InputError
+        If ``path`` is not empty (or not a folder) and ``overwrite`` is false.
     """
     path = Path(path)
     ensure_writable_output(path, overwrite)
@@ -69,7 +95,20 @@ def _current_umask() -> int:
 
 
 def ensure_writable_output(path: Path, overwrite: bool) -> None:
-    """Refuse to replace a non-empty output unless ``overwrite`` is set."""
+    """Refuse to replace a non-empty output unless ``overwrite`` is set.
+
+    Parameters
+    ----------
+    path
+        The output file or folder.
+    overwrite
+        Whether replacing it is allowed.
+
+    Raises
+    ------
+    InputError
+        If ``path`` is a file or a non-empty folder and ``overwrite`` is false.
+    """
     if path.exists() and not path.is_dir():
         if not overwrite:
             raise InputError(path, "exists and is not a folder; pass --overwrite to replace it")
@@ -78,11 +117,29 @@ def ensure_writable_output(path: Path, overwrite: bool) -> None:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write a file atomically (see :func:`atomic_path`).
+
+    Parameters
+    ----------
+    path
+        The file.
+    data
+        Its contents.
+    """
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write indented JSON atomically; arrays and paths are converted.
+
+    Parameters
+    ----------
+    path
+        The file.
+    payload
+        JSON-serialisable data (numpy arrays and scalars, and paths, are allowed).
+    """
     text = json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n"
     write_bytes_atomic(path, text.encode())
 
@@ -96,7 +153,20 @@ def _json_default(value: Any) -> Any:
 
 
 def provenance(kind: str, schema_version: int) -> dict[str, Any]:
-    """The fields every manifest starts with: what it is and what made it."""
+    """The fields every manifest starts with: what it is and what made it.
+
+    Parameters
+    ----------
+    kind
+        The artefact kind (e.g. ``"model"``).
+    schema_version
+        Version of its layout.
+
+    Returns
+    -------
+    dict
+        kind, schema_version, protomatch_version, created_utc and command.
+    """
     return {
         "kind": kind,
         "schema_version": schema_version,
@@ -107,7 +177,27 @@ def provenance(kind: str, schema_version: int) -> dict[str, Any]:
 
 
 def read_manifest(path: str | Path, kind: str, schema_version: int) -> dict[str, Any]:
-    """Read a JSON manifest and check it describes a ``kind`` artefact we can read."""
+    """Read a JSON manifest and check it describes an artefact this version can read.
+
+    Parameters
+    ----------
+    path
+        The manifest file.
+    kind
+        The artefact kind it must declare.
+    schema_version
+        The newest layout version this version reads.
+
+    Returns
+    -------
+    dict
+        The manifest.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, not JSON, of another kind or of a newer version.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, f"missing; this does not look like a protomatch {kind}")
@@ -130,7 +220,18 @@ def read_manifest(path: str | Path, kind: str, schema_version: int) -> dict[str,
 
 
 def fingerprint_bytes(chunks: Iterable[bytes]) -> str:
-    """A short, stable content hash (sha256, first 16 hex digits)."""
+    """A short, stable content hash.
+
+    Parameters
+    ----------
+    chunks
+        The content, in order.
+
+    Returns
+    -------
+    str
+        The first 16 hex digits of its SHA-256.
+    """
     digest = hashlib.sha256()
     for chunk in chunks:
         digest.update(chunk)

@@ -11,7 +11,20 @@ DPI = 110
 
 
 def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
-    """Render ``fig`` on an Agg canvas and return the PNG file's bytes."""
+    """Render a figure on an Agg canvas.
+
+    Parameters
+    ----------
+    fig
+        The figure.
+    dpi
+        Resolution, dots per inch.
+
+    Returns
+    -------
+    bytes
+        The PNG file's bytes (white background).
+    """
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")

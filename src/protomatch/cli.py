@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from protomatch.errors import ProtomatchError
+from protomatch.errors import ProtomatchError, validated
 from protomatch.matching.summary import DEFAULT_MATCHES
 
 app = typer.Typer(
@@ -23,19 +23,19 @@ app = typer.Typer(
     help="Match observed images of protostellar systems to a library of simulations.",
 )
 
+#: The package's root logger; every module logs to a child (``logging.getLogger(__name__)``).
 log = logging.getLogger("protomatch")
-
 
 @app.callback()
 def _configure(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
 ) -> None:
+    """Send the package's log messages to stderr, one line each."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
-
 
 @app.command()
 def simulate(
@@ -49,20 +49,13 @@ def simulate(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
 ) -> None:
     """Write a simulated library in the HDF5 schema of real simulation libraries."""
-    from protomatch.simulators.library import simulate_library
+    from protomatch.simulators.library import SimulateConfig, simulate_library
 
+    config = validated(SimulateConfig, systems=systems, snapshots=snapshots, size=size, seed=seed)
     result = simulate_library(
-        out,
-        systems=systems,
-        snapshots=snapshots,
-        size=size,
-        seed=seed,
-        workers=workers or None,
-        preview=preview,
-        overwrite=overwrite,
+        out, config=config, workers=workers or None, preview=preview, overwrite=overwrite
     )
     typer.echo(result.describe())
-
 
 @app.command()
 def ingest(
@@ -75,19 +68,13 @@ def ingest(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Validate a library, preprocess every image once and write a fast library store."""
-    from protomatch.library.store import ingest_library
+    from protomatch.library.ingest import IngestConfig, ingest_library
 
+    config = validated(IngestConfig, size=size, stretch=stretch, skip_bad=skip_bad)
     result = ingest_library(
-        src,
-        output,
-        size=size,
-        stretch=stretch,
-        skip_bad=skip_bad,
-        workers=workers or None,
-        overwrite=overwrite,
+        src, output, config=config, workers=workers or None, overwrite=overwrite
     )
     typer.echo(result.describe())
-
 
 @app.command()
 def train(
@@ -113,10 +100,11 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Train the Siamese network on a library store."""
-    from protomatch.training.engine import load_config, train_model
+    from protomatch.training.config import load_config
+    from protomatch.training.engine import train_model
 
     overrides = _parse_settings(set_ or [])
-    named = {
+    named: dict[str, object] = {
         "epochs": epochs,
         "pretrain_epochs": pretrain_epochs,
         "pairs.pairs_per_epoch": pairs_per_epoch,
@@ -130,9 +118,8 @@ def train(
     if tensorboard:
         overrides["tensorboard"] = True
     resolved = load_config(config, overrides)
-    result = train_model(library, output, resolved, resume=resume, overwrite=overwrite)
+    result = train_model(library, output, config=resolved, resume=resume, overwrite=overwrite)
     typer.echo(result.describe())
-
 
 @app.command()
 def index(
@@ -147,9 +134,8 @@ def index(
     """Embed the whole library once and build a FAISS similarity index."""
     from protomatch.matching.index import IndexConfig, build_index
 
-    config = _validated(IndexConfig, kind=kind)
+    config = validated(IndexConfig, kind=kind)
     typer.echo(build_index(model, library, output, config=config, overwrite=overwrite).describe())
-
 
 @app.command()
 def match(
@@ -177,23 +163,26 @@ def match(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Find the best-matching simulated images of each observation and write a report."""
-    from protomatch.matching.match import match_observations
+    from protomatch.matching.match import MatchConfig, match_observations
 
+    config = validated(
+        MatchConfig,
+        k=k,
+        threshold=threshold,
+        distance_pc=distance,
+        include_own_system=include_own_system,
+        centre=centre,
+    )
     result = match_observations(
         index,
         observations,
         output,
-        k=k,
-        threshold=threshold,
-        distance_pc=distance,
+        config=config,
         model=model,
         library=library,
-        include_own_system=include_own_system,
-        centre=centre,
         overwrite=overwrite,
     )
     typer.echo(result.describe())
-
 
 @app.command()
 def evaluate(
@@ -229,23 +218,26 @@ def evaluate(
     from protomatch.evaluation.library import EvaluateConfig, evaluate_model
 
     if observations is not None:
-        from protomatch.evaluation.observations import METHODS, evaluate_observations
+        from protomatch.evaluation.observations import (
+            METHODS,
+            ObservationEvaluationConfig,
+            evaluate_observations,
+        )
 
         methods = list(METHODS) if method and "all" in method else method
-        result = evaluate_observations(
-            model,
-            library,
-            observations,
-            output,
+        evaluation = validated(
+            ObservationEvaluationConfig,
             k=k_recovery,
-            methods=methods,
+            methods=None if methods is None else tuple(methods),
             centre=centre,
-            overwrite=overwrite,
+        )
+        result = evaluate_observations(
+            model, library, observations, output, config=evaluation, overwrite=overwrite
         )
         typer.echo(result.describe())
         return
 
-    settings = {
+    settings: dict[str, Any] = {
         "pairs": pairs,
         "k_recovery": k_recovery,
         "relevance_threshold": threshold,
@@ -254,11 +246,10 @@ def evaluate(
     }
     if k:
         settings["k"] = tuple(k)
-    config = _validated(EvaluateConfig, **settings)
+    config = validated(EvaluateConfig, **settings)
     typer.echo(
         evaluate_model(model, library, output, config=config, overwrite=overwrite).describe()
     )
-
 
 @app.command()
 def observe(
@@ -279,12 +270,11 @@ def observe(
 
     settings = {"n": n, "seed": seed, "snapshots_per_system": snapshots_per_system}
     settings.update(_parse_settings(set_ or []))
-    config = _validated(ObserveConfig, **settings)
+    config = validated(ObserveConfig, **settings)
     result = make_observations(
         library, output, config=config, workers=workers or None, overwrite=overwrite
     )
     typer.echo(result.describe())
-
 
 @app.command()
 def demo(
@@ -298,29 +288,17 @@ def demo(
 
     typer.echo(run_demo(output, workers=workers or None).describe())
 
-
-def _validated(config_class: type, **values: object) -> object:
-    from pydantic import ValidationError
-
-    try:
-        return config_class(**values)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        raise ProtomatchError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
-
-
-def _parse_settings(settings: list[str]) -> dict[str, object]:
+def _parse_settings(settings: list[str]) -> dict[str, Any]:
     """KEY=VALUE pairs with YAML-typed values (numbers, booleans, lists)."""
     import yaml
 
-    parsed: dict[str, object] = {}
+    parsed: dict[str, Any] = {}
     for setting in settings:
         key, sep, value = setting.partition("=")
         if not sep or not key:
             raise ProtomatchError(f"--set expects KEY=VALUE, got {setting!r}")
         parsed[key.strip()] = yaml.safe_load(value)
     return parsed
-
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2.
@@ -333,7 +311,6 @@ def main() -> None:
     except ProtomatchError as exc:
         typer.echo(f"protomatch: error: {exc}", err=True)
         sys.exit(2)
-
 
 if __name__ == "__main__":
     main()

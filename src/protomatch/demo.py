@@ -13,24 +13,26 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from protomatch.errors import ProtomatchError
 from protomatch.evaluation.library import EvaluationResult, evaluate_model
+from protomatch.library.ingest import IngestConfig, ingest_library
 from protomatch.library.schema import library_file_path
-from protomatch.library.store import ingest_library
 from protomatch.matching.index import build_index
 from protomatch.matching.match import MatchResult, match_observations
-from protomatch.simulators.library import simulate_library
+from protomatch.simulators.library import SimulateConfig, simulate_library
 from protomatch.simulators.observations import make_observations
-from protomatch.training.engine import TrainConfig, load_config, train_model
+from protomatch.training.config import TrainConfig, load_config
+from protomatch.training.engine import train_model
 
 log = logging.getLogger(__name__)
 
-DEMO_LIBRARY = {"systems": 96, "snapshots": 6, "size": 64, "seed": 0}
+#: The demo's library: 96 systems x 6 snapshots x 8 projections of 64 x 64 px.
+DEMO_LIBRARY = SimulateConfig(systems=96, snapshots=6, size=64, seed=0)
 #: One mock observation at a middling beam and signal-to-noise ratio.
 DEMO_OBSERVATION = {
     "n": 1,
@@ -40,6 +42,7 @@ DEMO_OBSERVATION = {
     "npix_range": (128, 128),
     "nan_border_fraction": 0.0,
 }
+#: The demo's training settings (dotted keys) on top of the training defaults.
 DEMO_TRAINING = {
     "epochs": 15,
     "pairs.pairs_per_epoch": 6144,
@@ -52,12 +55,27 @@ DEMO_TRAINING = {
 
 @dataclass(frozen=True)
 class DemoResult:
+    """What :func:`run_demo` did.
+
+    Attributes
+    ----------
+    out
+        The demo folder.
+    report
+        The match of the two targets.
+    evaluation
+        The evaluation on unseen systems.
+    seconds
+        Wall-clock seconds per stage.
+    """
+
     out: Path
     report: MatchResult
     evaluation: EvaluationResult
     seconds: dict[str, float]
 
     def describe(self) -> str:
+        """The match report's summary, the evaluation's path and the time per stage."""
         timing = ", ".join(f"{stage} {s:.0f} s" for stage, s in self.seconds.items())
         total = sum(self.seconds.values())
         return (
@@ -68,7 +86,18 @@ class DemoResult:
 
 
 def demo_config(**overrides: Any) -> TrainConfig:
-    """The small training configuration of the demo, with dotted-key overrides."""
+    """The small training configuration of the demo.
+
+    Parameters
+    ----------
+    **overrides
+        Settings by dotted key, on top of :data:`DEMO_TRAINING`.
+
+    Returns
+    -------
+    TrainConfig
+        The validated config.
+    """
     return load_config(None, {**DEMO_TRAINING, **overrides})
 
 
@@ -76,35 +105,54 @@ def run_demo(
     out: str | Path = "protomatch-demo",
     *,
     workers: int | None = None,
-    library_settings: Mapping[str, int] | None = None,
-    training: Mapping[str, Any] | None = None,
+    library: SimulateConfig | None = None,
+    training: TrainConfig | None = None,
 ) -> DemoResult:
-    """Run the whole pipeline on the built-in simulator and write a report under ``out``.
+    """Run the whole pipeline on the built-in simulator and write a report.
 
-    ``library_settings`` and ``training`` override the demo's library size and training
-    configuration (dotted keys), e.g. for a quick test.
+    Parameters
+    ----------
+    out
+        Folder for every stage's artefact (``library``, ``store``, ``model``, ``index``,
+        ``observations``, ``report``, ``evaluation``); an existing library of the same
+        settings is reused, everything else is replaced.
+    workers
+        Worker processes for simulating and ingesting (None: the stages' defaults).
+    library
+        The library to simulate (None: :data:`DEMO_LIBRARY`).
+    training
+        The training settings (None: :func:`demo_config`).
+
+    Returns
+    -------
+    DemoResult
+        The match report, the evaluation and the time per stage.
     """
     out = Path(out)
     seconds: dict[str, float] = {}
-    library = out / "library"
-    settings = {**DEMO_LIBRARY, **(library_settings or {})}
-    if not _reusable_library(library, settings):
+    library = library or DEMO_LIBRARY
+    folder = out / "library"
+    if not _reusable_library(folder, library):
         with _stage("simulate", seconds):
-            simulate_library(library, **settings, workers=workers, preview=True, overwrite=True)
+            simulate_library(folder, config=library, workers=workers, preview=True, overwrite=True)
     with _stage("ingest", seconds):
         ingest_library(
-            library, out / "store", size=settings["size"], workers=workers, overwrite=True
+            folder,
+            out / "store",
+            config=IngestConfig(size=library.size),
+            workers=workers,
+            overwrite=True,
         )
     with _stage("train", seconds):
-        config = demo_config(**(training or {}))
-        trained = train_model(out / "store", out / "model", config, overwrite=True)
+        config = training or demo_config()
+        trained = train_model(out / "store", out / "model", config=config, overwrite=True)
     log.info("%s", trained.describe())
     with _stage("index", seconds):
         build_index(out / "model", out / "store", out / "index", overwrite=True)
-    target = _held_out_target(out / "model", library)
+    target = _held_out_target(out / "model", folder)
     with _stage("observe", seconds):
         observed = make_observations(
-            library, out / "observations", config=DEMO_OBSERVATION, workers=1, overwrite=True
+            folder, out / "observations", config=DEMO_OBSERVATION, workers=1, overwrite=True
         )
     mock = sorted(observed.out.glob("*.fits"))[0]
     with _stage("match", seconds):
@@ -124,7 +172,7 @@ def _stage(name: str, seconds: dict[str, float]) -> Iterator[None]:
     seconds[name] = time.perf_counter() - start
 
 
-def _reusable_library(library: Path, wanted: Mapping[str, int]) -> bool:
+def _reusable_library(library: Path, wanted: SimulateConfig) -> bool:
     manifest = library / "manifest.json"
     if not manifest.is_file():
         return False
@@ -132,7 +180,7 @@ def _reusable_library(library: Path, wanted: Mapping[str, int]) -> bool:
         settings = json.loads(manifest.read_text()).get("settings", {})
     except json.JSONDecodeError:
         return False
-    same = all(settings.get(key) == value for key, value in wanted.items())
+    same = all(settings.get(key) == value for key, value in wanted.model_dump().items())
     if same:
         log.info("demo: reusing the simulated library in %s", library)
     return same

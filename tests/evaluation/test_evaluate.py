@@ -10,7 +10,7 @@ import pytest
 
 from protomatch.errors import InputError
 from protomatch.evaluation.library import EvaluateConfig, EvaluationResult, evaluate_model
-from protomatch.library.store import ingest_library
+from protomatch.library.ingest import IngestConfig, ingest_library
 
 SMALL = EvaluateConfig(
     pairs=400, k=(5, 10), k_recovery=10, max_queries=30, pca_components=8, batch_size=64
@@ -128,7 +128,7 @@ def test_other_library_uses_its_unseen_systems(
     split = _model_split(tiny_model)
     library = _sub_library(tiny_library, [split["train"][0], split["test"][0]], tmp_path / "lib")
     store = tmp_path / "store"
-    ingest_library(library, store, size=32, workers=1)
+    ingest_library(library, store, config=IngestConfig(size=32), workers=1)
     result = evaluate_model(tiny_model, store, tmp_path / "out", config=SMALL)
     where = result.metrics["evaluated_on"]
     assert where["basis"] == "unseen" and where["systems"] == [split["test"][0]]
@@ -142,7 +142,8 @@ def test_a_library_without_unseen_systems_is_refused(
 ) -> None:
     seen = _model_split(tiny_model)["train"][:2]
     store = tmp_path / "store"
-    ingest_library(_sub_library(tiny_library, seen, tmp_path / "lib"), store, size=32, workers=1)
+    sub_library = _sub_library(tiny_library, seen, tmp_path / "lib")
+    ingest_library(sub_library, store, config=IngestConfig(size=32), workers=1)
     with pytest.raises(InputError, match="no unseen system"):
         evaluate_model(tiny_model, store, tmp_path / "out", config=SMALL)
     assert not (tmp_path / "out").exists()

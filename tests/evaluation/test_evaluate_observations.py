@@ -13,6 +13,7 @@ from protomatch.evaluation.observations import (
     DEFAULT_METHODS,
     PROTOMATCH_VARIANTS,
     ObservationEvaluation,
+    ObservationEvaluationConfig,
     evaluate_observations,
 )
 from protomatch.simulators.observations import make_observations
@@ -38,7 +39,9 @@ def observations(tiny_library, tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(tiny_model, tiny_store, observations, tmp_path_factory):
     out = tmp_path_factory.mktemp("obs-eval-out") / "eval"
-    return evaluate_observations(tiny_model, tiny_store, observations, out, k=K)
+    return evaluate_observations(
+        tiny_model, tiny_store, observations, out, config=ObservationEvaluationConfig(k=K)
+    )
 
 
 @pytest.mark.slow
@@ -107,7 +110,11 @@ def test_best_variant_has_the_lowest_mean_relative_error(evaluated):
 def test_a_chosen_subset_of_methods(tiny_model, tiny_store, observations, evaluated, tmp_path):
     chosen = ["protomatch_beam_noise", "pixels_beam"]
     subset = evaluate_observations(
-        tiny_model, tiny_store, observations, tmp_path / "sub", k=K, methods=chosen
+        tiny_model,
+        tiny_store,
+        observations,
+        tmp_path / "sub",
+        config=ObservationEvaluationConfig(k=K, methods=chosen),
     )
     for name, record in subset.metrics["parameters"].items():
         assert list(record["methods"]) == [*chosen, "prior"]
@@ -130,7 +137,13 @@ def test_bad_method_choice_is_refused(
     tiny_model, tiny_store, observations, tmp_path, methods, problem
 ):
     with pytest.raises(InputError, match=problem):
-        evaluate_observations(tiny_model, tiny_store, observations, tmp_path / "o", methods=methods)
+        evaluate_observations(
+            tiny_model,
+            tiny_store,
+            observations,
+            tmp_path / "o",
+            config=ObservationEvaluationConfig(methods=methods),
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -193,9 +206,8 @@ def test_scores_per_third_of_each_observing_condition(evaluated, observations):
     assert "By peak S/N" in evaluated.markdown_table()
 
 
-def test_bad_centre_is_refused(tiny_model, tiny_store, observations, tmp_path):
-    from protomatch.errors import ProtomatchError
+def test_bad_centre_is_refused():
+    import pydantic
 
-    with pytest.raises(ProtomatchError, match="centre"):
-        evaluate_observations(tiny_model, tiny_store, observations, tmp_path / "o", centre="x")
-    assert not (tmp_path / "o").exists()
+    with pytest.raises(pydantic.ValidationError, match="centre"):
+        ObservationEvaluationConfig(centre="x")

@@ -212,8 +212,12 @@ def test_parameter_recovery_scores_each_ranking_and_the_prior() -> None:
         "good": (np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[2, -1], [5, 0]])),
         "bad": (np.ones((2, 2)), np.array([[5, 4], [0, 1]])),
     }
-    scores, estimates = M.parameter_recovery(values, queries, groups, rankings, k=2)
+    prior = M.held_out_prior(values, queries, groups)
+    recovery, estimates = M.parameter_recovery(values, values[queries], prior, rankings, k=2)
+    scores = recovery["methods"]
+    assert recovery["prior_spread"] == M.prior_spread(values)
     assert estimates["good"][0, M.quantile_index("median")] == pytest.approx(2.0)
+    np.testing.assert_array_equal(estimates["prior"], prior)
     assert scores["good"]["median_abs_error"] < scores["bad"]["median_abs_error"]
     # bad: medians 7.5 (truth 2) and 2 (truth 6) -> errors 5.5 and 4 -> median 4.75
     assert scores["bad"]["median_abs_error"] == pytest.approx(4.75)
@@ -223,3 +227,16 @@ def test_parameter_recovery_scores_each_ranking_and_the_prior() -> None:
     assert scores["good"]["error_over_prior_spread"] == pytest.approx(
         scores["good"]["median_abs_error"] / M.prior_spread(values)
     )
+
+
+def test_parameter_recovery_with_one_prior_for_every_query() -> None:
+    """Observations share the whole library's prior; ``k`` defaults to every match."""
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    rankings = {"m": (np.ones((2, 2)), np.array([[0, 1], [2, 3]]))}
+    prior = np.quantile(values, M.LEVELS)
+    recovery, estimates = M.parameter_recovery(values, np.array([1.5, 3.5]), prior, rankings)
+    assert list(estimates) == ["m", "prior"]
+    assert estimates["prior"].shape == (2, len(M.LEVELS))
+    np.testing.assert_array_equal(estimates["prior"][1], prior)
+    assert recovery["methods"]["m"]["median_abs_error"] == pytest.approx(0.0)
+    assert recovery["methods"]["prior"]["median_abs_error"] == pytest.approx(1.0)

@@ -14,7 +14,6 @@ from protomatch.library.preprocess import (
     intensity_transform,
     prepare_image,
     prepare_images,
-    preprocess_for_model,
 )
 
 STRETCHES = ("log", "asinh", "linear")
@@ -23,6 +22,12 @@ STRETCHES = ("log", "asinh", "linear")
 def _gaussian(side: int, x0: float, y0: float, sigma: float, amplitude: float = 1.0) -> np.ndarray:
     y, x = np.mgrid[0:side, 0:side] + 0.5
     return amplitude * np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
+
+
+def _model_input(image: np.ndarray, config: PreprocessConfig) -> torch.Tensor:
+    """Both stages for one (H, W) image, as a model sees it: (1, 1, size, size)."""
+    prepared = prepare_image(image, config)
+    return intensity_transform(torch.from_numpy(prepared.image)[None], config)[:, None]
 
 
 def _centroid(image: np.ndarray) -> tuple[float, float]:
@@ -55,7 +60,7 @@ def test_constant_or_zero_image_gives_finite_zeros(value: float, stretch: str) -
     prepared = prepare_image(np.full((30, 30), value), config)
     assert np.isfinite(prepared.image).all()
     assert prepared.peak == pytest.approx(value)
-    out = preprocess_for_model(np.full((30, 30), value), config)
+    out = _model_input(np.full((30, 30), value), config)
     assert out.shape == (1, 1, 16, 16)
     assert torch.equal(out, torch.zeros_like(out))
 
@@ -69,7 +74,7 @@ def test_nan_bordered_image_is_finite_with_peak_one() -> None:
     assert prepared.image.max() == pytest.approx(1.0)
     assert prepared.blank_fraction == pytest.approx((4 * 40 + 3 * 36) / 1600)
     assert prepared.peak == pytest.approx(7.0, rel=0.1)
-    model_input = preprocess_for_model(image, PreprocessConfig(size=20))
+    model_input = _model_input(image, PreprocessConfig(size=20))
     assert torch.isfinite(model_input).all()
 
 
@@ -165,8 +170,8 @@ def test_intensity_stage_handles_nan_and_negative_images() -> None:
     assert torch.equal(out[1], torch.zeros(8, 8))
 
 
-def test_preprocess_for_model_non_square_observation() -> None:
+def test_both_stages_on_a_non_square_observation() -> None:
     image = _gaussian(70, 35, 35, 5.0)[:50]
-    out = preprocess_for_model(image, PreprocessConfig(size=32))
+    out = _model_input(image, PreprocessConfig(size=32))
     assert out.shape == (1, 1, 32, 32) and out.dtype == torch.float32
     assert torch.isfinite(out).all()

@@ -21,8 +21,8 @@ from protomatch.library.readers import (
     discover_library,
     read_library_file,
     read_library_image,
-    read_observation,
 )
+from protomatch.matching.observation import read_observation
 
 PARAMS = {name: float(i + 1) for i, name in enumerate(schema.DEFAULT_PARAMETERS)}
 
@@ -239,7 +239,8 @@ def test_npy_and_library_projection_observations(tmp_path: Path) -> None:
     by_argument = read_observation(lib, projection=3)
     np.testing.assert_array_equal(by_syntax.image, by_argument.image)
     np.testing.assert_allclose(by_syntax.image, _blob(width=5.0), rtol=1e-6)
-    assert by_syntax.header["projection"] == 3 and by_syntax.header["au_per_pixel"] == 10.0
+    assert by_syntax.library_image is not None and by_syntax.library_image.projection == 3
+    assert by_syntax.au_per_pixel == 10.0 and by_syntax.header == {}
     with pytest.raises(InputError, match="name a projection"):
         read_observation(lib)
     with pytest.raises(InputError, match="has no projection 9"):

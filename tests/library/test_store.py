@@ -12,13 +12,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+import pydantic
 import pytest
 
-from protomatch.errors import InputError, ProtomatchError
+from protomatch.errors import InputError, ProtomatchError, validated
 from protomatch.library import schema
+from protomatch.library.ingest import IngestConfig, ingest_library
 from protomatch.library.preprocess import PreprocessConfig, prepare_images
 from protomatch.library.readers import read_library_file
-from protomatch.library.store import LibraryStore, ingest_library
+from protomatch.library.store import LibraryStore
 
 SIDE = 40
 
@@ -71,7 +73,7 @@ def _rewrite_scalar(path: Path, name: str, value: float) -> None:
 
 
 def test_ingest_round_trip(library: Path, tmp_path: Path) -> None:
-    result = ingest_library(library, tmp_path / "store", size=16, workers=1)
+    result = ingest_library(library, tmp_path / "store", config=IngestConfig(size=16), workers=1)
     assert (result.n_files, result.n_images, result.skipped) == (6, 48, ())
     assert "48 images" in result.describe()
     store = LibraryStore.open(tmp_path / "store")
@@ -114,7 +116,7 @@ def test_ingest_round_trip(library: Path, tmp_path: Path) -> None:
 
 
 def test_images_are_contiguous_and_memory_mappable(library: Path, tmp_path: Path) -> None:
-    ingest_library(library, tmp_path / "store", size=16, workers=1)
+    ingest_library(library, tmp_path / "store", config=IngestConfig(size=16), workers=1)
     with h5py.File(tmp_path / "store" / "images.h5", "r") as handle:
         dataset = handle["images"]
         assert dataset.chunks is None and dataset.compression is None
@@ -124,7 +126,7 @@ def test_images_are_contiguous_and_memory_mappable(library: Path, tmp_path: Path
 
 
 def test_pickling_a_store_does_not_copy_images(library: Path, tmp_path: Path) -> None:
-    ingest_library(library, tmp_path / "store", size=32, workers=1)
+    ingest_library(library, tmp_path / "store", config=IngestConfig(size=32), workers=1)
     store = LibraryStore.open(tmp_path / "store")
     payload = pickle.dumps(store)
     assert len(payload) < 1000 < store.images.nbytes
@@ -134,17 +136,19 @@ def test_pickling_a_store_does_not_copy_images(library: Path, tmp_path: Path) ->
 
 
 def test_fingerprint_stable_and_content_sensitive(library: Path, tmp_path: Path) -> None:
-    first = ingest_library(library, tmp_path / "a", size=16, workers=1)
-    second = ingest_library(library, tmp_path / "b", size=16, workers=1)
+    first = ingest_library(library, tmp_path / "a", config=IngestConfig(size=16), workers=1)
+    second = ingest_library(library, tmp_path / "b", config=IngestConfig(size=16), workers=1)
     assert first.fingerprint == second.fingerprint
     _rewrite_scalar(schema.library_file_path(library, 1, 1), "mass", 9.0)
-    changed = ingest_library(library, tmp_path / "c", size=16, workers=1)
+    changed = ingest_library(library, tmp_path / "c", config=IngestConfig(size=16), workers=1)
     assert changed.fingerprint != first.fingerprint
 
 
 def test_parallel_ingest_matches_serial(library: Path, tmp_path: Path) -> None:
-    serial = ingest_library(library, tmp_path / "serial", size=16, workers=1)
-    parallel = ingest_library(library, tmp_path / "parallel", size=16, workers=2)
+    serial = ingest_library(library, tmp_path / "serial", config=IngestConfig(size=16), workers=1)
+    parallel = ingest_library(
+        library, tmp_path / "parallel", config=IngestConfig(size=16), workers=2
+    )
     assert parallel.fingerprint == serial.fingerprint
     a, b = LibraryStore.open(tmp_path / "serial"), LibraryStore.open(tmp_path / "parallel")
     np.testing.assert_array_equal(a.images, b.images)
@@ -162,7 +166,7 @@ def _break_two_files(library: Path) -> tuple[Path, Path]:
 def test_bad_file_stops_ingest_and_writes_nothing(library: Path, tmp_path: Path) -> None:
     truncated, _ = _break_two_files(library)
     with pytest.raises(InputError, match="cannot be read as HDF5") as info:
-        ingest_library(library, tmp_path / "store", size=16, workers=1)
+        ingest_library(library, tmp_path / "store", config=IngestConfig(size=16), workers=1)
     assert truncated.name in str(info.value)
     assert not (tmp_path / "store").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".store")]
@@ -170,7 +174,9 @@ def test_bad_file_stops_ingest_and_writes_nothing(library: Path, tmp_path: Path)
 
 def test_skip_bad_ingests_the_rest(library: Path, tmp_path: Path) -> None:
     truncated, nan_param = _break_two_files(library)
-    result = ingest_library(library, tmp_path / "store", size=16, workers=1, skip_bad=True)
+    result = ingest_library(
+        library, tmp_path / "store", config=IngestConfig(size=16, skip_bad=True), workers=1
+    )
     assert (result.n_files, result.n_images, len(result.skipped)) == (4, 32, 2)
     assert "skipped 2" in result.describe()
     skipped = pd.read_csv(tmp_path / "store" / "skipped.csv")
@@ -189,7 +195,7 @@ def test_all_files_bad(tmp_path: Path) -> None:
     for path in library.rglob("*.hdf5"):
         path.write_bytes(b"")
     with pytest.raises(InputError, match="no usable images"):
-        ingest_library(library, tmp_path / "store", workers=1, skip_bad=True)
+        ingest_library(library, tmp_path / "store", config=IngestConfig(skip_bad=True), workers=1)
     assert not (tmp_path / "store").exists()
 
 
@@ -198,14 +204,22 @@ def test_output_rules(library: Path, tmp_path: Path) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(InputError, match="not empty"):
-        ingest_library(library, out, size=16, workers=1)
+        ingest_library(library, out, config=IngestConfig(size=16), workers=1)
     assert (out / "keep.txt").exists()
-    ingest_library(library, out, size=16, workers=1, overwrite=True)
+    ingest_library(library, out, config=IngestConfig(size=16), workers=1, overwrite=True)
     assert not (out / "keep.txt").exists()
-    with pytest.raises(ProtomatchError, match="stretch"):
-        ingest_library(library, tmp_path / "x", stretch="sqrt")
-    with pytest.raises(ProtomatchError, match="size"):
-        ingest_library(library, tmp_path / "x", size=4)
+    with pytest.raises(ProtomatchError, match="workers"):
+        ingest_library(library, tmp_path / "x", workers=0)
+
+
+def test_bad_settings_are_refused_in_one_line() -> None:
+    with pytest.raises(pydantic.ValidationError, match="stretch"):
+        IngestConfig(stretch="sqrt")
+    with pytest.raises(pydantic.ValidationError, match="extra"):
+        IngestConfig(sise=32)
+    with pytest.raises(ProtomatchError) as info:
+        validated(IngestConfig, size=4)
+    assert str(info.value) == "size: Input should be greater than or equal to 16"
 
 
 def test_open_rejects_non_stores(tmp_path: Path) -> None:
@@ -225,7 +239,9 @@ def test_catalog_library_ingest(tmp_path: Path) -> None:
         np.save(root / f"img{i}.npy", np.exp(-(x**2 + y**2) / (2 * (2 + i) ** 2)))
         rows.append({"file": f"img{i}.npy", "system": f"s{i // 2}", "mass [Msun]": 0.1 * (i + 1)})
     pd.DataFrame(rows).to_csv(root / "catalog.csv", index=False)
-    result = ingest_library(root, tmp_path / "store", size=16, workers=1, crop_fraction=0.8)
+    result = ingest_library(
+        root, tmp_path / "store", config=IngestConfig(size=16, crop_fraction=0.8), workers=1
+    )
     store = LibraryStore.open(result.path)
     assert store.param_names == ("mass",) and store.units == {"mass": "Msun"}
     assert store.systems() == ("s0", "s1")

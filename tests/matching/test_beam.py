@@ -11,23 +11,30 @@ import torch
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from protomatch.library.readers import read_observation
-from protomatch.library.store import LibraryStore, ingest_library
+from protomatch.library.ingest import IngestConfig, ingest_library
+from protomatch.library.schema import DEFAULT_PARAMETERS
+from protomatch.library.store import LibraryStore
 from protomatch.matching.conditioned import (
-    DIHEDRAL,
     BeamMatchedLibrary,
     _correlated_noise,
-    array_position_angle,
-    beam_in_library_pixels,
     beam_key,
-    dihedral_beam,
-    dihedral_image,
     noise_level,
     pixel_vectors,
 )
-from protomatch.matching.observation import PreparedObservation, clipped_mean
+from protomatch.matching.observation import (
+    PreparedObservation,
+    beam_in_library_pixels,
+    clipped_mean,
+    read_observation,
+)
 from protomatch.neural_nets.trained import load_model
-from protomatch.training.augment import FWHM_PER_SIGMA, convolve_with_beam
+from protomatch.optics.beam import FWHM_PER_SIGMA, convolve_with_beam
+from protomatch.optics.orientation import (
+    DIHEDRAL,
+    array_position_angle,
+    dihedral_beam,
+    dihedral_image,
+)
 
 PIXEL_ARCSEC = 0.05
 
@@ -91,19 +98,24 @@ def test_beam_keywords_degrees_to_library_pixels(tmp_path):
     observation = read_observation(_write_fits(tmp_path / "b.fits", 0.5, 0.25, 30.0))
     assert observation.beam_arcsec == pytest.approx((0.5, 0.25, 30.0))
     # 0.5 arcsec at 140 pc = 70 AU = 7 pixels of 10 AU
-    beam = beam_in_library_pixels(observation, 140.0, 10.0)
+    beam = beam_in_library_pixels(observation.at_distance(140.0), 10.0)
     assert beam == pytest.approx((7.0, 3.5, 30.0))
 
 
 def test_distance_from_header_and_missing_inputs(tmp_path):
     observation = read_observation(_write_fits(tmp_path / "d.fits", 0.4, 0.4, 0.0, distance=250))
-    assert beam_in_library_pixels(observation, None, 25.0) == pytest.approx((4.0, 4.0, 0.0))
-    assert beam_in_library_pixels(observation, 100.0, 25.0) == pytest.approx((1.6, 1.6, 0.0))
-    assert beam_in_library_pixels(observation, None, None) is None
+    assert beam_in_library_pixels(observation, 25.0) == pytest.approx((4.0, 4.0, 0.0))
+    assert beam_in_library_pixels(observation.at_distance(100.0), 25.0) == pytest.approx(
+        (1.6, 1.6, 0.0)
+    )
+    assert beam_in_library_pixels(observation, None) is None
     plain = read_observation(_write_fits(tmp_path / "n.fits", 0.4, 0.4, 0.0))
-    assert beam_in_library_pixels(plain, None, 25.0) is None  # no distance anywhere
+    assert beam_in_library_pixels(plain, 25.0) is None  # no distance anywhere
     np.save(tmp_path / "a.npy", np.ones((8, 8), dtype=np.float32))
-    assert beam_in_library_pixels(read_observation(tmp_path / "a.npy"), 100.0, 25.0) is None
+    assert (
+        beam_in_library_pixels(read_observation(tmp_path / "a.npy").at_distance(100.0), 25.0)
+        is None
+    )
 
 
 @pytest.mark.parametrize("rotation", [0.0, 35.0, -100.0])
@@ -113,7 +125,7 @@ def test_elongated_beam_lies_along_the_sky_position_angle(tmp_path, mirrored, bp
     """The convolved point source is elongated along the sky direction at BPA east of north,
     located in the array through the WCS, whatever its handedness and rotation."""
     path = _write_fits(tmp_path / "e.fits", 1.0, 0.4, bpa, mirrored=mirrored, rotation=rotation)
-    major, minor, pa = beam_in_library_pixels(read_observation(path), 100.0, 10.0)
+    major, minor, pa = beam_in_library_pixels(read_observation(path).at_distance(100.0), 10.0)
     assert (major, minor) == pytest.approx((10.0, 4.0))
     smooth = convolve_with_beam(_point(), major, minor, pa).numpy()
     _, cov = _moments(smooth)
@@ -188,10 +200,11 @@ def blob_store(tmp_path_factory):
     ):
         image = np.exp(-((rows - r0) ** 2 + (cols - c0) ** 2) / (2 * width**2)) * (i + 1)
         np.save(root / f"b{i}.npy", image.astype(np.float32))
-        records.append({"file": f"b{i}.npy", "system": f"s{i}", "mass": 0.1 * (i + 1)})
+        parameters = {name: 0.1 * (i + 1) for name in DEFAULT_PARAMETERS}
+        records.append({"file": f"b{i}.npy", "system": f"s{i}", **parameters})
     pd.DataFrame(records).to_csv(root / "catalog.csv", index=False)
     out = tmp_path_factory.mktemp("blob-store") / "store"
-    ingest_library(root, out, size=32, workers=1)
+    ingest_library(root, out, config=IngestConfig(size=32), workers=1)
     return LibraryStore.open(out)
 
 
@@ -353,7 +366,9 @@ def test_cd_matrix_and_missing_wcs_orientation(tmp_path) -> None:
             header[f"CD{i + 1}_{j + 1}"] = matrix[i, j]
     cd = tmp_path / "cd.fits"
     fits.PrimaryHDU(np.ones((64, 64), dtype=np.float32), header=header).writeto(cd)
-    by_pc, by_cd = (beam_in_library_pixels(read_observation(p), 100.0, 10.0) for p in (pc, cd))
+    by_pc, by_cd = (
+        beam_in_library_pixels(read_observation(p).at_distance(100.0), 10.0) for p in (pc, cd)
+    )
     assert by_cd == pytest.approx(by_pc)
     # this PC matrix turns the grid's axes by +35 deg on the sky, so the beam turns by -35 deg
     # against the array (the sense is checked independently in the elongated-beam test)

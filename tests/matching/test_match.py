@@ -1,23 +1,26 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pydantic
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from protomatch.errors import InputError, ProtomatchError
-from protomatch.library.readers import read_observation
+from protomatch.errors import InputError
+from protomatch.library.store import LibraryStore
 from protomatch.matching.index import EmbeddingIndex, IndexConfig, build_index
-from protomatch.matching.match import match_observations, score_pairwise
-from protomatch.matching.observation import prepare_observation
+from protomatch.matching.match import MatchConfig, match_observations, score_pairwise
+from protomatch.matching.observation import prepare_observation, read_observation
 from protomatch.matching.summary import weighted_quantiles
-from protomatch.training.engine import load_config, train_model
+from protomatch.training.config import load_config
+from protomatch.training.engine import train_model
 from tests.conftest import tiny_training_overrides
 
 
@@ -45,7 +48,7 @@ def test_index_gives_the_pairwise_reference_ranking(tiny_index: Path, tiny_libra
     index = EmbeddingIndex.open(tiny_index)
     observation = read_observation(_library_target(tiny_library))
     prepared = prepare_observation(
-        observation, index.model.preprocess, None, None, index.store.intensity_unit
+        observation, index.model.preprocess, None, index.store.intensity_unit
     )
     image, intensity = prepared.image, prepared.mean_intensity
     library_intensity = index.store.table["mean_intensity"].to_numpy()
@@ -53,6 +56,21 @@ def test_index_gives_the_pairwise_reference_ranking(tiny_index: Path, tiny_libra
     sims, ids = index.search(index.model.embed(image[None], np.array([intensity])), 10)
     assert ids[0].tolist() == np.argsort(-reference, kind="stable")[:10].tolist()
     assert sims[0] == pytest.approx(np.sort(reference)[::-1][:10], abs=1e-4)
+
+
+def test_unfilled_slots_of_an_approximate_index_are_empty(
+    tiny_model: Path, tiny_store: Path, tmp_path: Path
+) -> None:
+    """An IVF search probing one cell cannot fill k = N slots: FAISS marks the rest with row
+    -1, which must come back as id -1 and similarity -inf, never as the last library image."""
+    out = tmp_path / "ivf"
+    build_index(tiny_model, tiny_store, out, config=IndexConfig(kind="ivf", nlist=4, nprobe=1))
+    index = EmbeddingIndex.open(out)
+    sims, ids = index.search(np.load(out / "embeddings.npy")[:3], len(index))
+    empty = ids == -1
+    assert empty.any() and (~empty).any()
+    assert np.isneginf(sims[empty]).all() and np.isfinite(sims[~empty]).all()
+    assert set(ids[~empty].ravel()) <= set(index.ids.tolist())
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
@@ -71,7 +89,8 @@ def test_index_from_another_model_is_refused(
     tiny_index: Path, tiny_store: Path, tmp_path: Path
 ) -> None:
     other = tmp_path / "other-model"
-    train_model(tiny_store, other, load_config(None, tiny_training_overrides(epochs=1, seed=9)))
+    config = load_config(None, tiny_training_overrides(epochs=1, seed=9))
+    train_model(tiny_store, other, config=config)
     with pytest.raises(InputError, match="built by model"):
         EmbeddingIndex.open(tiny_index, model=other)
 
@@ -79,17 +98,19 @@ def test_index_from_another_model_is_refused(
 def test_index_from_another_library_is_refused(
     tiny_index: Path, tiny_library: Path, tmp_path: Path
 ) -> None:
-    from protomatch.library.store import ingest_library
+    from protomatch.library.ingest import IngestConfig, ingest_library
 
     other = tmp_path / "other-store"
-    ingest_library(tiny_library, other, size=32, workers=1, stretch="asinh")
+    ingest_library(tiny_library, other, config=IngestConfig(size=32, stretch="asinh"), workers=1)
     with pytest.raises(InputError, match="built from library"):
         EmbeddingIndex.open(tiny_index, library=other)
 
 
 def test_match_writes_a_report_with_truth(tiny_index: Path, tiny_library: Path, tmp_path):
     report = tmp_path / "report"
-    result = match_observations(tiny_index, [_library_target(tiny_library)], report, k=20)
+    result = match_observations(
+        tiny_index, [_library_target(tiny_library)], report, config=MatchConfig(k=20)
+    )
     summary = json.loads((report / "summary.json").read_text())
     assert summary["n_matches"] == 20
     mass = summary["parameters"]["mass"]
@@ -106,7 +127,9 @@ def test_match_writes_a_report_with_truth(tiny_index: Path, tiny_library: Path, 
 
 
 def test_k_larger_than_the_library_is_clamped_with_a_note(tiny_index, tiny_library, tmp_path):
-    match_observations(tiny_index, [_library_target(tiny_library)], tmp_path / "r", k=10_000)
+    match_observations(
+        tiny_index, [_library_target(tiny_library)], tmp_path / "r", config=MatchConfig(k=10_000)
+    )
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["n_matches"] == 7 * 3 * 8  # every image of the other seven systems
     assert any("larger than the library" in note for note in summary["notes"])
@@ -115,24 +138,31 @@ def test_k_larger_than_the_library_is_clamped_with_a_note(tiny_index, tiny_libra
 def test_library_target_is_matched_against_other_systems(tiny_index, tiny_library, tmp_path):
     target = _library_target(tiny_library)
     own = Path(target.rsplit(":", 1)[0]).parent.name.removeprefix("sink")
-    match_observations(tiny_index, [target], tmp_path / "other", k=30)
+    match_observations(tiny_index, [target], tmp_path / "other", config=MatchConfig(k=30))
     others = pd.read_csv(tmp_path / "other" / "matches.csv")
     assert own not in set(others["system"].astype(str))
-    match_observations(tiny_index, [target], tmp_path / "all", k=30, include_own_system=True)
+    match_observations(
+        tiny_index, [target], tmp_path / "all", config=MatchConfig(k=30, include_own_system=True)
+    )
     everything = pd.read_csv(tmp_path / "all" / "matches.csv")
     assert everything["system"].astype(str).iloc[0] == own
     assert everything["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_threshold_keeps_only_close_matches(tiny_index, tiny_library, tmp_path) -> None:
-    match_observations(tiny_index, [_library_target(tiny_library)], tmp_path / "r", threshold=0.5)
+    match_observations(
+        tiny_index,
+        [_library_target(tiny_library)],
+        tmp_path / "r",
+        config=MatchConfig(threshold=0.5),
+    )
     sims = np.loadtxt(tmp_path / "r" / "matches.csv", delimiter=",", skiprows=1, usecols=1)
     assert (np.atleast_1d(sims) >= 0.5).all()
 
 
 def test_several_observations_get_one_folder_each(tiny_index, tiny_library, tmp_path) -> None:
     targets = [_library_target(tiny_library, 1), _library_target(tiny_library, 5)]
-    result = match_observations(tiny_index, targets, tmp_path / "r", k=5)
+    result = match_observations(tiny_index, targets, tmp_path / "r", config=MatchConfig(k=5))
     assert len(result.targets) == 2
     assert (tmp_path / "r" / "index.html").is_file()
     assert all((t.folder / "summary.json").is_file() for t in result.targets)
@@ -156,7 +186,7 @@ def test_fits_with_pixel_scale_and_distance_is_resampled(tiny_index, tmp_path) -
     blob = np.exp(-((xx - 50) ** 2 + (yy - 50) ** 2) / 50.0)
     blob[:5] = np.nan
     path = _fits_observation(tmp_path / "obs.fits", blob, cdelt_deg=0.05 / 3600)
-    match_observations(tiny_index, [path], tmp_path / "r", k=5, distance_pc=140)
+    match_observations(tiny_index, [path], tmp_path / "r", config=MatchConfig(k=5, distance_pc=140))
     notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
     assert any("AU/pixel" in note for note in notes)
     assert any("validated on mock observations" in note for note in notes)
@@ -169,7 +199,7 @@ def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tm
     path = _fits_observation(tmp_path / "obs.fits", image, cdelt_deg=0.05 / 3600)
     with fits.open(path, mode="update") as hdus:
         hdus[0].header.update(BMAJ=0.4 / 3600, BMIN=0.3 / 3600, BPA=30.0, BUNIT="Jy/beam")
-    match_observations(tiny_index, [path], tmp_path / "r", k=5, distance_pc=140)
+    match_observations(tiny_index, [path], tmp_path / "r", config=MatchConfig(k=5, distance_pc=140))
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     note = next(n for n in summary["notes"] if "convolved to the observation's beam" in n)
     assert "noise level" in note
@@ -178,14 +208,14 @@ def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tm
     assert summary["n_matches"] == 5
     sims = pd.read_csv(tmp_path / "r" / "matches.csv")["similarity"].to_numpy()
     assert (np.diff(sims) <= 1e-6).all()
-    match_observations(tiny_index, [path], tmp_path / "r2", k=5)
+    match_observations(tiny_index, [path], tmp_path / "r2", config=MatchConfig(k=5))
     notes = json.loads((tmp_path / "r2" / "summary.json").read_text())["notes"]
     assert any("distance" in note and "shorter side" in note for note in notes)
 
 
 def test_physical_resampling_keeps_the_source_centred_and_scaled(tiny_store: Path) -> None:
-    from protomatch.library.readers import Observation
     from protomatch.library.store import LibraryStore
+    from protomatch.matching.observation import Observation
 
     store = LibraryStore.open(tiny_store)
     size = store.preprocess.size
@@ -193,8 +223,8 @@ def test_physical_resampling_keeps_the_source_centred_and_scaled(tiny_store: Pat
     sigma_au = 100.0
     au_per_px = 10.0
     blob = np.exp(-((xx - 99.5) ** 2 + (yy - 99.5) ** 2) / (2 * (sigma_au / au_per_px) ** 2))
-    observation = Observation(blob.astype(np.float32), Path("x.npy"), {"au_per_pixel": au_per_px})
-    image = prepare_observation(observation, store.preprocess, store.au_per_pixel, None).image
+    observation = Observation(blob.astype(np.float32), Path("x.npy"), au_per_pixel=au_per_px)
+    image = prepare_observation(observation, store.preprocess, store.au_per_pixel).image
     assert image.shape == (size, size)
     grid = np.arange(size) - (size - 1) / 2
     weights = image / image.sum()
@@ -224,12 +254,13 @@ def test_bad_observations_are_clear_errors(tiny_index, tmp_path, content, messag
     assert not (tmp_path / "r").exists()
 
 
-def test_bad_k_and_threshold_are_refused(tiny_index, tiny_library, tmp_path) -> None:
-    target = _library_target(tiny_library)
-    with pytest.raises(ProtomatchError, match="k must be"):
-        match_observations(tiny_index, [target], tmp_path / "r", k=0)
-    with pytest.raises(ProtomatchError, match="threshold"):
-        match_observations(tiny_index, [target], tmp_path / "r", threshold=3)
+@pytest.mark.parametrize(
+    "settings",
+    [{"k": 0}, {"threshold": 3}, {"distance_pc": -5}, {"distance_pc": math.inf}, {"centre": "x"}],
+)
+def test_bad_match_settings_are_refused(settings) -> None:
+    with pytest.raises(pydantic.ValidationError, match=next(iter(settings))):
+        MatchConfig(**settings)
 
 
 def test_cli_match_error_is_one_line(tiny_index: Path, tmp_path: Path) -> None:
@@ -267,14 +298,17 @@ def test_weighted_quantiles_by_hand() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"), [(140, 140.0), ("inf", None), (-3, None), ("x", None)]
 )
-def test_header_distance_accepts_only_positive_finite_values(value, expected) -> None:
-    from protomatch.library.readers import Observation
-    from protomatch.matching.observation import header_distance
+def test_header_distance_accepts_only_positive_finite_values(value, expected, tmp_path) -> None:
+    from astropy.io import fits
 
-    observation = Observation(
-        np.ones((4, 4), dtype=np.float32), Path("x.fits"), {"DISTANCE": value}
-    )
-    assert header_distance(observation) == expected
+    path = tmp_path / "d.fits"
+    fits.PrimaryHDU(np.ones((4, 4), np.float32)).writeto(path)
+    with fits.open(path, mode="update") as hdus:
+        hdus[0].header["DISTANCE"] = value
+    observation = read_observation(path)
+    assert observation.distance_pc == expected
+    assert observation.distance_from == (None if expected is None else "header DISTANCE")
+    assert observation.at_distance(99.0).distance_pc == 99.0
 
 
 def test_mock_observation_report_shows_the_truth_of_its_truth_csv(
@@ -285,13 +319,17 @@ def test_mock_observation_report_shows_the_truth_of_its_truth_csv(
     config = {"n": 2, "seed": 9, "npix_range": (40, 48), "nan_border_fraction": 0.0}
     make_observations(tiny_library, tmp_path / "obs", config=config, workers=1)
     truth = pd.read_csv(tmp_path / "obs" / "truth.csv").set_index("file")
-    match_observations(tiny_index, [tmp_path / "obs" / "obs_001.fits"], tmp_path / "r", k=5)
+    match_observations(
+        tiny_index, [tmp_path / "obs" / "obs_001.fits"], tmp_path / "r", config=MatchConfig(k=5)
+    )
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     for name, stats in summary["parameters"].items():
         assert stats["truth"] == pytest.approx(truth.loc["obs_001.fits", name])
     # a truth.csv that does not list the file (or lacks a parameter) shows no truth
     truth.drop(index="obs_001.fits").to_csv(tmp_path / "obs" / "truth.csv")
-    match_observations(tiny_index, [tmp_path / "obs" / "obs_001.fits"], tmp_path / "r2", k=5)
+    match_observations(
+        tiny_index, [tmp_path / "obs" / "obs_001.fits"], tmp_path / "r2", config=MatchConfig(k=5)
+    )
     summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
     assert all(stats["truth"] is None for stats in summary["parameters"].values())
 
@@ -314,33 +352,33 @@ def _centroid(image: np.ndarray) -> tuple[float, float]:
 
 
 def test_off_centre_source_is_brought_to_the_library_centre(tiny_store: Path) -> None:
-    from protomatch.library.readers import Observation
     from protomatch.library.store import LibraryStore
+    from protomatch.matching.observation import Observation
 
     store = LibraryStore.open(tiny_store)
-    header = {"au_per_pixel": store.au_per_pixel / 4}  # the field is 1/4 of the image
-    observation = Observation(_offset_source((30, -40), spike=True), Path("x.npy"), header)
-    centred = prepare_observation(observation, store.preprocess, store.au_per_pixel, None)
+    scale = store.au_per_pixel / 4  # the field is 1/4 of the image
+    observation = Observation(
+        _offset_source((30, -40), spike=True), Path("x.npy"), au_per_pixel=scale
+    )
+    centred = prepare_observation(observation, store.preprocess, store.au_per_pixel)
     assert _centroid(centred.image) == pytest.approx((0, 0), abs=0.3)
     assert any("centred on the source" in note for note in centred.notes)
-    as_cut = prepare_observation(
-        observation, store.preprocess, store.au_per_pixel, None, centre="image"
-    )
+    as_cut = prepare_observation(observation, store.preprocess, store.au_per_pixel, centre="image")
     # 30 and -40 observation pixels are 7.5 and -10 library pixels
     assert _centroid(as_cut.image) == pytest.approx((7.5, -10), abs=0.5)
     assert not any("centred on the source" in note for note in as_cut.notes)
 
 
 def test_source_within_half_a_beam_of_the_centre_is_not_moved(tiny_store: Path) -> None:
-    from protomatch.library.readers import Observation
     from protomatch.library.store import LibraryStore
+    from protomatch.matching.observation import Observation
 
     store = LibraryStore.open(tiny_store)
-    header = {"au_per_pixel": store.au_per_pixel / 4}
-    observation = Observation(_offset_source((1, 0)), Path("x.npy"), header)
-    by_source = prepare_observation(observation, store.preprocess, store.au_per_pixel, None)
+    scale = store.au_per_pixel / 4
+    observation = Observation(_offset_source((1, 0)), Path("x.npy"), au_per_pixel=scale)
+    by_source = prepare_observation(observation, store.preprocess, store.au_per_pixel)
     by_image = prepare_observation(
-        observation, store.preprocess, store.au_per_pixel, None, centre="image"
+        observation, store.preprocess, store.au_per_pixel, centre="image"
     )
     np.testing.assert_array_equal(by_source.image, by_image.image)
 
@@ -352,6 +390,8 @@ def test_source_position_ignores_a_single_bright_pixel() -> None:
     assert source_position(_offset_source((30, -40), spike=True), 0.1) == (20.0, 180.0)
 
 
-def test_bad_centre_choice_is_refused(tiny_index: Path, tiny_library: Path, tmp_path) -> None:
-    with pytest.raises(ProtomatchError, match="centre"):
-        match_observations(tiny_index, [_library_target(tiny_library)], tmp_path / "r", centre="x")
+def test_bad_centre_choice_is_refused(tiny_library: Path, tiny_store: Path) -> None:
+    observation = read_observation(_library_target(tiny_library))
+    store = LibraryStore.open(tiny_store)
+    with pytest.raises(InputError, match="centre"):
+        prepare_observation(observation, store.preprocess, store.au_per_pixel, centre="x")

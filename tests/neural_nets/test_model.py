@@ -10,12 +10,10 @@ import pytest
 import torch
 
 from protomatch.errors import ProtomatchError
-from protomatch.neural_nets.networks import (
+from protomatch.neural_nets.encoder import Encoder, EncoderConfig, check_architecture
+from protomatch.neural_nets.siamese import (
     AutoEncoder,
-    Encoder,
-    EncoderConfig,
     SiameseNetwork,
-    check_architecture,
     select_device,
     siamese_from_autoencoder,
 )

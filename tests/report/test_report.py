@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from protomatch.library.schema import PARAMETER_UNITS
-from protomatch.report.html import MatchReportData, write_match_report, write_report_index
+from protomatch.matching.summary import summarise
+from protomatch.report.data import MatchReportData
+from protomatch.report.html import write_match_report, write_report_index
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UNITS = dict(PARAMETER_UNITS)
@@ -50,11 +52,6 @@ def _draw(rng: np.random.Generator, n: int, centre: dict[str, float] | None) -> 
             value = middle + 0.08 * (high - low) * rng.standard_normal(n)
         columns[name] = 10**value if name in LOG_PARAMS else value
     return pd.DataFrame(columns)
-
-
-def _quantiles(values: np.ndarray) -> dict[str, float]:
-    levels = {"median": 50, "q16": 16, "q84": 84, "q2.5": 2.5, "q97.5": 97.5}
-    return {key: float(np.percentile(values, q)) for key, q in levels.items()}
 
 
 def make_report_data(
@@ -99,25 +96,17 @@ def make_report_data(
     )
 
 
-def _summary(name, matches, prior, truth, warnings) -> dict:
-    return {
-        "target": name,
-        "k": len(matches),
-        "threshold": None,
-        "n_matches": len(matches),
-        "best_similarity": float(matches["similarity"].max()),
-        "parameters": {
-            p: {
-                "unit": UNITS[p],
-                "matches": _quantiles(matches[p].to_numpy()),
-                "prior": _quantiles(prior[p].to_numpy()),
-                "truth": None if truth is None else truth[p],
-            }
-            for p in UNITS
-        },
-        "warnings": list(warnings),
-        "notes": [],
-    }
+def _summary(
+    name: str,
+    matches: pd.DataFrame,
+    prior: pd.DataFrame,
+    truth: dict[str, float] | None,
+    warnings: tuple[str, ...] = (),
+) -> dict:
+    """The summary ``protomatch match`` gives the report (matching.summary.summarise)."""
+    summary = summarise(matches, prior, tuple(UNITS), UNITS, truth)
+    summary.update(target=name, k=len(matches), threshold=None, warnings=list(warnings), notes=[])
+    return summary
 
 
 @pytest.fixture
@@ -192,7 +181,8 @@ def test_degenerate_and_non_positive_parameters_do_not_crash(tmp_path: Path):
     matches.loc[0, "luminosity"] = 0.0
     prior["accretion_rate"] = -1.0  # nothing positive at all in the prior
     matches["accretion_rate"] = 0.0
-    data = dataclasses.replace(data, matches=matches, prior=prior, summary={})
+    summary = _summary(data.target_name, matches, prior, data.truth)
+    data = dataclasses.replace(data, matches=matches, prior=prior, summary=summary)
     written = write_match_report(tmp_path, data)
     for path in written:
         if path.suffix == ".png":
@@ -200,15 +190,13 @@ def test_degenerate_and_non_positive_parameters_do_not_crash(tmp_path: Path):
     page = _visible((tmp_path / "index.html").read_text())
     start = page.index("Parameter summary")
     table = page[start : page.index("</table>", start)]
-    assert "<td>42</td>" in table  # statistics computed here when the summary lacks them
+    assert "<td>42</td>" in table  # the summary's median of identical matches
 
 
 def test_no_matches_gives_a_report(tmp_path: Path):
-    data = make_report_data(n_matches=3, n_prior=50)
+    data = make_report_data(n_matches=3, n_prior=50, with_truth=False)
     empty = data.matches.iloc[:0]
-    data = dataclasses.replace(
-        data, matches=empty, match_images=data.match_images[:0], summary={}, truth=None
-    )
+    data = dataclasses.replace(data, matches=empty, match_images=data.match_images[:0])
     written = write_match_report(tmp_path, data)
     assert len(written) == len(FILES)
     assert pd.read_csv(tmp_path / "matches.csv").empty
@@ -238,10 +226,30 @@ def test_mismatched_inputs_are_refused():
         dataclasses.replace(data, prior=data.prior.drop(columns=["mass"]))
     with pytest.raises(ValueError, match="2-D"):
         dataclasses.replace(data, target_image=np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match="summary lacks the statistics"):
+        dataclasses.replace(data, summary={"parameters": {}})
+
+
+def test_report_quotes_the_summary_statistics(tmp_path: Path):
+    """The page shows the summary's numbers, not statistics of its own."""
+    data = make_report_data(n_matches=8, n_prior=60)
+    parameters = {name: dict(stats) for name, stats in data.summary["parameters"].items()}
+    parameters["temperature"] = {
+        **parameters["temperature"],
+        "matches": {"median": 12.5, "q16": 11.0, "q84": 14.0, "q2.5": 10.0, "q97.5": 15.0},
+    }
+    write_match_report(tmp_path, dataclasses.replace(data, summary={"parameters": parameters}))
+    page = _visible((tmp_path / "index.html").read_text())
+    start = page.index("<b>temperature</b>")
+    row = page[start : page.index("</tr>", start)]
+    assert "<td>12.5</td>" in row and "[11, 14]" in row and "[10, 15]" in row
 
 
 def test_noisy_target_is_shown_above_its_noise():
+    from protomatch.report.data import STRETCH_FLOOR
     from protomatch.report.figures import _log_stretch, render_figures
+
+    assert STRETCH_FLOOR == 1e-4  # four decades below the peak by default
 
     image = np.array([[1.0, 0.1, 1e-3], [1e-5, 0.0, -0.2]])
     np.testing.assert_allclose(_log_stretch(image, 0.01), [[0, -1, -2], [-2, -2, -2]])

@@ -13,7 +13,8 @@ from astropy.io import fits
 
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.library import schema
-from protomatch.library.readers import discover_library, read_library_file, read_observation
+from protomatch.library.readers import discover_library, read_library_file
+from protomatch.matching.observation import read_observation
 from protomatch.simulators.observations import (
     TRUTH_COLUMNS,
     ObserveConfig,
@@ -81,8 +82,9 @@ def test_every_file_reads_with_its_pixel_scale_and_beam(observed):
         assert bmaj == pytest.approx(row.beam_major_arcsec, rel=1e-6)
         assert bmin == pytest.approx(row.beam_minor_arcsec, rel=1e-6)
         assert bpa == pytest.approx(row.beam_pa_deg, rel=1e-6)
-        assert obs.header["DISTANCE"] == pytest.approx(row.distance_pc)
-        assert obs.header["BUNIT"] == "Jy/beam"
+        assert obs.distance_pc == pytest.approx(row.distance_pc)
+        assert obs.distance_from == "header DISTANCE"
+        assert obs.intensity_unit == "Jy/beam"
 
 
 def test_header_units_axes_and_shapes(observed):

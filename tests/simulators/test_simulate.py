@@ -12,15 +12,17 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pydantic
 import pytest
 from scipy import integrate
 
-from protomatch.errors import ProtomatchError
+from protomatch.errors import ProtomatchError, validated
 from protomatch.library import schema
 from protomatch.simulators._physics import SEED_MASS_MSUN
 from protomatch.simulators.library import (
     FIELD_OF_VIEW_AU,
     VIEWING_DIRECTIONS_DEG,
+    SimulateConfig,
     SimulationResult,
     accretion_luminosity,
     draw_system,
@@ -58,9 +60,8 @@ def _read_library(root: Path) -> dict[tuple[int, int], dict[str, object]]:
 @pytest.fixture(scope="module")
 def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulationResult, dict]:
     out = tmp_path_factory.mktemp("sim") / "library"
-    result = simulate_library(
-        out, systems=SYSTEMS, snapshots=SNAPSHOTS, size=SIZE, seed=SEED, workers=1, preview=True
-    )
+    config = SimulateConfig(systems=SYSTEMS, snapshots=SNAPSHOTS, size=SIZE, seed=SEED)
+    result = simulate_library(out, config=config, workers=1, preview=True)
     return result, _read_library(out)
 
 
@@ -253,9 +254,8 @@ def test_same_seed_same_library_for_any_worker_count(
     library: tuple[SimulationResult, dict], tmp_path: Path
 ) -> None:
     _, files = library
-    simulate_library(
-        tmp_path / "parallel", systems=SYSTEMS, snapshots=SNAPSHOTS, size=SIZE, seed=SEED, workers=2
-    )
+    config = SimulateConfig(systems=SYSTEMS, snapshots=SNAPSHOTS, size=SIZE, seed=SEED)
+    simulate_library(tmp_path / "parallel", config=config, workers=2)
     parallel = _read_library(tmp_path / "parallel")
     assert parallel.keys() == files.keys()
     for key, entry in files.items():
@@ -267,9 +267,8 @@ def test_other_seed_gives_other_library(
     library: tuple[SimulationResult, dict], tmp_path: Path
 ) -> None:
     _, files = library
-    simulate_library(
-        tmp_path / "other", systems=1, snapshots=1, size=SIZE, seed=SEED + 1, workers=1
-    )
+    config = SimulateConfig(systems=1, snapshots=1, size=SIZE, seed=SEED + 1)
+    simulate_library(tmp_path / "other", config=config, workers=1)
     (other,) = _read_library(tmp_path / "other").values()
     first = min(k for k in files if k[0] == 1)
     assert other["age"] != files[first]["age"]
@@ -282,17 +281,27 @@ def test_other_seed_gives_other_library(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"systems": 0}, "systems must be at least 1"),
-        ({"snapshots": -2}, "snapshots must be at least 1"),
-        ({"size": 8}, "size must be at least 16"),
-        ({"workers": 0}, "workers must be at least 1"),
-        ({"seed": -1}, "seed must be a non-negative"),
+        ({"systems": 0}, "systems: must be at least 1"),
+        ({"snapshots": -2}, "snapshots: must be at least 1"),
+        ({"size": 8}, "size: must be at least 16"),
+        ({"seed": -1}, "seed: must be a non-negative"),
+        ({"systems": 2.5}, "systems: must be an integer"),
+        ({"size": True}, "size: must be an integer"),
+        ({"sistems": 2}, "sistems: Extra inputs are not permitted"),
     ],
 )
-def test_bad_arguments_write_nothing(tmp_path: Path, kwargs: dict, message: str) -> None:
-    out = tmp_path / "out"
+def test_bad_settings_are_one_line(kwargs: dict, message: str) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        SimulateConfig(**kwargs)
     with pytest.raises(ProtomatchError, match=message):
-        simulate_library(out, **{"systems": 1, "snapshots": 1, "size": 16, **kwargs})
+        validated(SimulateConfig, **kwargs)
+
+
+def test_bad_workers_write_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = SimulateConfig(systems=1, snapshots=1, size=16)
+    with pytest.raises(ProtomatchError, match="workers must be at least 1"):
+        simulate_library(out, config=config, workers=0)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -300,11 +309,12 @@ def test_non_empty_output_needs_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
+    config = SimulateConfig(systems=1, snapshots=1, size=16)
     with pytest.raises(ProtomatchError, match="not empty"):
-        simulate_library(out, systems=1, snapshots=1, size=16, workers=1)
+        simulate_library(out, config=config, workers=1)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
-    simulate_library(out, systems=1, snapshots=1, size=16, workers=1, overwrite=True)
+    simulate_library(out, config=config, workers=1, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
 
 
@@ -320,7 +330,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--systems", "0"], "systems must be at least 1"), (["--size", "4"], "at least 16")],
+    [(["--systems", "0"], "systems: must be at least 1"), (["--size", "4"], "at least 16")],
 )
 def test_cli_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "out"

@@ -9,14 +9,13 @@ import pytest
 import torch
 
 from protomatch.errors import ProtomatchError
+from protomatch.optics.beam import convolve_with_beam, gaussian_beam_kernel
+from protomatch.optics.orientation import rotate_images
 from protomatch.training.augment import (
     AugmentConfig,
     augment_batch,
     augment_pair,
-    convolve_with_beam,
     draw_conditions,
-    gaussian_beam_kernel,
-    rotate_images,
 )
 
 OFF = AugmentConfig(

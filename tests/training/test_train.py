@@ -12,13 +12,14 @@ import torch
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.library.store import LibraryStore
 from protomatch.neural_nets.trained import load_model, save_checkpoint
-from protomatch.training.engine import load_config, train_model
+from protomatch.training.config import load_config
+from protomatch.training.engine import train_model
 from protomatch.training.losses import ContrastiveLoss
 from tests.conftest import tiny_training_overrides
 
 
 def _train(store: Path, out: Path, **extra):
-    return train_model(store, out, load_config(None, tiny_training_overrides(**extra)))
+    return train_model(store, out, config=load_config(None, tiny_training_overrides(**extra)))
 
 
 def test_training_lowers_the_loss(tiny_store: Path, tmp_path: Path) -> None:
@@ -58,15 +59,15 @@ def test_same_seed_gives_the_same_metrics(tiny_store: Path, tmp_path: Path) -> N
 
 def test_interrupted_run_resumes_to_the_same_result(tiny_store: Path, tmp_path: Path) -> None:
     config = load_config(None, tiny_training_overrides(epochs=4))
-    reference = train_model(tiny_store, tmp_path / "whole", config)
+    reference = train_model(tiny_store, tmp_path / "whole", config=config)
 
     def interrupt(epoch: int, row: object) -> None:
         if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_model(tiny_store, tmp_path / "cut", config, on_epoch_end=interrupt)
-    resumed = train_model(tiny_store, tmp_path / "cut", config, resume=True)
+        train_model(tiny_store, tmp_path / "cut", config=config, on_epoch_end=interrupt)
+    resumed = train_model(tiny_store, tmp_path / "cut", config=config, resume=True)
     assert resumed.epochs_run == reference.epochs_run == 4
     assert [r["val_loss"] for r in resumed.history] == pytest.approx(
         [r["val_loss"] for r in reference.history], rel=1e-5
@@ -123,7 +124,7 @@ def test_corrupted_checkpoint_is_a_clear_error(tiny_model: Path, tiny_store: Pat
     (copy / "checkpoints" / "last.safetensors").write_bytes(b"\x00garbage" * 10)
     config = load_config(None, tiny_training_overrides(epochs=4))
     with pytest.raises(InputError, match=r"last\.safetensors"):
-        train_model(tiny_store, copy, config, resume=True)
+        train_model(tiny_store, copy, config=config, resume=True)
 
 
 def test_model_of_a_newer_schema_is_refused(tiny_model: Path, tmp_path: Path) -> None:
@@ -176,7 +177,7 @@ def test_pretrained_frozen_encoder_stays_fixed(tiny_store: Path, tmp_path: Path)
     run._pretrain()
     frozen = {k: v.clone() for k, v in run.network.encoder.features.state_dict().items()}
     assert not any(p.requires_grad for p in run.network.encoder.features.parameters())
-    result = train_model(tiny_store, tmp_path / "m", config)
+    result = train_model(tiny_store, tmp_path / "m", config=config)
     assert result.epochs_run == 2
     trained = load_model(tmp_path / "m")
     # the same seed gives the same autoencoder, and freezing kept its conv stages unchanged

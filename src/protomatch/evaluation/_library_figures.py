@@ -1,4 +1,4 @@
-"""Figures and tables of the evaluation report (used by :mod:`protomatch.evaluation.library` only).
+"""Figures and tables of the library evaluation (used by :mod:`protomatch.evaluation.library`).
 
 Figures are drawn on Agg canvases without pyplot, so no global backend or figure registry
 is touched. Tables are Markdown built from the metrics record alone, so they can be
@@ -8,7 +8,7 @@ rebuilt from any metrics.json.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from protomatch._png import png_bytes as _png_bytes
+from protomatch.evaluation._markdown import fmt, nan_if_none, table_row
+from protomatch.report.data import STRETCH_FLOOR
 
-_STRETCH_FLOOR = 1e-4  # display floor of the log stretch of the peak-1 store images
 _PAIRS_SHOWN = 6
 _OURS = "#d1495b"
 _NOMINAL = "0.35"
@@ -38,19 +39,23 @@ class FigureData:
 
     Attributes
     ----------
-    images
-        (N, H, W) linear, peak-1 store images (memory map is fine).
-    systems
-        (N,) system id of each store image.
-    pair_a, pair_b, predicted, true
-        (B,) store rows of the test pairs and their predicted / true similarity.
-    names, log10
-        Parameter names and whether each is log-scaled.
-    truth
-        (Q, P) queries' true parameters, in the error space (log10 where log-scaled).
-    quantiles
-        (Q, P, 5) protomatch's recovered median, q16, q84, q2.5, q97.5, same space.
-    metrics
+    images : ndarray, shape (N, H, W)
+        Linear, peak-1 store images (a memory map is fine).
+    systems : ndarray, shape (N,)
+        System id of each store image.
+    pair_a, pair_b : ndarray, shape (B,)
+        Store rows of the test pairs.
+    predicted, true : ndarray, shape (B,)
+        Predicted and true similarity of each test pair.
+    names : tuple of str
+        Parameter names.
+    log10 : tuple of bool
+        Whether each parameter is log-scaled.
+    truth : ndarray, shape (Q, P)
+        Queries' true parameters, in the error space (log10 where log-scaled).
+    quantiles : ndarray, shape (Q, P, 5)
+        protomatch's recovered median, q16, q84, q2.5, q97.5, same space.
+    metrics : Mapping
         The metrics record (titles quote it).
     """
 
@@ -68,7 +73,18 @@ class FigureData:
 
 
 def render_figures(data: FigureData) -> dict[str, bytes]:
-    """PNG bytes of every evaluation figure, by file name."""
+    """Draw every figure of the library evaluation.
+
+    Parameters
+    ----------
+    data : FigureData
+        What the figures show.
+
+    Returns
+    -------
+    dict of str to bytes
+        PNG bytes by file name.
+    """
     figures = {
         "similarity_hexbin.png": _hexbin_figure(data),
         "similarity_errors.png": _error_figure(data),
@@ -78,12 +94,6 @@ def render_figures(data: FigureData) -> dict[str, bytes]:
     for name, (title, rows) in _pair_groups(data).items():
         figures[name] = _pairs_figure(data, rows, title)
     return {name: _png_bytes(fig) for name, fig in figures.items()}
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.{digits}f}"
 
 
 # --------------------------------------------------------------------------- similarity
@@ -103,8 +113,8 @@ def _hexbin_figure(data: FigureData) -> Figure:
     ax.legend(loc="upper left", frameon=False)
     fig.colorbar(cells, ax=ax, shrink=0.8).set_label("pairs")
     ax.set_title(
-        f"{s['n_pairs']} test pairs: MSE {_fmt(s['mse'])} (trivial {_fmt(s['mse_trivial'])}), "
-        f"Spearman ρ {_fmt(s['spearman'])}",
+        f"{s['n_pairs']} test pairs: MSE {fmt(s['mse'])} (trivial {fmt(s['mse_trivial'])}), "
+        f"Spearman ρ {fmt(s['spearman'])}",
         fontsize=10,
     )
     fig.tight_layout()
@@ -127,7 +137,7 @@ def _error_figure(data: FigureData) -> Figure:
     accuracy = s["accuracy"]
     ax.set_title(
         f"errors of {s['n_pairs']} test pairs; of the {accuracy['n_pairs']} predicted in "
-        f"[{accuracy['window'][0]}, {accuracy['window'][1]}], {_fmt(accuracy['fraction'], 2)} "
+        f"[{accuracy['window'][0]}, {accuracy['window'][1]}], {fmt(accuracy['fraction'], 2)} "
         f"are within ±{accuracy['tolerance']}",
         fontsize=9.5,
     )
@@ -164,12 +174,12 @@ def _pairs_figure(data: FigureData, pairs: np.ndarray, title: str) -> Figure:
     rows = max(1, math.ceil(len(pairs) / columns))
     fig = Figure(figsize=(3.4 * columns, 2.1 * rows + 0.5), layout="constrained")
     grid = fig.subfigures(rows, columns, squeeze=False, wspace=0.04, hspace=0.04)
-    style = {"cmap": "inferno", "vmin": math.log10(_STRETCH_FLOOR), "vmax": 0.0, "origin": "lower"}
+    style = {"cmap": "inferno", "vmin": math.log10(STRETCH_FLOOR), "vmax": 0.0, "origin": "lower"}
     for cell, pair in zip(grid.ravel(), pairs):
         axes = cell.subplots(1, 2)
         for ax, row in zip(axes, (data.pair_a[pair], data.pair_b[pair])):
             image = np.asarray(data.images[row], dtype=np.float64)
-            ax.imshow(np.log10(np.maximum(image, _STRETCH_FLOOR)), **style)
+            ax.imshow(np.log10(np.maximum(image, STRETCH_FLOOR)), **style)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel(f"system {data.systems[row]}", fontsize=7.5, labelpad=2)
@@ -232,8 +242,8 @@ def _recovery_panel(ax: Axes, data: FigureData, p: int, record: Mapping[str, Any
     ax.text(
         0.03,
         0.97,
-        f"error {_fmt(scores['median_abs_error'], 3)} {error_unit}\n"
-        f"prior {_fmt(record['methods']['prior']['median_abs_error'], 3)}",
+        f"error {fmt(scores['median_abs_error'], 3)} {error_unit}\n"
+        f"prior {fmt(record['methods']['prior']['median_abs_error'], 3)}",
         transform=ax.transAxes,
         va="top",
         fontsize=7.5,
@@ -244,8 +254,8 @@ def _recovery_panel(ax: Axes, data: FigureData, p: int, record: Mapping[str, Any
 def _coverage_figure(data: FigureData) -> Figure:
     parameters = data.metrics["recovery"]["parameters"]
     names = list(parameters)
-    c68 = [_nan(parameters[n]["methods"]["protomatch"]["coverage68"]) for n in names]
-    c95 = [_nan(parameters[n]["methods"]["protomatch"]["coverage95"]) for n in names]
+    c68 = [nan_if_none(parameters[n]["methods"]["protomatch"]["coverage68"]) for n in names]
+    c95 = [nan_if_none(parameters[n]["methods"]["protomatch"]["coverage95"]) for n in names]
     x = np.arange(len(names))
     fig = Figure(figsize=(max(6.0, 1.0 * len(names) + 2), 4.0))
     ax = fig.add_subplot()
@@ -262,15 +272,23 @@ def _coverage_figure(data: FigureData) -> Figure:
     return fig
 
 
-def _nan(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
 # --------------------------------------------------------------------------- tables
 
 
 def markdown_tables(metrics: Mapping[str, Any]) -> str:
-    """metrics.md: a retrieval table (methods x metrics) and a parameter-recovery table."""
+    """metrics.md: a retrieval table (methods x metrics) and a parameter-recovery table.
+
+    Parameters
+    ----------
+    metrics : Mapping
+        The metrics record of :func:`protomatch.evaluation.library.evaluate_model` (as in
+        metrics.json).
+
+    Returns
+    -------
+    str
+        Markdown text.
+    """
     where = metrics["evaluated_on"]
     retrieval = metrics["retrieval"]
     similarity = metrics["similarity"]
@@ -281,19 +299,19 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
         f"training ({where['n_queries']} as queries). Each query is ranked against library "
         "images of other systems only (its own system's projections and snapshots are "
         f"near-duplicates). Relevant: true similarity ≥ {retrieval['relevance_threshold']} "
-        f"({_fmt(retrieval['relevant_fraction'])} of candidates on average).",
+        f"({fmt(retrieval['relevant_fraction'])} of candidates on average).",
         "",
     ]
     header = ["method", "similarity MSE", "Spearman ρ"]
     header += [f"{name}@{k}" for k in ks for name in ("precision", "nDCG")]
-    lines += [_row(header), _row(["---"] + ["---:"] * (len(header) - 1))]
+    lines += [table_row(header), table_row(["---"] + ["---:"] * (len(header) - 1))]
     for method, scores in retrieval["methods"].items():
         cells = [METHOD_LABELS.get(method, method), "–", "–"]
         if method == "protomatch":
-            cells[1] = f"{_fmt(similarity['mse'])} (trivial {_fmt(similarity['mse_trivial'])})"
-            cells[2] = _fmt(similarity["spearman"])
-        cells += [_fmt(scores[f"{name}@{k}"]) for k in ks for name in ("precision", "ndcg")]
-        lines.append(_row(cells))
+            cells[1] = f"{fmt(similarity['mse'])} (trivial {fmt(similarity['mse_trivial'])})"
+            cells[2] = fmt(similarity["spearman"])
+        cells += [fmt(scores[f"{name}@{k}"]) for k in ks for name in ("precision", "ndcg")]
+        lines.append(table_row(cells))
     recovery = metrics["recovery"]
     lines += [
         "",
@@ -315,65 +333,61 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
         "68 % coverage",
         "95 % coverage",
     ]
-    lines += [_row(header), _row(["---"] + ["---:"] * (len(header) - 1))]
+    lines += [table_row(header), table_row(["---"] + ["---:"] * (len(header) - 1))]
     for name, record in recovery["parameters"].items():
         scores = record["methods"]
         unit = record.get("error_unit") or ""
         label = f"{name} [{unit}]" if unit else name
         cells = [label] + [
-            _fmt(scores[m]["median_abs_error"], 3)
+            fmt(scores[m]["median_abs_error"], 3)
             for m in ("protomatch", "prior", "pixels", "pca", "oracle")
         ]
         ours = scores["protomatch"]
         cells += [
-            _fmt(ours["error_over_prior_spread"], 2),
-            _fmt(ours["coverage68"], 2),
-            _fmt(ours["coverage95"], 2),
+            fmt(ours["error_over_prior_spread"], 2),
+            fmt(ours["coverage68"], 2),
+            fmt(ours["coverage95"], 2),
         ]
-        lines.append(_row(cells))
+        lines.append(table_row(cells))
     return "\n".join(lines) + "\n"
 
 
-def json_safe(value: Any) -> Any:
-    """NaN/inf -> None and numpy scalars -> Python, so metrics.json is strict JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
 def describe_metrics(metrics: Mapping[str, Any], out: Path) -> str:
-    """A compact summary of the main numbers and the files written."""
+    """A compact summary of the main numbers and the files written.
+
+    Parameters
+    ----------
+    metrics : Mapping
+        The metrics record (as in metrics.json).
+    out : Path
+        The output folder.
+
+    Returns
+    -------
+    str
+        A few lines of text.
+    """
     where = metrics["evaluated_on"]
     s = metrics["similarity"]
     k = metrics["config"]["k"][0]
     methods = metrics["retrieval"]["methods"]
     retrieval = ", ".join(
-        f"{METHOD_LABELS[m]} {_fmt(v[f'precision@{k}'], 2)}/{_fmt(v[f'ndcg@{k}'], 2)}"
+        f"{METHOD_LABELS[m]} {fmt(v[f'precision@{k}'], 2)}/{fmt(v[f'ndcg@{k}'], 2)}"
         for m, v in methods.items()
     )
     recovery = metrics["recovery"]
     errors = ", ".join(
-        f"{name} {_fmt(r['methods']['protomatch']['median_abs_error'], 3)}"
-        f"{' dex' if r['log10'] else ''} ({_fmt(r['methods']['prior']['median_abs_error'], 3)})"
+        f"{name} {fmt(r['methods']['protomatch']['median_abs_error'], 3)}"
+        f"{' dex' if r['log10'] else ''} ({fmt(r['methods']['prior']['median_abs_error'], 3)})"
         for name, r in recovery["parameters"].items()
     )
     lines = [
         f"evaluated on {where['n_images']} images of {len(where['systems'])} {where['basis']} "
         f"systems, {where['n_queries']} queries, own system excluded",
         *(f"note: {note}" for note in where.get("notes", [])),
-        f"similarity of {s['n_pairs']} pairs: MSE {_fmt(s['mse'])} (trivial "
-        f"{_fmt(s['mse_trivial'])}), Spearman {_fmt(s['spearman'])}, accuracy "
-        f"{_fmt(s['accuracy']['fraction'], 2)} of {s['accuracy']['n_pairs']} pairs predicted "
+        f"similarity of {s['n_pairs']} pairs: MSE {fmt(s['mse'])} (trivial "
+        f"{fmt(s['mse_trivial'])}), Spearman {fmt(s['spearman'])}, accuracy "
+        f"{fmt(s['accuracy']['fraction'], 2)} of {s['accuracy']['n_pairs']} pairs predicted "
         f">= {s['accuracy']['window'][0]}",
         f"precision@{k}/nDCG@{k}: {retrieval}",
         f"recovery error, top {recovery['k']} (prior): {errors}",

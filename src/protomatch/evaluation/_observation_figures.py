@@ -1,7 +1,8 @@
-"""Figures and tables of the observation evaluation (used by :mod:`evaluate_observations`).
+"""Figures and tables of the observation evaluation.
 
-Tables are built from the metrics record alone, so they can be rebuilt from metrics.json.
-Figures are drawn on Agg canvases without pyplot (no global backend state).
+Used by :mod:`protomatch.evaluation.observations`. Tables are built from the metrics record
+alone, so they can be rebuilt from metrics.json. Figures are drawn on Agg canvases without
+pyplot (no global backend state).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from protomatch._png import png_bytes as _png_bytes
+from protomatch.evaluation._markdown import fmt, nan_if_none, table_row
 
 _OURS = "#d1495b"
 #: Methods shown in the coverage chart besides the best protomatch variant.
@@ -23,21 +25,23 @@ _COVERAGE_METHODS = ("protomatch", "protomatch_beam", "pixels", "pixels_beam", "
 _COLOURS = ("#d1495b", "#edae49", "#f4d58d", "#66a182", "#2e4057", "0.6")
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.{digits}f}"
-
-
-def _row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
 # --------------------------------------------------------------------------- tables
 
 
 def markdown_tables(metrics: Mapping[str, Any]) -> str:
-    """The README table (best protomatch variant vs prior and pixel kNN) and the full table."""
+    """metrics.md: the README table (best variant vs prior and pixel kNN) and the full tables.
+
+    Parameters
+    ----------
+    metrics : Mapping
+        The metrics record of :func:`protomatch.evaluation.observations.evaluate_observations`
+        (as in metrics.json).
+
+    Returns
+    -------
+    str
+        Markdown text.
+    """
     best, parameters = metrics["best_protomatch"], metrics["parameters"]
     obs = metrics["observations"]
     lines = [
@@ -46,37 +50,36 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
         f"images. Error: median absolute error of the similarity-weighted median (dex for "
         f"log-scaled parameters). protomatch = best variant, `{best}`.",
         "",
-        _row(["parameter", "protomatch", "prior", "pixel kNN (beam)", "68 % coverage"]),
-        _row(["---", "---:", "---:", "---:", "---:"]),
+        table_row(["parameter", "protomatch", "prior", "pixel kNN (beam)", "68 % coverage"]),
+        table_row(["---", "---:", "---:", "---:", "---:"]),
     ]
     for name, record in parameters.items():
         methods = record["methods"]
         unit = f" {record['error_unit']}" if record["error_unit"] else ""
         lines.append(
-            _row(
+            table_row(
                 [
                     name,
-                    _fmt(methods[best]["median_abs_error"]) + unit,
-                    _fmt(methods["prior"]["median_abs_error"]),
-                    _fmt(methods.get("pixels_beam", {}).get("median_abs_error")),
-                    _fmt(methods[best]["coverage68"], 2),
+                    fmt(methods[best]["median_abs_error"]) + unit,
+                    fmt(methods["prior"]["median_abs_error"]),
+                    fmt(methods.get("pixels_beam", {}).get("median_abs_error")),
+                    fmt(methods[best]["coverage68"], 2),
                 ]
             )
         )
     lines += ["", "All methods: error / 68 % coverage / 95 % coverage.", ""]
     methods = list(metrics["methods"])
-    lines += [_row(["parameter", *methods]), _row(["---", *["---:"] * len(methods)])]
+    lines += [table_row(["parameter", *methods]), table_row(["---", *["---:"] * len(methods)])]
     for name, record in parameters.items():
         cells = [
-            f"{_fmt(s['median_abs_error'])} / {_fmt(s['coverage68'], 2)} / "
-            f"{_fmt(s['coverage95'], 2)}"
+            f"{fmt(s['median_abs_error'])} / {fmt(s['coverage68'], 2)} / {fmt(s['coverage95'], 2)}"
             for s in (record["methods"][m] for m in methods)
         ]
-        lines.append(_row([name, *cells]))
+        lines.append(table_row([name, *cells]))
     lines += ["", "Mean error / prior spread over the parameters:", ""]
-    lines += [_row(["method", "mean error / prior spread"]), _row(["---", "---:"])]
+    lines += [table_row(["method", "mean error / prior spread"]), table_row(["---", "---:"])]
     for method in methods:
-        lines.append(_row([method, _fmt(mean_relative_error(metrics, method))]))
+        lines.append(table_row([method, fmt(mean_relative_error(metrics, method))]))
     lines += _condition_tables(metrics)
     return "\n".join(lines) + "\n"
 
@@ -92,20 +95,36 @@ def _condition_tables(metrics: Mapping[str, Any]) -> list[str]:
             "(mean 68 % coverage) over the parameters, per third of the observations.",
             "",
         ]
-        lines += [_row([column, "n", *methods]), _row(["---", "---:", *["---:"] * len(methods)])]
+        lines += [
+            table_row([column, "n", *methods]),
+            table_row(["---", "---:", *["---:"] * len(methods)]),
+        ]
         for part in condition["parts"]:
             low, high = part["range"]
             cells = [
-                f"{_fmt(part['methods'][m]['error_over_prior_spread'], 2)} "
-                f"({_fmt(part['methods'][m]['coverage68'], 2)})"
+                f"{fmt(part['methods'][m]['error_over_prior_spread'], 2)} "
+                f"({fmt(part['methods'][m]['coverage68'], 2)})"
                 for m in methods
             ]
-            lines.append(_row([f"{low:.3g}-{high:.3g}", str(part["n"]), *cells]))
+            lines.append(table_row([f"{low:.3g}-{high:.3g}", str(part["n"]), *cells]))
     return lines
 
 
 def mean_relative_error(metrics: Mapping[str, Any], method: str) -> float:
-    """Mean over parameters of the method's error divided by the prior's spread."""
+    """Mean over parameters of the method's error divided by the prior's spread.
+
+    Parameters
+    ----------
+    metrics : Mapping
+        The metrics record (as in metrics.json).
+    method : str
+        One of its evaluated methods.
+
+    Returns
+    -------
+    float
+        Over the parameters with a finite ratio; NaN if there is none.
+    """
     values = [
         r["methods"][method]["error_over_prior_spread"] for r in metrics["parameters"].values()
     ]
@@ -114,15 +133,28 @@ def mean_relative_error(metrics: Mapping[str, Any], method: str) -> float:
 
 
 def describe(metrics: Mapping[str, Any], out: Path) -> str:
-    """A compact summary for the command line."""
+    """A compact summary for the command line.
+
+    Parameters
+    ----------
+    metrics : Mapping
+        The metrics record (as in metrics.json).
+    out : Path
+        The output folder.
+
+    Returns
+    -------
+    str
+        A few lines of text.
+    """
     best = metrics["best_protomatch"]
     errors = ", ".join(
-        f"{name} {_fmt(r['methods'][best]['median_abs_error'])} "
-        f"(prior {_fmt(r['methods']['prior']['median_abs_error'])})"
+        f"{name} {fmt(r['methods'][best]['median_abs_error'])} "
+        f"(prior {fmt(r['methods']['prior']['median_abs_error'])})"
         for name, r in metrics["parameters"].items()
     )
     ranking = ", ".join(
-        f"{m} {_fmt(mean_relative_error(metrics, m), 2)}" for m in metrics["methods"]
+        f"{m} {fmt(mean_relative_error(metrics, m), 2)}" for m in metrics["methods"]
     )
     return "\n".join(
         [
@@ -145,7 +177,27 @@ def render_figures(
     names: Sequence[str],
     log10: Sequence[bool],
 ) -> dict[str, bytes]:
-    """PNG bytes by file name: recovery scatter of the best variant, coverage bars."""
+    """Draw the recovery scatter of the best variant and the coverage bars.
+
+    Parameters
+    ----------
+    metrics : Mapping
+        The metrics record (as in metrics.json).
+    truth : DataFrame
+        The truth table, one row per observation, one column per parameter (physical
+        units).
+    estimates : Mapping of str to ndarray, shape (Q, P, 5)
+        Recovered quantiles per method, in the error space (log10 where log-scaled).
+    names : sequence of str
+        The P parameters, in the order of ``estimates``.
+    log10 : sequence of bool
+        Whether each parameter is log-scaled.
+
+    Returns
+    -------
+    dict of str to bytes
+        PNG bytes by file name.
+    """
     best = metrics["best_protomatch"]
     figures = {
         "recovery.png": _recovery_figure(metrics, truth, estimates[best], names, log10),
@@ -185,8 +237,8 @@ def _recovery_figure(
         ax.set_ylabel(f"recovered{unit}", fontsize=8.5)
         best = record["methods"][metrics["best_protomatch"]]
         ax.set_title(
-            f"{name}: error {_fmt(best['median_abs_error'])} "
-            f"(prior {_fmt(record['methods']['prior']['median_abs_error'])})",
+            f"{name}: error {fmt(best['median_abs_error'])} "
+            f"(prior {fmt(record['methods']['prior']['median_abs_error'])})",
             fontsize=8.5,
         )
         ax.tick_params(labelsize=7.5)
@@ -212,7 +264,7 @@ def _coverage_figure(metrics: Mapping[str, Any]) -> Figure:
     axes = fig.subplots(2, 1, sharex=True)
     for ax, key, nominal in ((axes[0], "coverage68", 0.68), (axes[1], "coverage95", 0.95)):
         for i, (method, colour) in enumerate(zip(methods, _COLOURS)):
-            values = [_nan(metrics["parameters"][n]["methods"][method][key]) for n in names]
+            values = [nan_if_none(metrics["parameters"][n]["methods"][method][key]) for n in names]
             ax.bar(
                 x + (i - (len(methods) - 1) / 2) * width, values, width, color=colour, label=method
             )
@@ -224,7 +276,3 @@ def _coverage_figure(metrics: Mapping[str, Any]) -> Figure:
     axes[0].set_title("fraction of observations whose truth lies in the interval (dashed: nominal)")
     fig.tight_layout()
     return fig
-
-
-def _nan(value: Any) -> float:
-    return math.nan if value is None else float(value)

@@ -42,13 +42,13 @@ from protomatch.evaluation import metrics as M
 from protomatch.evaluation._library_figures import (
     FigureData,
     describe_metrics,
-    json_safe,
     markdown_tables,
     render_figures,
 )
+from protomatch.evaluation._markdown import json_safe
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform
 from protomatch.library.store import LibraryStore
-from protomatch.matching.summary import DEFAULT_MATCHES, unit_rows
+from protomatch.matching.summary import DEFAULT_MATCHES, QUANTILES, unit_rows
 from protomatch.neural_nets.trained import TrainedModel, load_model
 from protomatch.training.pairs import PairConfig, PairSampler
 
@@ -65,7 +65,27 @@ _READ_BLOCK = 1024
 
 
 class EvaluateConfig(BaseModel, extra="forbid", frozen=True):
-    """What the evaluation measures and on how much data."""
+    """What the evaluation measures and on how much data.
+
+    Attributes
+    ----------
+    pairs : int
+        Random test pairs for the similarity metrics.
+    k : tuple of int
+        Cut-offs of precision@k and nDCG@k (sorted, distinct).
+    k_recovery : int
+        Best matches summarised for parameter recovery.
+    relevance_threshold : float
+        True similarity of a relevant candidate, in [-1, 1].
+    max_queries : int
+        Evaluated images used as queries (a seeded random subset if there are more).
+    pca_components : int
+        Components of the PCA baseline.
+    seed : int
+        Seed of the query subset, the pairs, the PCA fit and the random ranking.
+    batch_size : int
+        Images embedded per batch.
+    """
 
     pairs: int = Field(4000, ge=2, description="random test pairs for the similarity metrics")
     k: tuple[int, ...] = Field((10, 50), description="cut-offs of precision@k and nDCG@k")
@@ -88,7 +108,15 @@ class EvaluateConfig(BaseModel, extra="forbid", frozen=True):
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """What :func:`evaluate_model` measured (``metrics``, as in metrics.json) and where."""
+    """What :func:`evaluate_model` measured and where.
+
+    Attributes
+    ----------
+    metrics : Mapping
+        The metrics record, as in metrics.json.
+    out : Path
+        The output folder.
+    """
 
     metrics: Mapping[str, Any] = field(repr=False)
     out: Path
@@ -114,14 +142,21 @@ def evaluate_model(
 
     Parameters
     ----------
-    model
+    model : str or Path
         Model folder (or its model.json) written by ``protomatch train``.
-    library
+    library : str or Path
         Library store folder written by ``protomatch ingest``.
-    out
+    out : str or Path
         Output folder (written atomically; must be empty or absent unless ``overwrite``).
-    config
+    config : EvaluateConfig, optional
         Pairs, cut-offs, query count, PCA size, seed (default :class:`EvaluateConfig`).
+    overwrite : bool
+        Replace a non-empty ``out``.
+
+    Returns
+    -------
+    EvaluationResult
+        The metrics record (as in metrics.json) and the output folder.
     """
     started = time.perf_counter()
     config = config or EvaluateConfig()
@@ -186,7 +221,7 @@ class _Setup:
 
     @classmethod
     def build(cls, trained: TrainedModel, store: LibraryStore, config: EvaluateConfig) -> _Setup:
-        _check_compatible(trained, store)
+        trained.check_store(store)
         table = store.table
         if not np.array_equal(table["image_id"].to_numpy(), np.arange(len(table))):
             raise InputError(store.path, "image ids are not the row numbers; re-run ingest")
@@ -254,19 +289,6 @@ class _Setup:
             "own_system_excluded": True,
             "notes": list(self.notes),
         }
-
-
-def _check_compatible(trained: TrainedModel, store: LibraryStore) -> None:
-    size = trained.encoder_config.input_size
-    if store.images.shape[-1] != size:
-        raise InputError(
-            store.path,
-            f"holds {store.images.shape[-1]} px images but the model takes {size} px; "
-            f"ingest the library with --size {size}",
-        )
-    missing = [n for n in trained.normaliser.names if n not in store.param_names]
-    if missing:
-        raise InputError(store.path, f"lacks the model's parameter(s) {', '.join(missing)}")
 
 
 def _evaluated_systems(
@@ -440,19 +462,19 @@ def _recovery_metrics(
     units = dict(setup.trained.manifest.get("parameters", {}).get("units", {}))
     sources = {m: rankings["ideal" if m == "oracle" else m] for m in RECOVERY_METHODS}
     truth = np.empty((len(setup.queries), len(names)))
-    ours = np.empty((len(setup.queries), len(names), len(M.LEVELS)))
+    ours = np.empty((len(setup.queries), len(names), len(QUANTILES)))
     parameters: dict[str, Any] = {}
     for p, (name, log10) in enumerate(zip(names, setup.log10)):
         values = M.error_space(setup.theta[:, p], log10)
         truth[:, p] = values[setup.queries]
-        scores, estimates = M.parameter_recovery(values, setup.queries, setup.group, sources, k)
+        prior = M.held_out_prior(values, setup.queries, setup.group)
+        recovery, estimates = M.parameter_recovery(values, truth[:, p], prior, sources, k)
         ours[:, p] = estimates["protomatch"]
         parameters[name] = {
             "unit": units.get(name, ""),
             "log10": bool(log10),
             "error_unit": "dex" if log10 else units.get(name, ""),
-            "prior_spread": M.prior_spread(values),
-            "methods": scores,
+            **recovery,
         }
     record = {
         "k": k,

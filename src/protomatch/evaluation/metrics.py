@@ -1,7 +1,8 @@
 """Pure metric functions of the evaluation stage: similarity, retrieval, parameter recovery.
 
 Everything here works on plain arrays (no files, no model), so each metric can be checked
-by hand on tiny inputs. Used by :mod:`protomatch.evaluation.library`.
+by hand on tiny inputs. Used by :mod:`protomatch.evaluation.library` and
+:mod:`protomatch.evaluation.observations`.
 
 Retrieval conventions: a query is ranked against candidates of *other* groups (systems)
 only; ``-inf`` scores and id ``-1`` mark empty slots when fewer than ``k`` candidates exist.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TypedDict
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -25,9 +27,6 @@ LEVELS = tuple(QUANTILES.values())
 DEFAULT_BLOCK = 8192
 
 
-# --------------------------------------------------------------------------- vectors
-
-
 # --------------------------------------------------------------------------- top k
 
 
@@ -36,8 +35,10 @@ class RunningTopK:
 
     Parameters
     ----------
-    n_queries, k
-        Shape of the result (Q, k).
+    n_queries : int
+        Number of queries Q.
+    k : int
+        Candidates kept per query; the result has shape (Q, k).
     """
 
     def __init__(self, n_queries: int, k: int) -> None:
@@ -46,7 +47,15 @@ class RunningTopK:
         self._k = k
 
     def push(self, scores: np.ndarray, ids: np.ndarray) -> None:
-        """Merge ``scores`` (Q, B) of candidates ``ids`` (B,); ``-inf`` never enters."""
+        """Merge a block of candidates; a ``-inf`` score never enters.
+
+        Parameters
+        ----------
+        scores : ndarray, shape (Q, B)
+            Score of each of the block's B candidates for each query.
+        ids : ndarray, shape (B,) or (Q, B)
+            Candidate ids.
+        """
         scores = np.asarray(scores, dtype=np.float32)
         ids = np.broadcast_to(np.asarray(ids, dtype=np.int64), scores.shape)
         ids = np.where(np.isneginf(scores), -1, ids)
@@ -59,7 +68,15 @@ class RunningTopK:
         self._scores, self._ids = merged_scores, merged_ids
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (Q, k) float32 and ids (Q, k) int64, best first (ids -1 for empty slots)."""
+        """The best candidates so far.
+
+        Returns
+        -------
+        scores : ndarray, shape (Q, k), float32
+            Best first; ``-inf`` for empty slots.
+        ids : ndarray, shape (Q, k), int64
+            Candidate ids, -1 for empty slots.
+        """
         order = np.argsort(-self._scores, axis=1, kind="stable")
         return (
             np.take_along_axis(self._scores, order, axis=1),
@@ -68,7 +85,20 @@ class RunningTopK:
 
 
 def own_group_mask(query_groups: np.ndarray, candidate_groups: np.ndarray) -> np.ndarray:
-    """(Q, B) bool: True where a candidate belongs to the query's own group (system)."""
+    """Where a candidate belongs to the query's own group (system).
+
+    Parameters
+    ----------
+    query_groups : ndarray, shape (Q,)
+        Group label of each query.
+    candidate_groups : ndarray, shape (B,)
+        Group label of each candidate.
+
+    Returns
+    -------
+    ndarray, shape (Q, B), bool
+        True where the labels are equal.
+    """
     return np.asarray(query_groups)[:, None] == np.asarray(candidate_groups)[None, :]
 
 
@@ -84,20 +114,23 @@ def top_k_excluding(
 
     Parameters
     ----------
-    queries
-        (Q, D) query vectors (L2-normalised for cosine similarity).
-    candidates
-        (N, D) candidate vectors; ids are row numbers.
-    query_groups, candidate_groups
-        (Q,) and (N,) group labels (system ids).
-    k
+    queries : ndarray, shape (Q, D)
+        Query vectors (L2-normalised for cosine similarity).
+    candidates : ndarray, shape (N, D)
+        Candidate vectors; ids are row numbers.
+    query_groups, candidate_groups : ndarray, shapes (Q,) and (N,)
+        Group labels (system ids).
+    k : int
         Number of results per query.
-    block
+    block : int
         Candidates scored at once (memory ~ Q x block x 4 bytes).
 
     Returns
     -------
-    Scores (Q, k) float32 and candidate rows (Q, k) int64, best first.
+    scores : ndarray, shape (Q, k), float32
+        Inner products, best first (``-inf`` for empty slots).
+    rows : ndarray, shape (Q, k), int64
+        Candidate rows (-1 for empty slots).
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     best = RunningTopK(len(queries), k)
@@ -116,8 +149,26 @@ def random_top_k(
     rng: np.random.Generator,
     block: int = DEFAULT_BLOCK,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A random ranking of other groups' candidates: ``k`` uniform picks per query, as
-    :func:`top_k_excluding` returns them (scores are the random keys)."""
+    """A random ranking of other groups' candidates: ``k`` uniform picks per query.
+
+    Parameters
+    ----------
+    query_groups : ndarray, shape (Q,)
+        Group label of each query.
+    candidate_groups : ndarray, shape (N,)
+        Group label of each candidate; ids are row numbers.
+    k : int
+        Number of results per query.
+    rng : numpy.random.Generator
+        Source of the random keys.
+    block : int
+        Candidates drawn at once.
+
+    Returns
+    -------
+    tuple of ndarray
+        As :func:`top_k_excluding` returns them; the scores are the random keys.
+    """
     best = RunningTopK(len(query_groups), k)
     for start in range(0, len(candidate_groups), block):
         stop = min(start + block, len(candidate_groups))
@@ -133,10 +184,22 @@ def random_top_k(
 def gathered_similarity(
     queries: np.ndarray, candidates: np.ndarray, rows: np.ndarray
 ) -> np.ndarray:
-    """(Q, K) inner products of each query (Q, D) with its retrieved candidate ``rows``.
+    """Inner products of each query with its retrieved candidates.
 
-    ``candidates`` (N, D) are unit rows (e.g. of :func:`unit_rows`), so this is the cosine
-    similarity, clipped to [-1, 1]; NaN where a row is -1 (empty slot).
+    Parameters
+    ----------
+    queries : ndarray, shape (Q, D)
+        Query vectors.
+    candidates : ndarray, shape (N, D)
+        Unit rows (e.g. of :func:`protomatch.matching.summary.unit_rows`), so the result is
+        the cosine similarity.
+    rows : ndarray, shape (Q, K)
+        Retrieved candidate rows per query, -1 for empty slots.
+
+    Returns
+    -------
+    ndarray, shape (Q, K), float64
+        Clipped to [-1, 1]; NaN for empty slots.
     """
     found = np.asarray(candidates)[np.where(rows >= 0, rows, 0)]
     sims = np.einsum("qd,qkd->qk", queries, found, dtype=np.float64)
@@ -151,8 +214,28 @@ def relevant_fraction(
     threshold: float,
     block: int = DEFAULT_BLOCK,
 ) -> float:
-    """Mean over queries of the fraction of other groups' candidates with similarity >=
-    ``threshold`` (the expected precision of a random ranking)."""
+    """Mean over queries of the fraction of other groups' candidates at least ``threshold``.
+
+    This is the expected precision of a random ranking.
+
+    Parameters
+    ----------
+    queries : ndarray, shape (Q, D)
+        Query vectors.
+    candidates : ndarray, shape (N, D)
+        Candidate vectors.
+    query_groups, candidate_groups : ndarray, shapes (Q,) and (N,)
+        Group labels; a query's own group is not counted.
+    threshold : float
+        Similarity (inner product) of a relevant candidate.
+    block : int
+        Candidates scored at once.
+
+    Returns
+    -------
+    float
+        Mean relevant fraction.
+    """
     hits = np.zeros(len(queries))
     total = np.zeros(len(queries))
     for start in range(0, len(candidates), block):
@@ -169,14 +252,19 @@ def precision_at_k(ranked_true: np.ndarray, threshold: float, k: int) -> np.ndar
 
     Parameters
     ----------
-    ranked_true
-        (Q, K) true similarity of the retrieved candidates in rank order, NaN for empty
-        slots; K >= k.
+    ranked_true : ndarray, shape (Q, K)
+        True similarity of the retrieved candidates in rank order, NaN for empty slots;
+        K >= k.
+    threshold : float
+        True similarity of a relevant candidate.
+    k : int
+        Cut-off.
 
     Returns
     -------
-    (Q,) float64; the denominator is the number of filled slots among the first ``k``
-    (NaN when there are none).
+    ndarray, shape (Q,), float64
+        The denominator is the number of filled slots among the first ``k`` (NaN when
+        there are none).
     """
     top = np.asarray(ranked_true, dtype=np.float64)[:, :k]
     filled = np.isfinite(top).sum(axis=1)
@@ -186,7 +274,20 @@ def precision_at_k(ranked_true: np.ndarray, threshold: float, k: int) -> np.ndar
 
 
 def dcg_at_k(gains: np.ndarray, k: int) -> np.ndarray:
-    """Discounted cumulative gain of (Q, K) gains in rank order: sum g_i / log2(i + 1)."""
+    """Discounted cumulative gain: sum of g_i / log2(i + 1) over the first ``k`` ranks.
+
+    Parameters
+    ----------
+    gains : ndarray, shape (Q, K)
+        Gain of each retrieved candidate in rank order (NaN counts as 0).
+    k : int
+        Cut-off.
+
+    Returns
+    -------
+    ndarray, shape (Q,), float64
+        DCG@k per query.
+    """
     top = np.nan_to_num(np.asarray(gains, dtype=np.float64)[:, :k], nan=0.0)
     discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
     return top @ discounts
@@ -197,15 +298,18 @@ def ndcg_at_k(ranked_true: np.ndarray, ideal_true: np.ndarray, k: int) -> np.nda
 
     Parameters
     ----------
-    ranked_true
-        (Q, K) true similarity of the retrieved candidates in rank order (NaN: empty slot).
-    ideal_true
-        (Q, K') true similarity of the best candidates of the same candidate set, in
-        descending order (the ideal ranking).
+    ranked_true : ndarray, shape (Q, K)
+        True similarity of the retrieved candidates in rank order (NaN: empty slot).
+    ideal_true : ndarray, shape (Q, K')
+        True similarity of the best candidates of the same candidate set, in descending
+        order (the ideal ranking).
+    k : int
+        Cut-off.
 
     Returns
     -------
-    (Q,) float64 in [0, 1]; NaN where no candidate has positive relevance.
+    ndarray, shape (Q,), float64
+        In [0, 1]; NaN where no candidate has positive relevance.
     """
     gains = np.clip(np.asarray(ranked_true, dtype=np.float64), 0.0, None)
     ideal = np.clip(np.asarray(ideal_true, dtype=np.float64), 0.0, None)
@@ -230,19 +334,22 @@ def similarity_metrics(
 
     Parameters
     ----------
-    predicted, true
-        (B,) predicted and true similarity of B pairs, in [-1, 1].
-    window, tolerance
+    predicted, true : ndarray, shape (B,)
+        Predicted and true similarity of B pairs, in [-1, 1].
+    window : tuple of float
         The research pipeline's accuracy: among pairs whose *prediction* lies in
         ``window`` (inclusive), the fraction with ``|true - predicted| < tolerance``.
-    bins
+    tolerance : float
+        See ``window``.
+    bins : int
         Bins of the error histogram over [-2, 2].
 
     Returns
     -------
-    dict with ``n_pairs``, ``mse``, ``mse_trivial`` (predicting the mean label),
-    ``spearman``, ``accuracy`` {window, tolerance, n_pairs, fraction} and
-    ``error_histogram`` {edges, counts} of ``predicted - true``.
+    dict
+        ``n_pairs``, ``mse``, ``mse_trivial`` (predicting the mean label), ``spearman``,
+        ``accuracy`` {window, tolerance, n_pairs, fraction} and ``error_histogram``
+        {edges, counts} of ``predicted - true``.
     """
     predicted = np.asarray(predicted, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
@@ -278,7 +385,20 @@ def _float_or_nan(value: object) -> float:
 
 
 def error_space(values: np.ndarray, log10: bool) -> np.ndarray:
-    """Parameter values where errors are measured: log10 (dex) for log-scaled ones."""
+    """Parameter values where errors are measured: log10 (dex) for log-scaled ones.
+
+    Parameters
+    ----------
+    values : ndarray
+        A parameter in physical units, any shape.
+    log10 : bool
+        Whether the parameter is log-scaled.
+
+    Returns
+    -------
+    ndarray, float64
+        Same shape; NaN where a log-scaled value is not positive.
+    """
     values = np.asarray(values, dtype=np.float64)
     if not log10:
         return values
@@ -293,17 +413,18 @@ def recovered_quantiles(
 
     Parameters
     ----------
-    values
-        (Q, K) a parameter of each query's K matches (in the error space).
-    weights
-        (Q, K) match similarities (negatives count as 0; uniform if none is positive).
-    valid
-        (Q, K) bool, filled match slots (default: all).
+    values : ndarray, shape (Q, K)
+        A parameter of each query's K matches (in the error space).
+    weights : ndarray, shape (Q, K)
+        Match similarities (negatives count as 0; uniform if none is positive).
+    valid : ndarray, shape (Q, K), bool, optional
+        Filled match slots (default: all).
 
     Returns
     -------
-    (Q, 5) float64 quantiles in the order of :data:`QUANTILES`
-    (median, q16, q84, q2.5, q97.5); NaN rows for queries without matches.
+    ndarray, shape (Q, 5), float64
+        Quantiles in the order of :data:`protomatch.matching.summary.QUANTILES` (median,
+        q16, q84, q2.5, q97.5); NaN rows for queries without matches.
     """
     values = np.asarray(values, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
@@ -317,12 +438,34 @@ def recovered_quantiles(
 
 
 def quantile_index(name: str) -> int:
-    """Column of :func:`recovered_quantiles` holding quantile ``name`` ("median", "q16", ...)."""
+    """Column of :func:`recovered_quantiles` holding one quantile.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`protomatch.matching.summary.QUANTILES` ("median", "q16", ...).
+
+    Returns
+    -------
+    int
+        The column.
+    """
     return list(QUANTILES).index(name)
 
 
 def interval_coverage(truth: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
-    """Fraction of finite cases with ``low <= truth <= high`` (NaN if none is finite)."""
+    """Fraction of finite cases with ``low <= truth <= high``.
+
+    Parameters
+    ----------
+    truth, low, high : ndarray, shape (Q,)
+        True values and interval bounds (same units).
+
+    Returns
+    -------
+    float
+        NaN if no case is finite.
+    """
     truth, low, high = (np.asarray(a, dtype=np.float64) for a in (truth, low, high))
     finite = np.isfinite(truth) & np.isfinite(low) & np.isfinite(high)
     if not finite.any():
@@ -332,14 +475,36 @@ def interval_coverage(truth: np.ndarray, low: np.ndarray, high: np.ndarray) -> f
 
 
 def median_absolute_error(estimate: np.ndarray, truth: np.ndarray) -> float:
-    """Median over queries of ``|estimate - truth|`` (finite cases; NaN if none)."""
+    """Median over queries of ``|estimate - truth|``.
+
+    Parameters
+    ----------
+    estimate, truth : ndarray, shape (Q,)
+        Estimated and true values (same units, e.g. dex).
+
+    Returns
+    -------
+    float
+        Over the finite cases; NaN if there is none.
+    """
     error = np.abs(np.asarray(estimate, np.float64) - np.asarray(truth, np.float64))
     error = error[np.isfinite(error)]
     return float(np.median(error)) if error.size else math.nan
 
 
 def prior_spread(values: np.ndarray) -> float:
-    """Half the 16-84 % width of a distribution (the 1-sigma scale of a Gaussian)."""
+    """Half the 16-84 % width of a distribution (the 1-sigma scale of a Gaussian).
+
+    Parameters
+    ----------
+    values : ndarray, shape (N,)
+        Samples of the distribution (non-finite ones are ignored).
+
+    Returns
+    -------
+    float
+        Same units as ``values``; NaN if none is finite.
+    """
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -351,9 +516,25 @@ def prior_spread(values: np.ndarray) -> float:
 def group_quantiles(
     values: np.ndarray, groups: np.ndarray, wanted: Sequence[str], levels: Sequence[float]
 ) -> dict[str, np.ndarray]:
-    """Quantiles ``levels`` of ``values`` over all rows NOT in each group of ``wanted``.
+    """Quantiles of ``values`` over all rows NOT in each group of ``wanted``.
 
     This is the prior a query of group g sees when its own group is left out.
+
+    Parameters
+    ----------
+    values : ndarray, shape (N,)
+        A parameter of every row (non-finite values are ignored).
+    groups : ndarray, shape (N,)
+        Group (system) of every row.
+    wanted : sequence of str
+        Groups whose held-out quantiles are wanted.
+    levels : sequence of float
+        Quantile levels in [0, 1].
+
+    Returns
+    -------
+    dict of str to ndarray
+        Per wanted group, the quantiles (len(levels),); NaN if no other row is finite.
     """
     values = np.asarray(values, dtype=np.float64)
     groups = np.asarray(groups)
@@ -367,10 +548,23 @@ def group_quantiles(
 
 
 def recovery_scores(quantiles: np.ndarray, truth: np.ndarray, spread: float) -> dict[str, float]:
-    """Error and interval coverage of recovered ``quantiles`` (Q, 5) against ``truth`` (Q,).
+    """Error and interval coverage of recovered quantiles against the truth.
 
-    Returns the median absolute error of the median, that error over the prior's
-    ``spread``, and the coverage of the 16-84 % and 2.5-97.5 % intervals.
+    Parameters
+    ----------
+    quantiles : ndarray, shape (Q, 5)
+        Recovered quantiles per query, as :func:`recovered_quantiles` gives them.
+    truth : ndarray, shape (Q,)
+        True values, same space (e.g. dex).
+    spread : float
+        The prior's spread (:func:`prior_spread`), same space.
+
+    Returns
+    -------
+    dict of str to float
+        ``median_abs_error`` of the median, that error over ``spread``
+        (``error_over_prior_spread``), and the coverage of the 16-84 % and 2.5-97.5 %
+        intervals (``coverage68``, ``coverage95``).
     """
     column = {name: quantile_index(name) for name in QUANTILES}
     error = median_absolute_error(quantiles[:, column["median"]], truth)
@@ -386,41 +580,84 @@ def recovery_scores(quantiles: np.ndarray, truth: np.ndarray, spread: float) -> 
     }
 
 
+def held_out_prior(values: np.ndarray, query_rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """The prior each query of the library sees: quantiles of the rows of other systems.
+
+    Parameters
+    ----------
+    values : ndarray, shape (N,)
+        A parameter of every library row, in the error space.
+    query_rows : ndarray, shape (Q,)
+        Library rows of the queries.
+    groups : ndarray, shape (N,)
+        System of every row.
+
+    Returns
+    -------
+    ndarray, shape (Q, 5), float64
+        Quantiles in the order of :data:`protomatch.matching.summary.QUANTILES`.
+    """
+    query_groups = groups[query_rows]
+    prior = group_quantiles(values, groups, np.unique(query_groups).tolist(), LEVELS)
+    return np.stack([prior[g] for g in query_groups.tolist()])
+
+
+class ParameterRecovery(TypedDict):
+    """How well one parameter is recovered, as in the metrics records.
+
+    Attributes
+    ----------
+    prior_spread : float
+        :func:`prior_spread` of the library's values (error space).
+    methods : dict of str to dict of str to float
+        :func:`recovery_scores` by method, the prior's under "prior".
+    """
+
+    prior_spread: float
+    methods: dict[str, dict[str, float]]
+
+
 def parameter_recovery(
     values: np.ndarray,
-    query_rows: np.ndarray,
-    groups: np.ndarray,
+    truth: np.ndarray,
+    prior: np.ndarray,
     rankings: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    k: int,
-) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    k: int | None = None,
+) -> tuple[ParameterRecovery, dict[str, np.ndarray]]:
     """One parameter recovered by each ranking's top ``k`` matches, and by the prior.
 
     Parameters
     ----------
-    values
-        (N,) the parameter of every library row, in the error space.
-    query_rows
-        (Q,) library rows of the queries (their truth is ``values[query_rows]``).
-    groups
-        (N,) system of every row; the prior of a query is the quantiles of the rows of
-        *other* systems.
-    rankings
-        Method -> (scores, rows) (Q, K >= k), best first, rows -1 for empty slots.
+    values : ndarray, shape (N,)
+        The parameter of every library row, in the error space.
+    truth : ndarray, shape (Q,)
+        The queries' true values, same space (``values[query_rows]`` for library queries).
+    prior : ndarray, shape (Q, 5) or (5,)
+        Quantiles of the prior each query sees (:func:`held_out_prior` for library queries,
+        the whole library's for observations), in the order of
+        :data:`protomatch.matching.summary.QUANTILES`.
+    rankings : Mapping of str to (scores, rows)
+        Method -> similarity scores and library rows, each (Q, K >= k), best first, rows
+        -1 for empty slots.
+    k : int, optional
+        Matches summarised per query (default: all K).
 
     Returns
     -------
-    Scores per method (:func:`recovery_scores`; the prior under "prior") and the recovered
-    quantiles (Q, 5) per method.
+    recovery : ParameterRecovery
+        The prior's spread and the scores per method (the prior under "prior").
+    estimates : dict of str to ndarray, shape (Q, 5)
+        The recovered quantiles per method, the prior last.
     """
-    truth = values[query_rows]
     estimates = {}
     for method, (scores, rows) in rankings.items():
         scores, rows = scores[:, :k], rows[:, :k]
         matched = values[np.where(rows >= 0, rows, 0)]
         estimates[method] = recovered_quantiles(matched, scores, rows >= 0)
-    query_groups = groups[query_rows]
-    prior = group_quantiles(values, groups, np.unique(query_groups).tolist(), LEVELS)
-    estimates["prior"] = np.stack([prior[g] for g in query_groups.tolist()])
+    shape = (len(truth), len(LEVELS))
+    estimates["prior"] = np.broadcast_to(np.asarray(prior, dtype=np.float64), shape).copy()
     spread = prior_spread(values)
-    scores = {m: recovery_scores(estimate, truth, spread) for m, estimate in estimates.items()}
-    return scores, estimates
+    return {
+        "prior_spread": spread,
+        "methods": {m: recovery_scores(e, truth, spread) for m, e in estimates.items()},
+    }, estimates

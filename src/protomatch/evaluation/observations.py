@@ -2,10 +2,10 @@
 
 :func:`evaluate_observations` reads the FITS files and ``truth.csv`` written by
 ``protomatch observe`` (systems outside the library), brings each observation onto the
-library's grid and unit (:func:`protomatch.matching.observation.prepare_observation`) and estimates its
-parameters with the chosen methods below (default :data:`DEFAULT_METHODS`: all but the two
-beam-turned 8-orientation variants), from the similarity-weighted quantiles of its top ``k``
-library matches (weights = cosine similarity):
+library's grid and unit (:func:`protomatch.matching.observation.prepare_observation`)
+and estimates its parameters with the chosen methods below (default
+:data:`DEFAULT_METHODS`: all but the two beam-turned 8-orientation variants), from the
+similarity-weighted quantiles of its top ``k`` library matches (weights = cosine similarity):
 
 * ``protomatch`` - the model's embedding of the observation against the stored library;
 * ``protomatch_beam`` - against the library convolved with the observation's beam
@@ -34,40 +34,47 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pydantic
 from tqdm import tqdm
 
 from protomatch import _artefact
-from protomatch.errors import InputError, ProtomatchError
+from protomatch.errors import InputError
 from protomatch.evaluation import metrics as M
-from protomatch.evaluation._library_figures import json_safe
+from protomatch.evaluation._markdown import json_safe
 from protomatch.evaluation._observation_figures import describe, markdown_tables, render_figures
-from protomatch.library.readers import read_observation
 from protomatch.library.store import LibraryStore
-from protomatch.matching.conditioned import (
-    Beam,
-    BeamMatchedLibrary,
-    beam_in_library_pixels,
-    pixel_vectors,
+from protomatch.matching.conditioned import BeamMatchedLibrary, pixel_vectors
+from protomatch.matching.observation import (
+    Centre,
+    PreparedObservation,
+    prepare_observation,
+    read_observation,
 )
-from protomatch.matching.observation import PreparedObservation, prepare_observation
 from protomatch.matching.summary import DEFAULT_MATCHES, QUANTILES
 from protomatch.neural_nets.trained import TrainedModel, load_model
+from protomatch.optics.beam import Beam
+from protomatch.simulators.truth import read_truth
 
-__all__ = ["DEFAULT_METHODS", "METHODS", "ObservationEvaluation", "evaluate_observations"]
+__all__ = [
+    "DEFAULT_METHODS",
+    "METHODS",
+    "ObservationEvaluation",
+    "ObservationEvaluationConfig",
+    "evaluate_observations",
+]
 
 log = logging.getLogger(__name__)
 
 KIND = "observation-evaluation"
 SCHEMA_VERSION = 1
-TRUTH_FILE = "truth.csv"
 METHODS = MappingProxyType(
     {
         "protomatch": "embedding cosine vs the stored (unconvolved) library",
@@ -105,15 +112,32 @@ class ObservationEvaluation:
         return markdown_tables(self.metrics)
 
 
+class ObservationEvaluationConfig(pydantic.BaseModel, extra="forbid", frozen=True):
+    """How mock observations are matched when scoring recovery.
+
+    Attributes
+    ----------
+    k
+        Best matches summarised per observation (at most the library's size).
+    methods
+        Names from :data:`METHODS` to evaluate (the prior always is); None:
+        :data:`DEFAULT_METHODS`.
+    centre
+        Where the library's field is cut from each observation, as in ``protomatch match``.
+    """
+
+    k: int = pydantic.Field(DEFAULT_MATCHES, ge=1)
+    methods: tuple[str, ...] | None = None
+    centre: Centre = "source"
+
+
 def evaluate_observations(
     model: str | Path,
     library: str | Path,
     observations_dir: str | Path,
     out: str | Path,
     *,
-    k: int = DEFAULT_MATCHES,
-    methods: Sequence[str] | None = None,
-    centre: Literal["source", "image"] = "source",
+    config: ObservationEvaluationConfig | None = None,
     overwrite: bool = False,
 ) -> ObservationEvaluation:
     """Recover the parameters of mock observations with every method; write ``out``.
@@ -126,41 +150,37 @@ def evaluate_observations(
         Library store written by ``protomatch ingest`` (with its AU per pixel for the beam).
     observations_dir
         Folder written by ``protomatch observe``: FITS files and ``truth.csv`` (columns
-        ``file``, the model's parameters, optionally ``distance_pc``).
+        ``file``, the model's parameters, optionally ``distance_pc`` [pc]).
     out
         Output folder (atomic; must be empty or absent unless ``overwrite``).
-    k
-        Best matches summarised per observation (at most the library's size).
-    methods
-        Names from :data:`METHODS` to evaluate (the prior always is); default
-        :data:`DEFAULT_METHODS`.
-    centre
-        Where the library's field is cut from each observation, as in ``protomatch match``.
+    config
+        k, methods and centre (:class:`ObservationEvaluationConfig`); defaults when None.
+    overwrite
+        Replace a non-empty ``out``.
 
     Returns
     -------
-    ObservationEvaluation with the metrics record.
+    ObservationEvaluation
+        The metrics record and the output folder.
     """
     started = time.perf_counter()
-    if k < 1:
-        raise InputError(Path(observations_dir), f"k must be at least 1, got {k}")
-    if centre not in ("source", "image"):
-        raise ProtomatchError(f"centre must be 'source' or 'image', got {centre!r}")
+    config = config or ObservationEvaluationConfig()
     out = Path(out)
-    methods = _chosen_methods(methods, Path(observations_dir))
+    methods = _chosen_methods(config.methods, Path(observations_dir))
     _artefact.ensure_writable_output(out, overwrite)
     trained, store = load_model(model), LibraryStore.open(library)
     names = trained.normaliser.names
-    _check_parameters(store, names)
+    trained.check_store(store)
     truth = read_truth(Path(observations_dir), names)
     beamed = BeamMatchedLibrary(trained, store)
-    k = min(k, len(store))
-    run = _Run(trained, store, beamed, k, methods, centre)
-    rankings = {method: [] for method in methods if method != "prior"}
+    k = min(config.k, len(store))
+    run = _Run(trained, store, beamed, k, methods, config.centre)
+    rankings: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {
+        method: [] for method in methods if method != "prior"
+    }
     records = []
-    rows = tqdm(truth.itertuples(index=False), total=len(truth), desc="observations")
-    for row in rows:
-        record, ranked = run.observation(Path(observations_dir), row._asdict())
+    for row in tqdm(truth.to_dict("records"), desc="observations"):
+        record, ranked = run.observation(Path(observations_dir), row)
         records.append(record)
         for method, result in ranked.items():
             rankings[method].append(result)
@@ -210,33 +230,6 @@ def evaluate_observations(
 # --------------------------------------------------------------------------- inputs
 
 
-def read_truth(folder: Path, names: Sequence[str]) -> pd.DataFrame:
-    """The truth table of an observations folder, checked: one row per existing file."""
-    if not folder.is_dir():
-        raise InputError(folder, "is not a folder of observations (run 'protomatch observe')")
-    path = folder / TRUTH_FILE
-    if not path.is_file():
-        raise InputError(
-            folder, f"has no {TRUTH_FILE}; give a folder written by 'protomatch observe'"
-        )
-    try:
-        table = pd.read_csv(path)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot be read as CSV ({' '.join(str(exc).split())})") from None
-    missing = [c for c in ("file", *names) if c not in table.columns]
-    if missing:
-        raise InputError(path, f"lacks column(s) {', '.join(missing)}")
-    if table.empty:
-        raise InputError(path, "has no rows")
-    values = table[list(names)].apply(pd.to_numeric, errors="coerce")
-    if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
-        raise InputError(path, "has missing or non-numeric parameter values")
-    absent = [f for f in table["file"].astype(str) if not (folder / f).is_file()]
-    if absent:
-        raise InputError(path, f"lists {len(absent)} missing file(s), e.g. {absent[0]}")
-    return table.reset_index(drop=True)
-
-
 def _chosen_methods(methods: Sequence[str] | None, folder: Path) -> tuple[str, ...]:
     """The methods to evaluate, in :data:`METHODS` order, with the prior and a protomatch one."""
     if methods is None:
@@ -249,12 +242,6 @@ def _chosen_methods(methods: Sequence[str] | None, folder: Path) -> tuple[str, .
     if not any(m in PROTOMATCH_VARIANTS for m in methods):
         raise InputError(folder, "choose at least one protomatch method to evaluate")
     return tuple(m for m in METHODS if m in methods or m == "prior")
-
-
-def _check_parameters(store: LibraryStore, names: Sequence[str]) -> None:
-    missing = [n for n in names if n not in store.param_names]
-    if missing:
-        raise InputError(store.path, f"lacks the model's parameter(s) {', '.join(missing)}")
 
 
 # --------------------------------------------------------------------------- matching
@@ -270,27 +257,25 @@ class _Run:
         beamed: BeamMatchedLibrary,
         k: int,
         methods: Sequence[str],
-        centre: Literal["source", "image"] = "source",
+        centre: Centre = "source",
     ) -> None:
         self.trained, self.store, self.beamed, self.k = trained, store, beamed, k
         self.methods = methods
         self.centre = centre
 
     def observation(
-        self, folder: Path, row: Mapping[str, Any]
+        self, folder: Path, row: Mapping[Hashable, Any]
     ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
         """Top-k (similarities, library rows) of one observation for every matched method."""
-        observation = read_observation(folder / str(row["file"]))
-        distance = _distance(row)
+        observation = read_observation(folder / str(row["file"])).at_distance(_distance(row))
         prepared = prepare_observation(
             observation,
             self.trained.preprocess,
             self.store.au_per_pixel,
-            distance,
             self.store.intensity_unit,
             centre=self.centre,
         )
-        beam = beam_in_library_pixels(observation, distance, self.store.au_per_pixel)
+        beam = prepared.beam
         brightness = self.trained.compared_brightness(prepared.mean_intensity)
         record = {
             "file": str(row["file"]),
@@ -332,9 +317,11 @@ class _Run:
         return by_method
 
 
-def _distance(row: Mapping[str, Any]) -> float | None:
-    value = pd.to_numeric(row.get("distance_pc"), errors="coerce")
-    return float(value) if value is not None and np.isfinite(value) and value > 0 else None
+def _distance(row: Mapping[Hashable, Any]) -> float | None:
+    """The row's positive ``distance_pc`` [pc], None if absent, not a number or not positive."""
+    given = row.get("distance_pc")
+    value = np.nan if given is None else pd.to_numeric(given, errors="coerce")
+    return float(value) if np.isfinite(value) and value > 0 else None
 
 
 def _top_k(similarity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -356,25 +343,23 @@ def _recovery(
     """Scores per parameter and method, and the quantiles (Q, P, 5) per method (error space)."""
     names, flags = trained.normaliser.names, trained.normaliser.log10
     units = dict(trained.manifest.get("parameters", {}).get("units", {}))
-    n = len(truth)
-    methods = [*rankings, "prior"]
-    estimates = {m: np.empty((n, len(names), len(M.LEVELS))) for m in methods}
+    shape = (len(truth), len(names), len(QUANTILES))
+    estimates = {m: np.empty(shape) for m in [*rankings, "prior"]}
     record: dict[str, Any] = {}
     for p, (name, log10) in enumerate(zip(names, flags)):
         values = M.error_space(theta[:, p], log10)
         true = M.error_space(truth[name].to_numpy(dtype=np.float64), log10)
-        spread = M.prior_spread(values)
-        for method, (sims, rows) in rankings.items():
-            estimates[method][:, p] = M.recovered_quantiles(values[rows], sims)
-        prior = np.quantile(values[np.isfinite(values)], M.LEVELS)
-        estimates["prior"][:, p] = np.broadcast_to(prior, (n, len(M.LEVELS)))
+        prior = np.quantile(values[np.isfinite(values)], M.LEVELS)  # the whole library's
+        recovery, recovered = M.parameter_recovery(values, true, prior, rankings)
+        for method, quantiles in recovered.items():
+            estimates[method][:, p] = quantiles
         record[name] = {
             "unit": units.get(name, ""),
             "log10": bool(log10),
             "error_unit": "dex" if log10 else units.get(name, ""),
-            "prior_spread": spread,
+            "prior_spread": recovery["prior_spread"],
             "prior_median": float(prior[0]),
-            "methods": {m: M.recovery_scores(estimates[m][:, p], true, spread) for m in methods},
+            "methods": recovery["methods"],
         }
     return record, estimates
 
@@ -402,10 +387,11 @@ def _by_condition(
     spreads = [recovery[name]["prior_spread"] for name in names]
     record: dict[str, dict[str, Any]] = {}
     for column in CONDITIONS:
-        values = pd.to_numeric(truth.get(column), errors="coerce")
-        if values is None or not np.isfinite(values).all() or len(values) < 3:
+        if column not in truth.columns:
             continue
-        values = values.to_numpy(dtype=np.float64)
+        values = pd.to_numeric(truth[column], errors="coerce").to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all() or len(values) < 3:
+            continue
         edges = np.quantile(values, [0.0, 1 / 3, 2 / 3, 1.0])
         parts = np.clip(np.searchsorted(edges[1:-1], values, side="right"), 0, 2)
         record[column] = {

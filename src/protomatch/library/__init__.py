@@ -4,5 +4,5 @@
 catalogs (``formats`` sniffs and reads FITS, ``.npy`` and HDF5); ``preprocess`` turns images
 into the store's linear, peak-normalised form and applies the model's intensity stretch;
 ``params`` normalises the physical parameters (theta) and computes similarity labels;
-``store`` ingests a library into one memory-mapped store and opens it.
+``ingest`` writes a library into one memory-mapped store, which ``store`` opens.
 """

@@ -49,7 +49,24 @@ class Catalog:
 
 
 def read_catalog(path: Path) -> Catalog:
-    """Read and validate ``catalog.csv`` or ``catalog.parquet``."""
+    """Read and validate a catalog table.
+
+    Parameters
+    ----------
+    path
+        ``catalog.csv`` or ``catalog.parquet``.
+
+    Returns
+    -------
+    Catalog
+        Parameter names and units, and one row per image.
+
+    Raises
+    ------
+    InputError
+        Naming the catalog, for a missing column, no rows, no numeric parameter, empty ids
+        or a bad integer column.
+    """
     table = _load_table(path)
     missing = [name for name in _REQUIRED if name not in table.columns]
     if missing:
@@ -68,8 +85,8 @@ def read_catalog(path: Path) -> Catalog:
         CatalogRow(
             file=str(table["file"].iloc[i]),
             system=_system_id(table["system"].iloc[i]),
-            snapshot=snapshots[i] if snapshots[i] is not None else 0,
-            projection=projections[i] if projections[i] is not None else 1,
+            snapshot=_or_default(snapshots[i], 0),
+            projection=_or_default(projections[i], 1),
             hdu=hdus[i],
             params=dict(zip(names, map(float, values[i]), strict=True)),
         )
@@ -135,6 +152,10 @@ def _int_column(path: Path, table: pd.DataFrame, name: str, minimum: int) -> lis
             raise InputError(path, f"row {i + 2}: '{name}' must be an integer >= {minimum}")
         result.append(int(number))
     return result
+
+
+def _or_default(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def _system_id(value: object) -> str:

@@ -38,7 +38,23 @@ FileFormat = Literal["hdf5", "fits", "npy"]
 
 
 def sniff_format(path: str | Path) -> FileFormat:
-    """Identify a file by its first bytes: ``hdf5``, ``fits`` (maybe gzipped) or ``npy``."""
+    """Identify a file by its first bytes, never by its name.
+
+    Parameters
+    ----------
+    path
+        The file.
+
+    Returns
+    -------
+    str
+        ``"hdf5"``, ``"fits"`` (maybe gzipped) or ``"npy"``.
+
+    Raises
+    ------
+    InputError
+        For a missing, empty, text, pickle or unrecognised file.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "does not exist")
@@ -85,19 +101,59 @@ def _looks_like_text(head: bytes) -> bool:
 
 
 def brief(exc: BaseException) -> str:
-    """An exception's message on one short line."""
+    """An exception's message on one short line.
+
+    Parameters
+    ----------
+    exc
+        Any exception.
+
+    Returns
+    -------
+    str
+        Its message with whitespace collapsed, at most 160 characters.
+    """
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 160 else text[:157] + "..."
 
 
 def expect_format(path: Path, wanted: FileFormat) -> None:
+    """Refuse a file whose contents are not of the ``wanted`` format.
+
+    Parameters
+    ----------
+    path
+        The file.
+    wanted
+        ``"hdf5"``, ``"fits"`` or ``"npy"``.
+
+    Raises
+    ------
+    InputError
+        If :func:`sniff_format` finds another format (or none).
+    """
     found = sniff_format(path)
     if found != wanted:
         raise InputError(path, f"is a {found.upper()} file, expected {wanted.upper()}")
 
 
 def check_pixels(path: Path, image: np.ndarray, what: str) -> None:
-    """Refuse an image with no finite pixel, all zero, or no positive pixel."""
+    """Refuse an image with no finite pixel, all zero, or no positive pixel.
+
+    Parameters
+    ----------
+    path
+        The file it came from, for the message.
+    image
+        The pixels, any shape.
+    what
+        How the message names the image (e.g. ``"image"`` or a dataset name).
+
+    Raises
+    ------
+    InputError
+        Naming ``path`` and the problem.
+    """
     finite = np.isfinite(image)
     if not finite.any():
         raise InputError(path, f"{what} has no finite pixels (all NaN/inf)")
@@ -109,7 +165,29 @@ def check_pixels(path: Path, image: np.ndarray, what: str) -> None:
 
 
 def as_image(path: Path, array: np.ndarray, what: str, projection: int | None) -> np.ndarray:
-    """Squeeze degenerate axes, pick ``projection`` of a 3-D stack, return (H, W) float32."""
+    """Squeeze degenerate axes and pick one plane of a 3-D stack; validate the pixels.
+
+    Parameters
+    ----------
+    path
+        The file it came from, for messages.
+    array
+        Numeric array: (H, W), or N-D with degenerate axes, or a (P, H, W) stack.
+    what
+        How messages name the image.
+    projection
+        1-based plane of a 3-D stack (None: the array must be 2-D once squeezed).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) float32 image (NaN/inf kept).
+
+    Raises
+    ------
+    InputError
+        For a non-numeric or non-2-D array, a missing plane or unusable pixels.
+    """
     if array.dtype.kind not in "fiu":
         raise InputError(path, f"{what} has non-numeric type {array.dtype}")
     squeezed = np.squeeze(array)
@@ -132,11 +210,44 @@ def as_image(path: Path, array: np.ndarray, what: str, projection: int | None) -
 
 
 def require_square(path: Path, image: np.ndarray, what: str) -> None:
+    """Refuse a non-square (H, W) image.
+
+    Parameters
+    ----------
+    path
+        The file it came from, for the message.
+    image
+        (H, W) image.
+    what
+        How the message names the image.
+
+    Raises
+    ------
+    InputError
+        If H != W.
+    """
     if image.shape[0] != image.shape[1]:
         raise InputError(path, f"{what} is not square ({image.shape[0]}x{image.shape[1]} px)")
 
 
 def read_npy(path: Path) -> np.ndarray:
+    """Load a ``.npy`` array without ever unpickling.
+
+    Parameters
+    ----------
+    path
+        The ``.npy`` file.
+
+    Returns
+    -------
+    numpy.ndarray
+        Its array, any shape and numeric dtype.
+
+    Raises
+    ------
+    InputError
+        For an object array or a truncated or invalid file.
+    """
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -150,7 +261,27 @@ def read_npy(path: Path) -> np.ndarray:
 
 
 def read_fits(path: Path, hdu: int | None) -> tuple[np.ndarray, Any]:
-    """Data and header of HDU ``hdu`` (None: the first HDU holding an image)."""
+    """Read the image data and header of one FITS HDU.
+
+    Parameters
+    ----------
+    path
+        The FITS file (maybe gzipped).
+    hdu
+        0-based HDU index (None: the first HDU holding an image).
+
+    Returns
+    -------
+    data : numpy.ndarray
+        The HDU's array, any shape.
+    header : astropy.io.fits.Header
+        A copy of its header.
+
+    Raises
+    ------
+    InputError
+        For a missing HDU, an HDU without image data or an unreadable file.
+    """
     from astropy.io import fits
     from astropy.utils.exceptions import AstropyWarning
 
@@ -176,6 +307,18 @@ def _first_image_hdu(hdus: Any) -> Any:
 
 
 def select_header(header: Any) -> dict[str, Any]:
+    """The FITS keywords protomatch reports, where present and JSON-serialisable.
+
+    Parameters
+    ----------
+    header
+        An ``astropy.io.fits.Header`` (or any mapping with ``get``).
+
+    Returns
+    -------
+    dict
+        Keyword → value for the known keywords (object, telescope, beam, WCS, units ...).
+    """
     selected: dict[str, Any] = {}
     for key in _HEADER_KEYS:
         value = header.get(key)
@@ -203,6 +346,21 @@ def _celestial_wcs(path: Path, header: Any) -> Any:
 
 
 def pixel_scale_arcsec(path: Path, header: Any) -> float | None:
+    """Pixel side from the header's celestial WCS, arcsec.
+
+    Parameters
+    ----------
+    path
+        The file, for warnings.
+    header
+        Its FITS header.
+
+    Returns
+    -------
+    float or None
+        Pixel side [arcsec] (the geometric mean of the two axes for non-square pixels);
+        None without a usable celestial WCS.
+    """
     from astropy.wcs.utils import proj_plane_pixel_scales
 
     celestial = _celestial_wcs(path, header)
@@ -217,10 +375,23 @@ def pixel_scale_arcsec(path: Path, header: Any) -> float | None:
 
 
 def sky_per_pixel(path: Path, header: Any) -> tuple[tuple[float, float], ...] | None:
-    """((east per column, east per row), (north per column, north per row)) [arcsec], or None.
+    """The sky offset of one pixel step along each array axis, from the celestial WCS.
 
-    The celestial WCS's linear part (CDELT with PC, or CD), rows ordered longitude (east)
-    then latitude (north): it says how the array is turned and mirrored on the sky.
+    The WCS's linear part (CDELT with PC, or CD), rows ordered longitude (east) then
+    latitude (north): it says how the array is turned and mirrored on the sky.
+
+    Parameters
+    ----------
+    path
+        The file, for warnings.
+    header
+        Its FITS header.
+
+    Returns
+    -------
+    tuple or None
+        ((east per column, east per row), (north per column, north per row)) [arcsec];
+        None without a usable, non-singular celestial WCS.
     """
     celestial = _celestial_wcs(path, header)
     if celestial is None:
@@ -229,10 +400,23 @@ def sky_per_pixel(path: Path, header: Any) -> tuple[tuple[float, float], ...] | 
     matrix = matrix[[celestial.wcs.lng, celestial.wcs.lat]]
     if not np.all(np.isfinite(matrix)) or np.linalg.det(matrix) == 0:
         return None
-    return tuple(tuple(float(v) for v in row) for row in matrix)
+    return tuple((float(row[0]), float(row[1])) for row in matrix)
 
 
 def beam_arcsec(header: Any) -> tuple[float, float, float] | None:
+    """The restoring beam from the ``BMAJ``, ``BMIN`` and ``BPA`` keywords.
+
+    Parameters
+    ----------
+    header
+        A FITS header (``BMAJ``/``BMIN`` in degrees, ``BPA`` in degrees).
+
+    Returns
+    -------
+    tuple or None
+        (major FWHM [arcsec], minor FWHM [arcsec], position angle [deg]); a missing or bad
+        ``BMIN`` is taken as ``BMAJ`` and ``BPA`` as 0. None without a valid ``BMAJ``.
+    """
     bmaj = header.get("BMAJ")
     if not isinstance(bmaj, (int, float)) or not np.isfinite(bmaj) or bmaj <= 0:
         return None
@@ -246,5 +430,20 @@ def beam_arcsec(header: Any) -> tuple[float, float, float] | None:
 
 
 def unreadable(path: Path, kind: str, exc: BaseException) -> InputError:
-    """The error for a file its parser rejects (truncated or corrupt)."""
+    """The error for a file its parser rejects (truncated or corrupt).
+
+    Parameters
+    ----------
+    path
+        The file.
+    kind
+        The format it was read as (e.g. ``"HDF5"``).
+    exc
+        The parser's exception.
+
+    Returns
+    -------
+    InputError
+        To be raised by the caller.
+    """
     return InputError(path, f"cannot be read as {kind}, truncated or corrupt? ({brief(exc)})")

@@ -1,8 +1,9 @@
 """Physical parameters θ: normalisation and the weak-supervision similarity label.
 
 The label of a pair of images is the cosine similarity of their *normalised* parameter
-vectors (DESIGN.md §4). Normalisation statistics are fitted on the training split only and
-travel with the model, so a model labels and reports parameters the same way everywhere.
+vectors (see ``docs/architecture.md``). Normalisation statistics are fitted on the training
+split only and travel with the model, so a model labels and reports parameters the same way
+everywhere.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ class ParameterConfig(BaseModel):
 
     ``log10="auto"`` takes log10 of every parameter that is positive and spans two decades
     or more in the training split (accretion rate, luminosity, age in the default library).
+
+    Attributes
+    ----------
+    names
+        Parameters that define similarity (None: all of the library's).
+    method
+        ``zscore`` (mean and standard deviation) or ``minmax`` (training range to [-1, 1]).
+    log10
+        ``"auto"`` or the names of the parameters to log-scale.
+    weights
+        Weight of a parameter in the similarity label (1 when not given).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -43,6 +55,17 @@ class ParameterNormaliser:
     ``z = (f(θ) - centre) / scale`` with ``f = log10`` where ``log10`` is set; z-score uses
     the mean and standard deviation, min-max maps the training range onto [-1, 1] so the
     cosine label keeps its sign structure.
+
+    Attributes
+    ----------
+    names
+        Parameter names, in column order.
+    log10
+        Per parameter: whether log10 is taken first.
+    centre, scale
+        Per parameter, in the (log10-)scaled units.
+    method
+        ``"zscore"`` or ``"minmax"``.
     """
 
     names: tuple[str, ...]
@@ -59,7 +82,30 @@ class ParameterNormaliser:
         method: str = "zscore",
         log10: Literal["auto"] | Sequence[str] = "auto",
     ) -> ParameterNormaliser:
-        """Fit on ``theta`` (N, P) raw values, normally the training split only."""
+        """Fit the normalisation, normally on the training split only.
+
+        Parameters
+        ----------
+        theta
+            (N, P) raw parameters in physical units, N >= 2, all finite.
+        names
+            The P parameter names.
+        method
+            ``"zscore"`` or ``"minmax"``.
+        log10
+            ``"auto"`` (positive parameters spanning >= 2 decades) or names to log-scale.
+
+        Returns
+        -------
+        ParameterNormaliser
+            The fitted normalisation.
+
+        Raises
+        ------
+        ProtomatchError
+            For too few rows, non-finite values, an unknown method or log10 name, or a
+            log-scaled parameter with values <= 0.
+        """
         theta = np.asarray(theta, dtype=np.float64)
         names = tuple(names)
         if theta.ndim != 2 or theta.shape[1] != len(names) or theta.shape[0] < 2:
@@ -82,12 +128,24 @@ class ParameterNormaliser:
         return cls(names, flags, tuple(centre.tolist()), tuple(scale.tolist()), method)
 
     def transform(self, theta: np.ndarray) -> np.ndarray:
-        """Normalise raw ``theta`` (N, P) → (N, P) float64."""
+        """Normalise raw parameters.
+
+        Parameters
+        ----------
+        theta
+            (N, P) raw parameters in physical units, columns in ``names`` order.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, P) float64 normalised parameters.
+        """
         theta = np.asarray(theta, dtype=np.float64)
         values = _apply_log(theta, self.log10, self.names)
         return (values - np.asarray(self.centre)) / np.asarray(self.scale)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record of the normalisation (see :meth:`from_dict`)."""
         return {
             "names": list(self.names),
             "log10": list(self.log10),
@@ -98,6 +156,23 @@ class ParameterNormaliser:
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> ParameterNormaliser:
+        """Rebuild a normalisation from :meth:`to_dict`'s record.
+
+        Parameters
+        ----------
+        payload
+            The record, e.g. read from ``model.json``.
+
+        Returns
+        -------
+        ParameterNormaliser
+            The normalisation.
+
+        Raises
+        ------
+        ProtomatchError
+            For a malformed record.
+        """
         try:
             return cls(
                 names=tuple(payload["names"]),
@@ -114,7 +189,7 @@ def _log10_flags(
     theta: np.ndarray, names: tuple[str, ...], log10: Literal["auto"] | Sequence[str]
 ) -> tuple[bool, ...]:
     if log10 == "auto":
-        positive = (theta > 0).all(axis=0)
+        positive = np.asarray((theta > 0).all(axis=0))
         ratio = np.where(positive, theta.max(axis=0) / np.where(positive, theta.min(axis=0), 1), 1)
         return tuple(bool(p and r >= _MULTI_DECADE_RATIO) for p, r in zip(positive, ratio))
     unknown = set(log10) - set(names)
@@ -135,7 +210,25 @@ def _apply_log(theta: np.ndarray, flags: Sequence[bool], names: Sequence[str]) -
 
 
 def weight_vector(names: Sequence[str], weights: Mapping[str, float]) -> np.ndarray:
-    """Per-parameter weights (P,), 1 where not given; unknown names are an error."""
+    """The weight of each parameter in the similarity label.
+
+    Parameters
+    ----------
+    names
+        The P parameter names.
+    weights
+        Weights by name; a name not given weighs 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        (P,) float64 weights.
+
+    Raises
+    ------
+    ProtomatchError
+        For an unknown name, a negative weight or all weights zero.
+    """
     unknown = set(weights) - set(names)
     if unknown:
         raise ProtomatchError(f"weights name unknown parameters: {', '.join(sorted(unknown))}")
@@ -161,7 +254,8 @@ def similarity_labels(
 
     Returns
     -------
-    (B,) float32 in [-1, 1]; 0 where either vector is zero (no direction, no similarity).
+    torch.Tensor
+        (B,) float32 in [-1, 1]; 0 where either vector is zero (no direction, no similarity).
     """
     a, b = _as_float64_tensor(z_a), _as_float64_tensor(z_b)
     if weights is not None:

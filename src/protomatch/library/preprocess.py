@@ -78,6 +78,11 @@ class PreparedImage:
 def fill_nonfinite(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Replace NaN/inf by 0.
 
+    Parameters
+    ----------
+    image
+        Array of any shape and numeric dtype.
+
     Returns
     -------
     filled
@@ -91,7 +96,20 @@ def fill_nonfinite(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def crop_box(height: int, width: int, crop_fraction: float) -> tuple[int, int, int]:
-    """Top row, left column and side (pixels) of the centred square crop."""
+    """Where the centred square crop of an image lies.
+
+    Parameters
+    ----------
+    height, width
+        Image size, pixels.
+    crop_fraction
+        Side of the crop as a fraction of the shorter image side, in (0, 1].
+
+    Returns
+    -------
+    tuple of int
+        Top row, left column and side of the crop, pixels.
+    """
     side = max(1, round(crop_fraction * min(height, width)))
     return (height - side) // 2, (width - side) // 2, side
 
@@ -138,7 +156,21 @@ def prepare_images(
 
 
 def prepare_image(image: np.ndarray, config: PreprocessConfig) -> PreparedImage:
-    """Geometry stage for one (H, W) image; see :func:`prepare_images`."""
+    """Geometry stage for one image; see :func:`prepare_images`.
+
+    Parameters
+    ----------
+    image
+        (H, W) raw intensities, any numeric dtype, may hold NaN/inf.
+    config
+        Crop fraction and output size.
+
+    Returns
+    -------
+    PreparedImage
+        The (size, size) float32 peak-1 image, its peak and total flux (input units) and
+        the fraction of non-finite input pixels.
+    """
     values = np.asarray(image)
     if values.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {values.shape}")
@@ -203,10 +235,3 @@ def _standardise(values: torch.Tensor) -> torch.Tensor:
     varied = std > _CONSTANT_TOLERANCE * spread
     safe_std = torch.where(varied, std, torch.ones_like(std))
     return torch.where(varied, (values - mean) / safe_std, torch.zeros_like(values))
-
-
-def preprocess_for_model(image: np.ndarray, config: PreprocessConfig) -> torch.Tensor:
-    """Both stages for one observation: (H, W) raw image → (1, 1, size, size) float32."""
-    prepared = prepare_image(image, config)
-    batch = torch.from_numpy(prepared.image)[None]
-    return intensity_transform(batch, config)[:, None]

@@ -1,6 +1,6 @@
 """Read library images and observations, validating everything at the edge.
 
-Two library forms are understood (see DESIGN.md §1):
+Two library forms are understood (see ``docs/architecture.md``):
 
 * the HDF5 tree ``sink<K>/output_<SSSSSS>_isink_<K>_data.hdf5`` (:func:`read_library_file`);
 * a folder with ``catalog.csv`` or ``catalog.parquet``: one row per image with columns
@@ -9,8 +9,8 @@ Two library forms are understood (see DESIGN.md §1):
   cube or stack), and any number of numeric parameter columns. A column named
   ``name [unit]`` is parameter ``name`` with unit ``unit``.
 
-Observations (:func:`read_observation`) are FITS images (2-D or with degenerate axes, e.g.
-(1, 1, Ny, Nx)), ``.npy`` arrays, or one projection of a library file (``file.hdf5:3``).
+One projection of a library file can also be read as a target
+(:func:`read_library_projection`, used by :func:`protomatch.matching.observation.read_observation`).
 
 Files are recognised by their first bytes, never by their extension, and a Python pickle is
 refused before anything parses it. Every problem is an :class:`InputError` naming the file.
@@ -19,11 +19,10 @@ refused before anything parses it. Every problem is an :class:`InputError` namin
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import h5py
 import numpy as np
@@ -34,14 +33,10 @@ from protomatch.library._catalog import read_catalog
 from protomatch.library.formats import (
     HDF5_ERRORS,
     as_image,
-    beam_arcsec,
     expect_format,
-    pixel_scale_arcsec,
     read_fits,
     read_npy,
     require_square,
-    select_header,
-    sky_per_pixel,
     sniff_format,
     unreadable,
 )
@@ -99,32 +94,15 @@ class LibraryRecord:
 
 
 @dataclass(frozen=True, eq=False)
-class Observation:
-    """An observed image and the metadata protomatch uses.
-
-    Attributes
-    ----------
-    image
-        (H, W) float32 intensities; may contain NaN (blanked pixels).
-    source
-        The file read.
-    header
-        Selected JSON-serialisable metadata (FITS keywords, or library attributes).
-    pixel_scale_arcsec
-        Pixel side from the celestial WCS, arcsec (None when unknown).
-    beam_arcsec
-        (major FWHM arcsec, minor FWHM arcsec, position angle degrees) or None.
-    sky_per_pixel
-        2x2 (east, north) offsets [arcsec] per (column, row) pixel step from the WCS, which
-        says how the array is turned and mirrored on the sky; None when unknown.
-    """
+class LibraryProjection:
+    """One projection of a library file: (H, W) float32 image and where it comes from."""
 
     image: np.ndarray
-    source: Path
-    header: Mapping[str, Any]
-    pixel_scale_arcsec: float | None = None
-    beam_arcsec: tuple[float, float, float] | None = None
-    sky_per_pixel: tuple[tuple[float, float], ...] | None = None
+    system: str
+    snapshot: int
+    projection: int
+    au_per_pixel: float | None
+    intensity_unit: str | None
 
 
 # --------------------------------------------------------------------------- HDF5 schema
@@ -133,7 +111,7 @@ class Observation:
 def read_library_file(
     path: str | Path, param_names: Sequence[str] = schema.DEFAULT_PARAMETERS
 ) -> LibraryRecord:
-    """Read and validate one HDF5 library file of the schema in DESIGN.md §1.
+    """Read and validate one HDF5 library file of the schema (:mod:`~protomatch.library.schema`).
 
     Parameters
     ----------
@@ -241,6 +219,21 @@ def discover_library(src: str | Path) -> LibraryLayout:
 
     A catalog wins when both exist. HDF5 files whose names do not follow the schema are
     ignored (with a log message).
+
+    Parameters
+    ----------
+    src
+        The library folder.
+
+    Returns
+    -------
+    LibraryLayout
+        Its form, parameter names and units, and the files or catalog rows to read.
+
+    Raises
+    ------
+    InputError
+        If ``src`` is not a folder or holds no library.
     """
     root = Path(src)
     if not root.exists():
@@ -294,21 +287,53 @@ def _catalog_layout(root: Path, catalog: Path) -> LibraryLayout:
 
 
 def read_library_image(image: LibraryImage) -> np.ndarray:
-    """Read and validate the (H, W) float32 image of one catalog row (must be square)."""
+    """Read and validate the image of one catalog row.
+
+    Parameters
+    ----------
+    image
+        The catalog row: file (FITS, ``.npy`` or library HDF5), HDU, projection, parameters.
+
+    Returns
+    -------
+    numpy.ndarray
+        The square (H, W) float32 image (NaN/inf kept).
+
+    Raises
+    ------
+    InputError
+        For a non-finite parameter, an unreadable file or an unusable image.
+    """
     path = image.source
     for name, value in image.params.items():
         if not np.isfinite(value):
             raise InputError(path, f"catalog gives a non-finite value for parameter '{name}'")
     fmt = sniff_format(path)
     if fmt == "hdf5":
-        return _read_hdf5_projection(path, image.projection)[0]
+        return read_library_projection(path, image.projection).image
     array = read_fits(path, image.hdu)[0] if fmt == "fits" else read_npy(path)
     pixels = as_image(path, array, "image", image.projection)
     require_square(path, pixels, "image")
     return pixels
 
 
-def _read_hdf5_projection(path: Path, projection: int | None) -> tuple[np.ndarray, dict]:
+def read_library_projection(path: str | Path, projection: int | None) -> LibraryProjection:
+    """Read one projection of a library HDF5 file, with its system, pixel scale and unit.
+
+    Parameters
+    ----------
+    path
+        A library file of the HDF5 schema.
+    projection
+        1-based projection; None is refused with a message naming the file.
+
+    Returns
+    -------
+    LibraryProjection
+        The (H, W) float32 image, its system, snapshot and projection, the pixel side [AU]
+        and intensity unit when the file records them.
+    """
+    path = Path(path)
     if projection is None:
         raise InputError(path, "is an HDF5 library file; name a projection, e.g. 'file.hdf5:1'")
     try:
@@ -319,59 +344,4 @@ def _read_hdf5_projection(path: Path, projection: int | None) -> tuple[np.ndarra
     except HDF5_ERRORS as exc:
         raise unreadable(path, "HDF5", exc) from None
     system, snapshot = _system_snapshot(path)
-    header = {"system": system, "snapshot": snapshot, "projection": projection}
-    if unit is not None:
-        header["BUNIT"] = unit
-    if au_per_pixel is not None:
-        header[schema.PIXEL_SCALE_ATTRIBUTE] = au_per_pixel
-    return image, header
-
-
-# --------------------------------------------------------------------------- observations
-
-
-def read_observation(path: str | Path, projection: int | None = None) -> Observation:
-    """Read an observed image.
-
-    Parameters
-    ----------
-    path
-        A FITS file (2-D, or N-D with degenerate axes such as (1, 1, Ny, Nx)), a ``.npy``
-        array, or a library HDF5 file with a projection (``projection=3`` or ``"f.hdf5:3"``).
-    projection
-        1-based projection of a library file, or plane of a 3-D FITS cube / ``.npy`` stack.
-
-    Returns
-    -------
-    Observation
-        (H, W) float32 image (NaN kept), header metadata, pixel scale (arcsec) and beam.
-    """
-    path, projection = _split_projection(path, projection)
-    fmt = sniff_format(path)
-    if fmt == "hdf5":
-        image, header = _read_hdf5_projection(path, projection)
-        return Observation(image, path, header)
-    if fmt == "npy":
-        return Observation(as_image(path, read_npy(path), "image", projection), path, {})
-    array, fits_header = read_fits(path, None)
-    image = as_image(path, array, "image", projection)
-    return Observation(
-        image,
-        path,
-        select_header(fits_header),
-        pixel_scale_arcsec=pixel_scale_arcsec(path, fits_header),
-        beam_arcsec=beam_arcsec(fits_header),
-        sky_per_pixel=sky_per_pixel(path, fits_header),
-    )
-
-
-def _split_projection(path: str | Path, projection: int | None) -> tuple[Path, int | None]:
-    """Accept ``file.hdf5:3`` as file ``file.hdf5`` with projection 3."""
-    text = str(path)
-    match = re.fullmatch(r"(.+):(\d+)", text)
-    if match is None or Path(text).exists():
-        return Path(text), projection
-    given = int(match[2])
-    if projection is not None and projection != given:
-        raise InputError(match[1], f"projection given twice ({given} and {projection})")
-    return Path(match[1]), given
+    return LibraryProjection(image, system, snapshot, projection, au_per_pixel, unit)

@@ -1,4 +1,4 @@
-"""The simulation library file schema (DESIGN.md §1), shared by the simulator and readers.
+"""The simulation library file schema, shared by the simulator and the readers.
 
 A library is a folder tree with one HDF5 file per snapshot of one system ("sink")::
 
@@ -40,10 +40,36 @@ LIBRARY_FILE_PATTERN = re.compile(r"^output_(\d+)_isink_(\d+)_data\.hdf5$")
 
 
 def projection_dataset(index: int) -> str:
-    """Dataset name of projection ``index`` (1-based, 1 … 8)."""
+    """The dataset name of one projection.
+
+    Parameters
+    ----------
+    index
+        1-based projection, 1 … 8.
+
+    Returns
+    -------
+    str
+        ``"intensity_projection_<index>"``.
+    """
     return f"intensity_projection_{index}"
 
 
 def library_file_path(root: Path, system: int, snapshot: int) -> Path:
-    """Where snapshot ``snapshot`` of system ``system`` lives under ``root``."""
+    """Where one snapshot of one system lives in a library.
+
+    Parameters
+    ----------
+    root
+        The library folder.
+    system
+        System (sink) number.
+    snapshot
+        Snapshot (output) number.
+
+    Returns
+    -------
+    pathlib.Path
+        ``root/sink<system>/output_<snapshot:06d>_isink_<system>_data.hdf5``.
+    """
     return root / f"sink{system}" / f"output_{snapshot:06d}_isink_{system}_data.hdf5"

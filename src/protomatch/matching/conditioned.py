@@ -1,25 +1,12 @@
-"""Compare an observation with the library seen through the observation's own beam.
+"""The library as an observation sees it: convolved to its beam, noised to its level, embedded.
 
-A real observation is the sky convolved with the telescope's beam; the library is not. Matched
-naively, the beam makes every source look bigger and smoother and drives the match. Here the
-library is convolved with the observation's beam instead (:class:`BeamMatchedLibrary`), so the
-two images differ only in what the physics does.
-
-Conventions
------------
-The beam of a FITS image (``BMAJ``/``BMIN`` FWHM, ``BPA`` east of north) is measured on the
-sky; :func:`beam_in_library_pixels` turns it into FWHMs in library pixels (arcsec x distance
-[pc] = AU, / AU per library pixel) and a position angle in the image array's frame, the one
-of :func:`protomatch.training.augment.convolve_with_beam` (from +row through -column). The sky
-directions come from the celestial WCS's pixel-to-sky matrix (CDELT, PC or CD, so rotated and
-mirrored grids are handled): standard images have north up and east to the left and keep the
-PA; a mirrored grid negates it; a grid rotated by θ turns it by θ.
-:func:`prepare_observation` cuts and resizes without flipping, so the same PA holds on the
-prepared observation and on the library images it is compared with.
-
-The dihedral transforms (:func:`dihedral_image`, :func:`dihedral_beam`) turn an image and its
-beam together: rotating the image content by ``90° k`` counter-clockwise (origin-lower display)
-adds ``90° k`` to the PA, and a left-right flip negates it (flip first, then rotate).
+A real observation is the sky convolved with the telescope's beam, with beam-correlated
+noise; the library is not. Compared naively, the beam makes every source look bigger and
+smoother and drives the match. :class:`BeamMatchedLibrary` convolves the library with the
+observation's beam (in library pixels, :func:`protomatch.matching.observation.
+beam_in_library_pixels`) and gives it noise at the observation's level, so the two images
+differ only in what the physics does. Passes over the library are cached per beam and noise
+level on a grid, so observations made alike share one pass.
 """
 
 from __future__ import annotations
@@ -27,108 +14,29 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from protomatch.errors import InputError
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform
-from protomatch.library.readers import Observation
 from protomatch.library.store import LibraryStore
 from protomatch.matching.index import neighbour_similarity
-from protomatch.matching.observation import PreparedObservation, clipped_mean, header_distance
+from protomatch.matching.observation import PreparedObservation, clipped_mean
 from protomatch.matching.summary import unit_rows
 from protomatch.neural_nets.trained import TrainedModel
-from protomatch.training.augment import convolve_with_beam
+from protomatch.optics.beam import Beam, convolve_with_beam, correlated_noise, kernel_half_width
+from protomatch.optics.orientation import DIHEDRAL, dihedral_beam, dihedral_image
 
-__all__ = [
-    "DIHEDRAL",
-    "Beam",
-    "BeamMatchedLibrary",
-    "array_position_angle",
-    "beam_in_library_pixels",
-    "dihedral_beam",
-    "dihedral_image",
-    "pixel_vectors",
-]
+__all__ = ["BeamMatchedLibrary", "beam_key", "noise_level", "pixel_vectors"]
 
 log = logging.getLogger(__name__)
 
-#: (FWHM major [px], FWHM minor [px], PA [deg] from +row through -column).
-Beam = tuple[float, float, float]
-#: The 8 orientations of the square: (quarter turns counter-clockwise, left-right flip first).
-DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, f) for f in (False, True) for k in range(4))
 _FWHM_STEP_PX = 0.25
 _PA_STEP_DEG = 10.0
 _NOISE_STEP_DEX = 0.04  # ~10 % steps in the noise rms
 _NOISE_SEED = 20261129
-
-
-def beam_in_library_pixels(
-    observation: Observation, distance_pc: float | None, library_au_per_pixel: float | None
-) -> Beam | None:
-    """The observation's beam in library pixels, or None when it cannot be known.
-
-    Parameters
-    ----------
-    observation
-        Read by :func:`protomatch.library.readers.read_observation`; ``beam_arcsec`` holds
-        (BMAJ [arcsec], BMIN [arcsec], BPA [deg east of north]).
-    distance_pc
-        Distance [pc]; None falls back on the header's ``DISTANCE`` keyword.
-    library_au_per_pixel
-        Pixel side of the library store's images [AU].
-
-    Returns
-    -------
-    (FWHM major [library px], FWHM minor [library px], PA [deg] in the array frame of
-    :func:`protomatch.training.augment.convolve_with_beam`, in [0, 180)), or None without a beam,
-    a distance or the library's pixel scale.
-    """
-    distance = distance_pc or header_distance(observation)
-    if observation.beam_arcsec is None or not distance or not library_au_per_pixel:
-        return None
-    bmaj, bmin, bpa = observation.beam_arcsec
-    scale = float(distance) / float(library_au_per_pixel)  # arcsec -> AU -> library px
-    major, minor = max(bmaj, bmin) * scale, min(bmaj, bmin) * scale
-    if bmin > bmaj:  # a header with BMIN > BMAJ: the major axis is the other one
-        bpa += 90.0
-    return (
-        float(major),
-        float(minor),
-        float(array_position_angle(observation.sky_per_pixel, bpa) % 180.0),
-    )
-
-
-def array_position_angle(
-    sky_per_pixel: tuple[tuple[float, float], ...] | None, sky_pa_deg: float
-) -> float:
-    """A sky position angle (east of north) in the array frame (from +row through -column).
-
-    ``sky_per_pixel`` is the observation's (east, north) offset per (column, row) step
-    (:attr:`protomatch.library.readers.Observation.sky_per_pixel`); without it the array is taken
-    as north up, east left.
-    """
-    if sky_per_pixel is None:
-        return float(sky_pa_deg)
-    angle = np.deg2rad(sky_pa_deg)
-    column, row = np.linalg.solve(np.asarray(sky_per_pixel), [np.sin(angle), np.cos(angle)])
-    return float(np.rad2deg(np.arctan2(-column, row)))
-
-
-def dihedral_image(image: np.ndarray, quarter_turns: int, flip: bool) -> np.ndarray:
-    """(…, H, W) image(s) flipped left-right (if ``flip``), then turned ``90° k`` CCW."""
-    out = image[..., ::-1] if flip else image
-    return np.ascontiguousarray(np.rot90(out, quarter_turns, axes=(-1, -2)))
-
-
-def dihedral_beam(beam: Beam, quarter_turns: int, flip: bool) -> Beam:
-    """The beam of :func:`dihedral_image` of an image observed with ``beam``."""
-    major, minor, pa = beam
-    pa = -pa if flip else pa
-    return major, minor, float((pa + 90.0 * quarter_turns) % 180.0)
 
 
 def noise_level(image: np.ndarray) -> float:
@@ -137,6 +45,16 @@ def noise_level(image: np.ndarray) -> float:
     1.4826 x the median absolute deviation of the non-blank pixels: the source covers few
     pixels, so the spread of the rest is the noise. Blank pixels (exactly 0: NaN borders,
     padding) are left out.
+
+    Parameters
+    ----------
+    image
+        (H, W) prepared linear image with peak 1 (:attr:`PreparedObservation.image`).
+
+    Returns
+    -------
+    float
+        Noise rms relative to the peak; 0.0 when fewer than 16 pixels are non-blank.
     """
     values = np.asarray(image, dtype=np.float64)
     values = values[values != 0]
@@ -152,10 +70,25 @@ def _noise_key(noise: float) -> float:
     return float(np.round(np.log10(noise) / _NOISE_STEP_DEX) * _NOISE_STEP_DEX)
 
 
+@overload
+def beam_key(beam: Beam) -> Beam: ...
+@overload
+def beam_key(beam: None) -> None: ...
 def beam_key(beam: Beam | None) -> Beam | None:
     """``beam`` on the cache grid: FWHMs to 0.25 px (at least 0.25), PA to 10° in [0, 180).
 
     A beam whose axes round to the same width is circular: its PA becomes 0.
+
+    Parameters
+    ----------
+    beam
+        (FWHM major [library pixels], FWHM minor [library pixels], PA [degrees]), or None
+        for the library as stored.
+
+    Returns
+    -------
+    Beam or None
+        The snapped (major, minor, PA) with minor <= major, or None when ``beam`` is None.
     """
     if beam is None:
         return None
@@ -171,6 +104,19 @@ def pixel_vectors(images: np.ndarray, preprocess: PreprocessConfig) -> np.ndarra
 
     The intensity stage of the model (stretch, per-image standardisation), flattened and
     scaled to unit length, so an inner product is the pixel-space cosine similarity.
+
+    Parameters
+    ----------
+    images
+        (B, H, W) linear images (peak ~1), before any intensity stretch.
+    preprocess
+        The model's preprocessing; only its intensity stage (stretch, standardisation) is
+        applied.
+
+    Returns
+    -------
+    numpy.ndarray
+        (B, H*W) float32 rows of unit L2 norm (all-zero rows stay zero).
     """
     batch = torch.from_numpy(np.require(images, np.float32, ["C"]))
     return unit_rows(intensity_transform(batch, preprocess).reshape(len(batch), -1).numpy())
@@ -206,12 +152,7 @@ class BeamMatchedLibrary:
         pixel_cache_size: int = 1,
         block: int = 512,
     ) -> None:
-        size = trained.encoder_config.input_size
-        if store.images.shape[-1] != size:
-            raise InputError(
-                store.path,
-                f"holds {store.images.shape[-1]} px images but the model takes {size} px",
-            )
+        trained.check_store(store)
         if min(cache_size, pixel_cache_size, block) < 1:
             raise ValueError("cache sizes and block must be at least 1")
         self._trained = trained
@@ -241,24 +182,51 @@ class BeamMatchedLibrary:
         observation's :func:`noise_level`), so the library shows the observation's noise
         floor; the noise is the same for every call (fixed seed). The same array object is
         returned while the key stays in the cache (do not modify it).
+
+        Parameters
+        ----------
+        beam
+            (FWHM major [library pixels], FWHM minor [library pixels], PA [degrees]), or
+            None for the library as stored (then ``noise`` is ignored).
+        noise
+            Noise rms relative to each convolved image's peak; 0 for none. Snapped to a
+            grid of ~10 % steps.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, D) float32 unit-norm embeddings in store row order, read-only.
         """
         key = beam_key(beam)
-        noise_key = _noise_key(noise) if key is not None else 0.0
-        if noise_key:
-            level = 10**noise_key
-            return self._embeddings.get(
-                (key, noise_key),
-                lambda: self._compute(
-                    key, lambda images, a, b: self._embed_noisy(images, a, b, key, level)
-                ),
-            )
-        return self._embeddings.get(key, lambda: self._compute(key, self._embed_block))
+        noise_key = _noise_key(noise)
+        if key is None or not noise_key:
+            return self._embeddings.get(key, lambda: self._compute(key, self._embed_block))
+        through: Beam = key
+        level = 10**noise_key
+        return self._embeddings.get(
+            (key, noise_key),
+            lambda: self._compute(
+                through, lambda images, a, b: self._embed_noisy(images, a, b, through, level)
+            ),
+        )
 
     def convolved_pixels(self, beam: Beam | None) -> np.ndarray:
         """(N, H*W) float32 unit rows of the library's model-input pixels through ``beam``.
 
         The pixel-space baseline: the intensity stage of :func:`pixel_vectors` applied to
         the beam-convolved library (None: as stored). Cached like :meth:`embeddings`.
+
+        Parameters
+        ----------
+        beam
+            (FWHM major [library pixels], FWHM minor [library pixels], PA [degrees]), or
+            None for the library as stored.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, H*W) float32 unit rows in store row order, read-only; an inner product of
+            two rows is their pixel-space cosine similarity in [-1, 1].
         """
         key = beam_key(beam)
         return self._pixels.get(key, lambda: self._compute(key, self._pixel_block))
@@ -302,7 +270,22 @@ class BeamMatchedLibrary:
         return np.stack(columns, axis=1)
 
     def convolved_images(self, beam: Beam | None, start: int, stop: int) -> np.ndarray:
-        """(stop - start, H, W) float32 library images ``start:stop`` through ``beam``."""
+        """(stop - start, H, W) float32 library images ``start:stop`` through ``beam``.
+
+        Parameters
+        ----------
+        beam
+            (FWHM major [library pixels], FWHM minor [library pixels], PA [degrees]),
+            snapped to the cache grid; None for the images as stored.
+        start, stop
+            Row range of the store (0-based, ``stop`` excluded).
+
+        Returns
+        -------
+        numpy.ndarray
+            (stop - start, H, W) float32 linear images; convolution preserves flux, so
+            their peaks are no longer 1.
+        """
         images = np.array(self._store.images[start:stop], dtype=np.float32)
         key = beam_key(beam)
         if key is None:
@@ -337,7 +320,8 @@ class BeamMatchedLibrary:
     def _embed_noisy(
         self, images: np.ndarray, start: int, stop: int, beam: Beam, level: float
     ) -> np.ndarray:
-        noise = _correlated_noise((_NOISE_SEED, start), stop - start, images.shape[1:], beam)
+        shape = (images.shape[1], images.shape[2])
+        noise = _correlated_noise((_NOISE_SEED, start), stop - start, shape, beam)
         return self._embed_with_noise(images, np.arange(start, stop), noise, level)
 
     def _embed_with_noise(
@@ -359,6 +343,20 @@ class BeamMatchedLibrary:
         given *another* noise realisation and embedded as an observation would be
         (:func:`protomatch.matching.index.neighbour_similarity`). Noisy comparisons reach lower
         similarities than the noiseless index, so an observation is judged against these.
+
+        Parameters
+        ----------
+        beam
+            (FWHM major [library pixels], FWHM minor [library pixels], PA [degrees]).
+        noise
+            Noise rms relative to the peak (the observation's :func:`noise_level`); 0 for
+            none.
+
+        Returns
+        -------
+        dict of str to float
+            Cosine similarities in [-1, 1] under ``p1``, ``p5`` and ``median``; NaN when the
+            library has fewer than two systems. A copy of the cached values.
         """
         key = (beam_key(beam), _noise_key(noise))
         if key not in self._analogue:
@@ -370,7 +368,7 @@ class BeamMatchedLibrary:
                 images = images[np.argsort(np.argsort(rows))]
                 with torch.no_grad():
                     images = convolve_with_beam(torch.from_numpy(images), *key[0]).numpy()
-                shape = images.shape[1:]
+                shape = (images.shape[1], images.shape[2])
                 fresh = _correlated_noise((_NOISE_SEED + 1, 0), len(rows), shape, key[0])
                 return self._embed_with_noise(images, rows, fresh, level)
 
@@ -384,8 +382,23 @@ class BeamMatchedLibrary:
 
         The library is convolved with ``beam``, given beam-correlated noise at the
         observation's :func:`noise_level`, and both sides compare brightness as the mean of
-        the pixels above the same multiple of that noise (:func:`clipped_mean`). Returns the
-        similarities and the noise level (rms relative to the peak).
+        the pixels above the same multiple of that noise (:func:`clipped_mean`).
+
+        Parameters
+        ----------
+        prepared
+            The observation on the library's grid (peak-1 image, intensity scale).
+        beam
+            Its beam: (FWHM major [library pixels], FWHM minor [library pixels], PA
+            [degrees]), normally ``prepared.beam``.
+
+        Returns
+        -------
+        similarities : numpy.ndarray
+            (N,) float32 cosine similarities in [-1, 1], in store row order.
+        noise : float
+            The observation's noise rms relative to its peak; at 0 the library is compared
+            without noise and with the plain mean intensity.
         """
         noise = noise_level(prepared.image)
         brightness = self._trained.compared_brightness(
@@ -400,15 +413,15 @@ class BeamMatchedLibrary:
 
 
 def _correlated_noise(
-    seed: tuple[int, ...], count: int, shape: tuple[int, ...], beam: Beam
+    seed: tuple[int, ...], count: int, shape: tuple[int, int], beam: Beam
 ) -> np.ndarray:
     """``count`` unit-rms noise images of ``shape``, correlated on the beam's scale."""
     rng = np.random.default_rng(list(seed))
-    white = torch.from_numpy(rng.standard_normal((count, *shape)).astype(np.float32))
+    pad = kernel_half_width(beam[0])
+    white = rng.standard_normal((count, shape[0] + 2 * pad, shape[1] + 2 * pad))
     with torch.no_grad():
-        smooth = convolve_with_beam(white, *beam)
-    rms = smooth.flatten(1).std(dim=1).clamp_min(1e-12)[:, None, None]
-    return (smooth / rms).numpy()
+        noise = correlated_noise(torch.from_numpy(white.astype(np.float32)), shape, *beam)
+    return noise.numpy()
 
 
 class _LRU:

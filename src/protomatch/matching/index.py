@@ -25,7 +25,7 @@ from protomatch._artefact import (
     read_manifest,
     write_json_atomic,
 )
-from protomatch.errors import InputError, ProtomatchError
+from protomatch.errors import InputError
 from protomatch.library.store import LibraryStore
 from protomatch.neural_nets.trained import TrainedModel, load_model
 
@@ -55,10 +55,26 @@ class IndexConfig(BaseModel):
 
 
 def make_faiss_index(embeddings: np.ndarray, config: IndexConfig) -> Any:
-    """A FAISS inner-product index over ``embeddings`` (N, D) float32, L2-normalised."""
+    """A FAISS inner-product index over ``embeddings`` (N, D) float32, L2-normalised.
+
+    Parameters
+    ----------
+    embeddings
+        (N, D) float32 unit-norm library embeddings, in store row order.
+    config
+        The index kind and its search settings; an ``ivf`` index is trained on a sample
+        of ``embeddings`` first.
+
+    Returns
+    -------
+    faiss.Index
+        An index holding all N vectors; its inner products are cosine similarities in
+        [-1, 1] and its row numbers are the store rows.
+    """
     import faiss
 
     n, dim = embeddings.shape
+    index: faiss.Index
     if config.kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif config.kind == "flat16":
@@ -66,15 +82,17 @@ def make_faiss_index(embeddings: np.ndarray, config: IndexConfig) -> Any:
             dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
         )
     elif config.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = config.ef_search
+        graph = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efSearch = config.ef_search
+        index = graph
     else:
         # FAISS wants >= 39 training points per cell
         nlist = config.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
         nlist = min(nlist, n)
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(_training_sample(embeddings, _IVF_POINTS_PER_CELL * nlist))
-        index.nprobe = min(config.nprobe, nlist)
+        cells = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        cells.train(_training_sample(embeddings, _IVF_POINTS_PER_CELL * nlist))
+        cells.nprobe = min(config.nprobe, nlist)
+        index = cells
     index.add(embeddings)
     return index
 
@@ -89,6 +107,8 @@ def _training_sample(embeddings: np.ndarray, size: int, seed: int = 0) -> np.nda
 
 @dataclass(frozen=True)
 class IndexResult:
+    """An index folder written by :func:`build_index`, with its size and neighbour statistics."""
+
     out: Path
     n_images: int
     dim: int
@@ -96,6 +116,7 @@ class IndexResult:
     neighbour_similarity: dict[str, float]
 
     def describe(self) -> str:
+        """What was indexed and how close library images come to another system."""
         q = self.neighbour_similarity
         return (
             f"indexed {self.n_images} library images ({self.kind}, {self.dim}-d embeddings)\n"
@@ -113,13 +134,32 @@ def build_index(
     config: IndexConfig | None = None,
     overwrite: bool = False,
 ) -> IndexResult:
-    """Embed every library image with ``model`` and write an index folder ``out``."""
+    """Embed every library image with ``model`` and write an index folder ``out``.
+
+    Parameters
+    ----------
+    model
+        Model folder (``protomatch train``); its input size must be the store's image size.
+    library
+        Library store (``protomatch ingest``).
+    out
+        Index folder to write (atomically; must be empty or absent unless ``overwrite``).
+    config
+        Index kind and settings; exact inner-product search when None.
+    overwrite
+        Replace a non-empty ``out``.
+
+    Returns
+    -------
+    IndexResult
+        The folder, image count, embedding size, kind and neighbour statistics.
+    """
     import faiss
 
     config = config or IndexConfig()
     trained = load_model(model)
     store = LibraryStore.open(library)
-    _check_image_size(trained, store)
+    trained.check_store(store)
     embeddings = embed_store(trained, store, config.batch_size)
     ids = store.table["image_id"].to_numpy(dtype=np.int64)
     systems = store.table["system"].astype(str).to_numpy()
@@ -143,17 +183,23 @@ def build_index(
     return IndexResult(Path(out), len(ids), int(embeddings.shape[1]), config.kind, stats)
 
 
-def _check_image_size(trained: TrainedModel, store: LibraryStore) -> None:
-    size = trained.encoder_config.input_size
-    if store.images.shape[-1] != size:
-        raise ProtomatchError(
-            f"the model takes {size}x{size} images but the library store holds "
-            f"{store.images.shape[-1]}x{store.images.shape[-1]}; ingest it with --size {size}"
-        )
-
-
 def embed_store(trained: TrainedModel, store: LibraryStore, batch_size: int = 256) -> np.ndarray:
-    """Embeddings (N, D) float32 of every store image, streamed in batches."""
+    """Embeddings (N, D) float32 of every store image, streamed in batches.
+
+    Parameters
+    ----------
+    trained
+        The model; brightness-aware models get each image's ``mean_intensity``.
+    store
+        The library store: N linear, peak-1 (H, W) images.
+    batch_size
+        Images read and embedded at once.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, D) float32 L2-normalised embeddings, in store row order.
+    """
     n = len(store)
     out = np.empty((n, trained.encoder_config.embedding_dim), dtype=np.float32)
     for start in tqdm(range(0, n, batch_size), desc="embedding library", leave=False, disable=None):
@@ -176,6 +222,26 @@ def neighbour_similarity(
     below it has no close counterpart in the library. ``queries(rows)`` gives the sampled
     images' query embeddings when they differ from their library ones (e.g. another noise
     realisation); by default the library embeddings themselves are the queries.
+
+    Parameters
+    ----------
+    embeddings
+        (N, D) float32 unit-norm library embeddings.
+    systems
+        (N,) system name of each row; matches within a system are left out.
+    sample
+        Library images drawn as queries (at most N, without replacement).
+    seed
+        Seed of the draw.
+    queries
+        Given the (n,) sampled store rows (in random order), returns their (n, D) query
+        embeddings in that order; None: ``embeddings[rows]``.
+
+    Returns
+    -------
+    dict of str to float
+        Cosine similarities in [-1, 1] under ``p1``, ``p5`` and ``median``; NaN when there
+        are fewer than two systems.
     """
     if len(set(systems.tolist())) < 2:
         return {"p1": math.nan, "p5": math.nan, "median": math.nan}
@@ -222,7 +288,23 @@ class EmbeddingIndex:
         model: str | Path | None = None,
         library: str | Path | None = None,
     ) -> EmbeddingIndex:
-        """Open an index; ``model``/``library`` override the recorded paths (e.g. moved)."""
+        """Open an index; ``model``/``library`` override the recorded paths (e.g. moved).
+
+        Parameters
+        ----------
+        path
+            Index folder written by :func:`build_index`.
+        model
+            Model folder; None: the path recorded in ``index.json``.
+        library
+            Library store; None: the path recorded in ``index.json``.
+
+        Returns
+        -------
+        EmbeddingIndex
+            The index with its model and store, whose fingerprints must match the recorded
+            ones (otherwise :class:`~protomatch.errors.InputError`).
+        """
         import faiss
 
         path = Path(path)
@@ -255,10 +337,30 @@ class EmbeddingIndex:
 
     @property
     def neighbour_stats(self) -> dict[str, float]:
+        """Quantiles (p1, p5, median) of library images' best similarity to another system."""
         return dict(self.manifest["neighbour_similarity"])
 
     def search(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` similarities (Q, k) and store image ids (Q, k) for query embeddings."""
+        """Top-``k`` similarities (Q, k) and store image ids (Q, k) for query embeddings.
+
+        Parameters
+        ----------
+        embeddings
+            (Q, D) unit-norm query embeddings (cast to float32).
+        k
+            Matches per query; capped at the library size N.
+
+        Returns
+        -------
+        similarities : numpy.ndarray
+            (Q, min(k, N)) float32 cosine similarities in [-1, 1], best first.
+        ids : numpy.ndarray
+            (Q, min(k, N)) int64 store image ids (``image_id``), in the same order; -1 where
+            an approximate index found fewer than k (its similarity is then -inf).
+        """
         k = min(k, len(self))
         sims, rows = self._faiss.search(np.ascontiguousarray(embeddings, dtype=np.float32), k)
-        return sims, self.ids[rows]
+        empty = rows < 0  # FAISS's mark of an unfilled slot; ids[-1] would be a real image
+        return np.where(empty, -np.inf, sims).astype(np.float32), np.where(
+            empty, -1, self.ids[np.where(empty, 0, rows)]
+        )

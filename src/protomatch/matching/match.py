@@ -1,10 +1,12 @@
 """Best matches of observations in the library, and what their parameters say.
 
-For each observation: read it, bring it to the library's pixel grid (physically when the
-pixel scale and distance are known), embed it with the model, search the index, and
-summarise the best matches' parameters as similarity-weighted quantiles beside the
-library's own distribution (the prior). :func:`score_pairwise` is the research pipeline's
-way (every target-library pair through the network), kept as a reference.
+For each target: read it (:func:`~protomatch.matching.observation.read_observation`), bring
+it to the library's pixel grid (physically when its pixel scale and distance are known),
+rank the library through one :class:`~protomatch.matching.search.LibrarySearch` (the index,
+or the library matched to the target's beam and noise), and summarise the best matches'
+parameters as similarity-weighted quantiles beside the library's own distribution (the
+prior). :func:`score_pairwise` is the research pipeline's way (every target-library pair
+through the network), kept as a reference.
 """
 
 from __future__ import annotations
@@ -14,30 +16,34 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pydantic
 import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
-from protomatch.errors import ProtomatchError
+from protomatch.errors import InputError, ProtomatchError
 from protomatch.library.preprocess import intensity_transform
-from protomatch.library.readers import (
-    Observation,
-    read_library_file,
-    read_observation,
-    sniff_format,
-)
-from protomatch.matching.conditioned import Beam, BeamMatchedLibrary, beam_in_library_pixels
+from protomatch.library.readers import read_library_file
 from protomatch.matching.index import EmbeddingIndex
-from protomatch.matching.observation import PreparedObservation, prepare_observation
+from protomatch.matching.observation import (
+    Centre,
+    Observation,
+    PreparedObservation,
+    prepare_observation,
+    read_observation,
+)
+from protomatch.matching.search import IndexSearch, LibrarySearch, NoiseMatchedSearch, Ranking
 from protomatch.matching.summary import DEFAULT_MATCHES, summarise
 from protomatch.neural_nets.trained import TrainedModel
-from protomatch.report.figures import STRETCH_FLOOR
-from protomatch.report.html import MatchReportData, write_match_report, write_report_index
-from protomatch.simulators.observations import TRUTH_FILE as MOCK_TRUTH_FILE
-from protomatch.training.augment import convolve_with_beam
+from protomatch.optics.beam import convolve_with_beam
+from protomatch.report.data import STRETCH_FLOOR, MatchReportData
+from protomatch.report.html import write_match_report, write_report_index
+from protomatch.simulators.truth import truth_of
+
+__all__ = ["MatchConfig", "MatchResult", "TargetResult", "match_observations", "score_pairwise"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +58,35 @@ _OBSERVATION_CAVEAT = (
 )
 
 
+class MatchConfig(pydantic.BaseModel, extra="forbid", frozen=True):
+    """What to match and how.
+
+    Attributes
+    ----------
+    k
+        Number of best matches summarised per target (ignored with ``threshold``).
+    threshold
+        Keep every match with a similarity of at least this cosine instead of ``k``.
+    distance_pc
+        Distance to the observed system(s) [pc]; overrides a header's ``DISTANCE``.
+    include_own_system
+        For a library image as target, keep its own system's other images.
+    centre
+        Cut the library's field around the ``"source"`` (brightest point, when more than
+        half a beam off the image centre) or the ``"image"`` centre.
+    """
+
+    k: int = pydantic.Field(DEFAULT_MATCHES, ge=1)
+    threshold: float | None = pydantic.Field(None, ge=-1.0, le=1.0)
+    distance_pc: float | None = pydantic.Field(None, gt=0.0, allow_inf_nan=False)
+    include_own_system: bool = False
+    centre: Centre = "source"
+
+
 @dataclass(frozen=True)
 class TargetResult:
+    """One target's report: its name, folder and summary (as in its summary.json)."""
+
     name: str
     folder: Path
     summary: Mapping[str, Any]
@@ -61,10 +94,13 @@ class TargetResult:
 
 @dataclass(frozen=True)
 class MatchResult:
+    """The report folder written by :func:`match_observations` and each target's result."""
+
     out: Path
     targets: tuple[TargetResult, ...]
 
     def describe(self) -> str:
+        """Each target's estimates (median and 16-84 % interval) and warnings, and the report."""
         lines = []
         for target in self.targets:
             s = target.summary
@@ -90,56 +126,72 @@ def match_observations(
     observations: Sequence[str | Path],
     out: str | Path,
     *,
-    k: int = DEFAULT_MATCHES,
-    threshold: float | None = None,
-    distance_pc: float | None = None,
+    config: MatchConfig | None = None,
     model: str | Path | None = None,
     library: str | Path | None = None,
-    include_own_system: bool = False,
-    centre: Literal["source", "image"] = "source",
     overwrite: bool = False,
 ) -> MatchResult:
     """Match each observation against an index and write a report folder ``out``.
 
     A library image as target is compared with *other* systems only (its own system's
-    other projections and snapshots are near-duplicates), unless ``include_own_system``.
-    The library's field of view is cut around the source (its brightest point, when more
-    than half a beam from the image centre) or, with ``centre="image"``, the image centre.
+    other projections and snapshots are near-duplicates), unless
+    ``config.include_own_system``. An observation with a beam and a distance is compared with
+    the library convolved to its beam and noised to its level; all such targets share one
+    beam-matched library.
+
+    Parameters
+    ----------
+    index
+        Index folder written by ``protomatch index``.
+    observations
+        FITS files, ``.npy`` arrays or library files with a projection (``f.hdf5:3``).
+    out
+        Report folder (written atomically; must be empty or absent unless ``overwrite``).
+    config
+        What to match and how (:class:`MatchConfig`); defaults when None.
+    model, library
+        The model folder and library store, when moved since the index was built.
+    overwrite
+        Replace a non-empty ``out``.
+
+    Returns
+    -------
+    MatchResult
+        The report folder and each target's summary.
     """
+    config = config or MatchConfig()
     if not observations:
         raise ProtomatchError("give at least one observation")
-    if k < 1:
-        raise ProtomatchError(f"k must be >= 1, got {k}")
-    if threshold is not None and not -1 <= threshold <= 1:
-        raise ProtomatchError(f"threshold is a cosine similarity in [-1, 1], got {threshold}")
-    if distance_pc is not None and distance_pc <= 0:
-        raise ProtomatchError(f"distance must be positive (pc), got {distance_pc}")
-    if centre not in ("source", "image"):
-        raise ProtomatchError(f"centre must be 'source' or 'image', got {centre!r}")
-    targets = [read_observation(path) for path in observations]
+    targets = [read_observation(path).at_distance(config.distance_pc) for path in observations]
     opened = EmbeddingIndex.open(index, model=model, library=library)
+    searches = _Searches(IndexSearch(opened), NoiseMatchedSearch(opened))
     out = Path(out)
     results = []
     with atomic_directory(out, overwrite) as tmp:
         names = _unique_names([t.source for t in targets], [str(p) for p in observations])
         for name, observation in zip(names, targets):
             folder = Path(name) if len(targets) > 1 else Path(".")
-            summary = _match_one(
-                opened,
-                observation,
-                name,
-                tmp / folder,
-                _Query(k, threshold, distance_pc, include_own_system, centre),
-            )
+            summary = _match_one(opened, searches, observation, name, tmp / folder, config)
             results.append(TargetResult(name, out / folder, summary))
         if len(targets) > 1:
             write_report_index(tmp, [(r.name, Path(r.name), r.summary) for r in results])
-        write_json_atomic(tmp / "manifest.json", _report_manifest(opened, results, k, threshold))
+        write_json_atomic(tmp / "manifest.json", _report_manifest(opened, results, config))
     return MatchResult(out, tuple(results))
 
 
+@dataclass(frozen=True)
+class _Searches:
+    """The two ways of ranking the library, made once per ``match`` call."""
+
+    plain: IndexSearch
+    noise_matched: NoiseMatchedSearch
+
+    def for_target(self, prepared: PreparedObservation) -> LibrarySearch:
+        return self.plain if prepared.beam is None else self.noise_matched
+
+
 def _report_manifest(
-    index: EmbeddingIndex, results: Sequence[TargetResult], k: int, threshold: float | None
+    index: EmbeddingIndex, results: Sequence[TargetResult], config: MatchConfig
 ) -> dict[str, Any]:
     """What made this report: the index, model and library it searched, and the query."""
     return {
@@ -147,8 +199,8 @@ def _report_manifest(
         "index": {"path": str(index.path.resolve())},
         "model": dict(index.manifest["model"]),
         "library": dict(index.manifest["library"]),
-        "k": None if threshold is not None else k,
-        "threshold": threshold,
+        "k": None if config.threshold is not None else config.k,
+        "threshold": config.threshold,
         "targets": [
             {
                 "name": r.name,
@@ -173,58 +225,41 @@ def _unique_names(sources: Sequence[Path], given: Sequence[str]) -> list[str]:
     return names
 
 
-@dataclass(frozen=True)
-class _Query:
-    k: int
-    threshold: float | None
-    distance_pc: float | None
-    include_own_system: bool
-    centre: Literal["source", "image"]
-
-
 def _match_one(
-    index: EmbeddingIndex, observation: Observation, name: str, folder: Path, query: _Query
+    index: EmbeddingIndex,
+    searches: _Searches,
+    observation: Observation,
+    name: str,
+    folder: Path,
+    config: MatchConfig,
 ) -> dict[str, Any]:
     trained, store = index.model, index.store
-    k, threshold = query.k, query.threshold
+    k, threshold = config.k, config.threshold
     prepared = prepare_observation(
         observation,
         trained.preprocess,
         store.au_per_pixel,
-        query.distance_pc,
         store.intensity_unit,
-        centre=query.centre,
+        centre=config.centre,
     )
-    image, notes = prepared.image, list(prepared.notes)
-    if observation.header.get("system") is None:
+    notes = list(prepared.notes)
+    if observation.library_image is None:
         notes.append(_OBSERVATION_CAVEAT)
-    brightness = _target_brightness(trained, prepared.mean_intensity, notes)
-    excluded = _own_system_rows(observation, store.table, query.include_own_system, notes)
+    _note_brightness(trained, prepared.mean_intensity, notes)
+    excluded = _own_system_rows(observation, store.table, config.include_own_system, notes)
     available = len(index) - len(excluded)
     if threshold is None and k > available:
         notes.append(f"k={k} is larger than the library ({available} images): using all")
     wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
-    beam = beam_in_library_pixels(observation, query.distance_pc, store.au_per_pixel)
-    found = _search(index, beam, prepared, brightness, wanted, notes)
-    sims, ids = found.similarities, found.ids
-    keep = ~np.isin(ids, excluded)
-    sims, ids = sims[keep], ids[keep]
-    if threshold is None:
-        sims, ids = sims[:k], ids[:k]
-    if threshold is not None:
-        keep = sims >= threshold
-        if not keep.any():
-            raise ProtomatchError(
-                f"{observation.source}: no library image reaches similarity {threshold} "
-                f"(best {sims.max():.3f}); lower --threshold"
-            )
-        sims, ids = sims[keep], ids[keep]
-    matches = _matches_table(store.table, sims, ids, trained.normaliser.names)
-    truth = _truth(observation, trained.normaliser.names)
+    found = searches.for_target(prepared).best(prepared, wanted)
+    notes.extend(found.notes)
+    sims, ids = _kept(found, excluded, config, observation)
+    names = trained.normaliser.names
+    matches = _matches_table(store.table, sims, ids, names)
+    truth = _truth(observation, names, notes)
     warnings = _analogue_warnings(float(sims[0]), found.analogues)
     for warning in warnings:
         log.warning("%s: %s", name, warning)
-    names = trained.normaliser.names
     units = dict(trained.manifest["parameters"]["units"])
     summary = summarise(matches, store.table[list(names)], names, units, truth)
     summary.update(
@@ -234,22 +269,13 @@ def _match_one(
         warnings=warnings,
         notes=notes,
     )
-    shown = ids[:_SHOWN_MATCHES]
-    order = np.argsort(shown)
-    match_images = np.empty((len(shown), *store.images.shape[1:]), dtype=np.float32)
-    match_images[order] = store.images[shown[order]]
-    display = {}
-    if beam is not None:  # show the matches as they were compared, the target above its noise
-        with torch.no_grad():
-            match_images = convolve_with_beam(torch.from_numpy(match_images), *beam).numpy()
-        floor = min(max(STRETCH_FLOOR, _DISPLAY_NOISE_SIGMAS * found.noise), 0.5)
-        display = {"display_floor": floor, "matches_seen_through": "the observation's beam"}
+    match_images, display = _shown_matches(store.images, ids, prepared, found)
     log_params = frozenset(n for n, f in zip(names, trained.normaliser.log10) if f)
     write_match_report(
         folder,
         MatchReportData(
             target_name=name,
-            target_image=image,
+            target_image=prepared.image,
             match_images=match_images,
             matches=matches,
             summary=summary,
@@ -266,61 +292,57 @@ def _match_one(
     return summary
 
 
-@dataclass(frozen=True, eq=False)
-class _Found:
-    """Best similarities and image ids of one target, best first; what a good analogue's
-    similarity is in that comparison; the noise level it was compared at (0: none)."""
+def _kept(
+    found: Ranking, excluded: np.ndarray, config: MatchConfig, observation: Observation
+) -> tuple[np.ndarray, np.ndarray]:
+    """The matches kept: the target's own system left out, then the top k or the threshold."""
+    keep = ~np.isin(found.ids, excluded)
+    sims, ids = found.similarities[keep], found.ids[keep]
+    if config.threshold is None:
+        return sims[: config.k], ids[: config.k]
+    above = sims >= config.threshold
+    if not above.any():
+        raise InputError(
+            observation.source,
+            f"no library image reaches similarity {config.threshold} (best {sims.max():.3f}); "
+            "lower --threshold",
+        )
+    return sims[above], ids[above]
 
-    similarities: np.ndarray
-    ids: np.ndarray
-    analogues: Mapping[str, float]
-    noise: float
 
+def _shown_matches(
+    images: np.ndarray, ids: np.ndarray, prepared: PreparedObservation, found: Ranking
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The best matches' images for the report, as they were compared, and display settings.
 
-def _search(
-    index: EmbeddingIndex,
-    beam: Beam | None,
-    prepared: PreparedObservation,
-    brightness: np.ndarray | None,
-    wanted: int,
-    notes: list[str],
-) -> _Found:
-    """The top ``wanted`` matches of one prepared target.
-
-    An observation with a beam (in library pixels; it needs a distance) is compared with the
-    library convolved to its beam and given its noise level, embedded anew, since noiseless
-    library images are not like beam-smoothed, noisy data; otherwise the prebuilt index is
-    searched.
+    With a beam, the matches are shown through it and the target above its noise.
     """
-    if beam is None:
-        sims, ids = index.search(index.model.embed(prepared.image[None], brightness), wanted)
-        return _Found(sims[0], ids[0], index.neighbour_stats, 0.0)
-    library = BeamMatchedLibrary(index.model, index.store, cache_size=1)
-    scores, noise = library.noise_matched_similarities(prepared, beam)
-    order = np.argsort(-scores, kind="stable")[:wanted]
-    notes.append(
-        f"compared with the library convolved to the observation's beam ({beam[0]:.2g} x "
-        f"{beam[1]:.2g} library pixels, PA {beam[2]:.0f} deg) and at its noise level "
-        f"({noise:.2g} of the peak)"
-    )
-    analogues = library.analogue_similarity(beam, noise)
-    return _Found(scores[order], index.ids[order], analogues, noise)
+    shown = ids[:_SHOWN_MATCHES]
+    order = np.argsort(shown)
+    match_images = np.empty((len(shown), *images.shape[1:]), dtype=np.float32)
+    match_images[order] = images[shown[order]]
+    if prepared.beam is None:
+        return match_images, {}
+    with torch.no_grad():
+        match_images = convolve_with_beam(torch.from_numpy(match_images), *prepared.beam).numpy()
+    floor = min(max(STRETCH_FLOOR, _DISPLAY_NOISE_SIGMAS * found.noise), 0.5)
+    return match_images, {
+        "display_floor": floor,
+        "matches_seen_through": "the observation's beam",
+    }
 
 
-def _target_brightness(
+def _note_brightness(
     trained: TrainedModel, mean_intensity: float | None, notes: list[str]
-) -> np.ndarray | None:
-    """The target's brightness for the network (the library's typical one if unknown)."""
+) -> None:
+    """Say so when the target's brightness could not be given to the network as it is."""
     brightness = trained.compared_brightness(mean_intensity)
-    if brightness is None:
-        return None
-    if brightness != mean_intensity:
+    if brightness is not None and brightness != mean_intensity:
         notes.append(
             "the observation's brightness could not be put in the library's intensity unit "
             "(BUNIT and beam needed): it was compared at the library's typical brightness, so "
             "parameters that set the brightness (envelope mass, luminosity) are less certain"
         )
-    return np.array([brightness])
 
 
 def _matches_table(
@@ -349,9 +371,9 @@ def _own_system_rows(
     observation: Observation, table: pd.DataFrame, include: bool, notes: list[str]
 ) -> np.ndarray:
     """Store ids of the target's own system when the target is a library image."""
-    system = observation.header.get("system")
-    if system is None or include:
+    if observation.library_image is None or include:
         return np.zeros(0, dtype=np.int64)
+    system = observation.library_image.system
     rows = table["image_id"].to_numpy()[table["system"].astype(str).to_numpy() == str(system)]
     if len(rows):
         notes.append(
@@ -361,33 +383,19 @@ def _own_system_rows(
     return rows
 
 
-def _truth(observation: Observation, names: Sequence[str]) -> dict[str, float] | None:
+def _truth(
+    observation: Observation, names: Sequence[str], notes: list[str]
+) -> dict[str, float] | None:
     """True parameters of a simulated target: a library file's, or a mock observation's."""
-    if sniff_format(observation.source) == "hdf5":
+    if observation.library_image is not None:
         record = read_library_file(observation.source, names)
         return {name: float(record.params[name]) for name in names}
-    return _mock_truth(Path(observation.source), names)
-
-
-def _mock_truth(source: Path, names: Sequence[str]) -> dict[str, float] | None:
-    """The row of ``truth.csv`` beside a file written by ``protomatch observe``, if any."""
-    table_path = source.parent / MOCK_TRUTH_FILE
-    if not table_path.is_file():
-        return None
     try:
-        table = pd.read_csv(table_path)
-    except (ValueError, OSError, UnicodeDecodeError):
-        log.warning("%s: unreadable, no true values shown for %s", table_path, source.name)
+        return truth_of(observation.source, names)
+    except InputError as exc:
+        log.warning("no true values shown for %s: %s", observation.source.name, exc)
+        notes.append(f"no true values shown: {exc}")
         return None
-    if "file" not in table.columns or any(name not in table.columns for name in names):
-        return None
-    rows = table[table["file"].astype(str) == source.name]
-    if len(rows) != 1:
-        return None
-    values = pd.to_numeric(rows.iloc[0][list(names)], errors="coerce")
-    if not np.isfinite(values.to_numpy(dtype=np.float64)).all():
-        return None
-    return {name: float(values[name]) for name in names}
 
 
 def _analogue_warnings(best: float, stats: Mapping[str, float]) -> list[str]:
@@ -416,6 +424,29 @@ def score_pairwise(
     Returns the predicted similarity (N,) of the prepared ``target`` (H, W) to each of
     ``library_images`` (N, H, W); brightness-aware models also need the target's and the
     library images' mean intensities. Same ranking as the index, at N forwards' cost.
+
+    Parameters
+    ----------
+    trained
+        The model.
+    target
+        (H, W) float32 prepared linear image (peak 1) on the library's grid.
+    library_images
+        (N, H, W) linear, peak-1 library images (an array or the store's image dataset),
+        read in batches.
+    target_intensity
+        The target's mean intensity in the library's unit; needed (positive) by
+        brightness-aware models, ignored by the others.
+    library_intensity
+        (N,) mean intensities of the library images in the same unit; needed like
+        ``target_intensity``.
+    batch_size
+        Pairs per forward pass.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) float32 predicted cosine similarities in [-1, 1].
     """
     network = trained.network.eval()
     device = trained.device

@@ -1,27 +1,246 @@
-"""An observation brought onto the library's pixel grid and intensity unit.
+"""An observed image, read once into typed fields, and brought onto the library's grid.
 
-Units and sky geometry live here, at the edge: the result is a plain (size, size) float32
-linear image with peak 1, like the store's images, plus its mean intensity in the library's
-unit (the absolute brightness that per-image normalisation removes), when it can be known.
+Units and sky geometry live here, at the edge. :func:`read_observation` turns a FITS file,
+a ``.npy`` array or one projection of a library file into an :class:`Observation` whose
+fields (pixel scale, beam, intensity unit, distance and where it came from, the library
+image it is) are set once; nothing downstream reads headers. :func:`prepare_observation`
+then cuts and resamples it to the library's field and pixel scale: a plain (size, size)
+float32 linear image with peak 1, like the store's images, with its beam in library pixels
+and its mean intensity in the library's unit when they can be known.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from protomatch.errors import InputError
+from protomatch.library.formats import (
+    as_image,
+    beam_arcsec,
+    pixel_scale_arcsec,
+    read_fits,
+    read_npy,
+    select_header,
+    sky_per_pixel,
+    sniff_format,
+)
 from protomatch.library.preprocess import PreprocessConfig, prepare_image
-from protomatch.library.readers import Observation
-from protomatch.library.schema import PIXEL_SCALE_ATTRIBUTE
-from protomatch.training.augment import FWHM_PER_SIGMA
+from protomatch.library.readers import read_library_projection
+from protomatch.optics.beam import FWHM_PER_SIGMA, Beam
+from protomatch.optics.orientation import array_position_angle
+from protomatch.optics.units import intensity_factor
 
-_ARCSEC_PER_RADIAN = 180 / math.pi * 3600
+__all__ = [
+    "BRIGHTNESS_CLIP_SIGMAS",
+    "LibraryOrigin",
+    "Observation",
+    "PreparedObservation",
+    "beam_in_library_pixels",
+    "clipped_mean",
+    "prepare_observation",
+    "read_observation",
+    "source_position",
+    "square_field",
+]
+
+Centre = Literal["source", "image"]
+CENTRES: tuple[Centre, ...] = ("source", "image")
+
+
+@dataclass(frozen=True)
+class LibraryOrigin:
+    """Which library image a target is: its system, snapshot and 1-based projection."""
+
+    system: str
+    snapshot: int
+    projection: int
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """An observed image and what protomatch knows about it, each fact in its own field.
+
+    Attributes
+    ----------
+    image
+        (H, W) float32 intensities; may contain NaN (blanked pixels).
+    source
+        The file read.
+    pixel_scale_arcsec
+        Pixel side from the celestial WCS [arcsec]; None when unknown.
+    au_per_pixel
+        Pixel side [AU] recorded with a library image; None for sky images.
+    beam_arcsec
+        (major FWHM [arcsec], minor FWHM [arcsec], PA [deg east of north]); None when unknown.
+    sky_per_pixel
+        2x2 (east, north) offsets [arcsec] per (column, row) pixel step from the WCS, which
+        says how the array is turned and mirrored on the sky; None when unknown.
+    intensity_unit
+        Unit of the pixel values (FITS ``BUNIT``, or the library's unit); None when unknown.
+    distance_pc
+        Distance of the source [pc]; None when unknown.
+    distance_from
+        Where the distance came from: ``"header DISTANCE"``, ``"given"`` or None.
+    library_image
+        The library image this is, when the target is one (its true parameters are known).
+    header
+        Selected FITS keywords, kept for display only.
+    """
+
+    image: np.ndarray
+    source: Path
+    pixel_scale_arcsec: float | None = None
+    au_per_pixel: float | None = None
+    beam_arcsec: tuple[float, float, float] | None = None
+    sky_per_pixel: tuple[tuple[float, float], ...] | None = None
+    intensity_unit: str | None = None
+    distance_pc: float | None = None
+    distance_from: str | None = None
+    library_image: LibraryOrigin | None = None
+    header: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def at_distance(self, distance_pc: float | None) -> Observation:
+        """Return this observation at a distance given by the user (None: unchanged).
+
+        Parameters
+        ----------
+        distance_pc
+            Distance [pc], positive and finite; it overrides a header's ``DISTANCE``.
+
+        Returns
+        -------
+        Observation
+            A copy with ``distance_pc`` set and ``distance_from="given"``.
+        """
+        if distance_pc is None:
+            return self
+        if not math.isfinite(distance_pc) or distance_pc <= 0:
+            raise InputError(self.source, f"distance must be positive (pc), got {distance_pc}")
+        return dataclasses.replace(self, distance_pc=float(distance_pc), distance_from="given")
+
+    @property
+    def physical_pixel_au(self) -> float | None:
+        """Pixel side [AU]: recorded, or the WCS pixel scale [arcsec] times the distance [pc]."""
+        if self.au_per_pixel is not None:
+            return self.au_per_pixel
+        if self.pixel_scale_arcsec and self.distance_pc:
+            return self.pixel_scale_arcsec * self.distance_pc  # 1 arcsec at 1 pc is 1 AU
+        return None
+
+
+def read_observation(path: str | Path, projection: int | None = None) -> Observation:
+    """Read an observed image and its metadata.
+
+    Parameters
+    ----------
+    path
+        A FITS file (2-D, or N-D with degenerate axes such as (1, 1, Ny, Nx)), a ``.npy``
+        array, or a library HDF5 file with a projection (``projection=3`` or ``"f.hdf5:3"``).
+    projection
+        1-based projection of a library file, or plane of a 3-D FITS cube / ``.npy`` stack.
+
+    Returns
+    -------
+    Observation
+        (H, W) float32 image (NaN kept) and the typed metadata the file gives: for FITS the
+        WCS pixel scale and orientation, the beam (``BMAJ``/``BMIN``/``BPA``), ``BUNIT`` and a
+        positive ``DISTANCE`` [pc]; for a library file its pixel scale, unit and identity.
+    """
+    path, projection = _split_projection(path, projection)
+    fmt = sniff_format(path)
+    if fmt == "hdf5":
+        found = read_library_projection(path, projection)
+        origin = LibraryOrigin(found.system, found.snapshot, found.projection)
+        return Observation(
+            found.image,
+            path,
+            au_per_pixel=found.au_per_pixel,
+            intensity_unit=found.intensity_unit,
+            library_image=origin,
+        )
+    if fmt == "npy":
+        return Observation(as_image(path, read_npy(path), "image", projection), path)
+    array, fits_header = read_fits(path, None)
+    header = select_header(fits_header)
+    unit = header.get("BUNIT")
+    distance = _header_distance(header)
+    return Observation(
+        as_image(path, array, "image", projection),
+        path,
+        pixel_scale_arcsec=pixel_scale_arcsec(path, fits_header),
+        beam_arcsec=beam_arcsec(fits_header),
+        sky_per_pixel=sky_per_pixel(path, fits_header),
+        intensity_unit=unit if isinstance(unit, str) and unit.strip() else None,
+        distance_pc=distance,
+        distance_from=None if distance is None else "header DISTANCE",
+        header=MappingProxyType(header),
+    )
+
+
+def _split_projection(path: str | Path, projection: int | None) -> tuple[Path, int | None]:
+    """Accept ``file.hdf5:3`` as file ``file.hdf5`` with projection 3."""
+    text = str(path)
+    match = re.fullmatch(r"(.+):(\d+)", text)
+    if match is None or Path(text).exists():
+        return Path(text), projection
+    given = int(match[2])
+    if projection is not None and projection != given:
+        raise InputError(match[1], f"projection given twice ({given} and {projection})")
+    return Path(match[1]), given
+
+
+def _header_distance(header: Mapping[str, Any]) -> float | None:
+    """The header's ``DISTANCE`` keyword [pc] if it is a positive finite number, else None."""
+    value = header.get("DISTANCE")
+    try:
+        distance = float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return None
+    return distance if math.isfinite(distance) and distance > 0 else None
+
+
+def beam_in_library_pixels(
+    observation: Observation, library_au_per_pixel: float | None
+) -> Beam | None:
+    """The observation's beam in library pixels, or None when it cannot be known.
+
+    Parameters
+    ----------
+    observation
+        With ``beam_arcsec`` (BMAJ [arcsec], BMIN [arcsec], BPA [deg east of north]) and a
+        distance [pc].
+    library_au_per_pixel
+        Pixel side of the library store's images [AU].
+
+    Returns
+    -------
+    Beam or None
+        (FWHM major [library px], FWHM minor [library px], PA [deg] in the array frame of
+        :func:`protomatch.optics.beam.convolve_with_beam`, in [0, 180)), or None without a
+        beam, a distance or the library's pixel scale.
+    """
+    distance = observation.distance_pc
+    if observation.beam_arcsec is None or not distance or not library_au_per_pixel:
+        return None
+    bmaj, bmin, bpa = observation.beam_arcsec
+    scale = float(distance) / float(library_au_per_pixel)  # arcsec -> AU -> library px
+    major, minor = max(bmaj, bmin) * scale, min(bmaj, bmin) * scale
+    if bmin > bmaj:  # a header with BMIN > BMAJ: the major axis is the other one
+        bpa += 90.0
+    return (
+        float(major),
+        float(minor),
+        float(array_position_angle(observation.sky_per_pixel, bpa) % 180.0),
+    )
 
 
 #: Pixels below this many noise rms are left out of a noisy image's brightness.
@@ -30,15 +249,26 @@ BRIGHTNESS_CLIP_SIGMAS = 2.0
 
 @dataclass(frozen=True, eq=False)
 class PreparedObservation:
-    """(size, size) float32 linear image (peak 1), its intensity scale, notes.
+    """An observation on the library's grid: image, intensity scale, beam and notes.
 
-    ``intensity_scale`` is the intensity, in the library's unit, of an image value of 1 (None
-    when the units cannot be converted).
+    Attributes
+    ----------
+    image
+        (size, size) float32 linear image, peak 1, on the library's pixel grid.
+    intensity_scale
+        Intensity, in the library's unit, of an image value of 1; None when the units
+        cannot be converted.
+    beam
+        The observation's beam in library pixels (:func:`beam_in_library_pixels`); None
+        without a beam, a distance or the library's pixel scale.
+    notes
+        What was done to the image and what was missing, for the report.
     """
 
     image: np.ndarray
     intensity_scale: float | None
     notes: tuple[str, ...]
+    beam: Beam | None = None
 
     @property
     def mean_intensity(self) -> float | None:
@@ -50,7 +280,15 @@ class PreparedObservation:
     def clipped_intensity(self, noise: float) -> float | None:
         """Mean intensity counting only pixels above ``BRIGHTNESS_CLIP_SIGMAS`` x ``noise``.
 
-        ``noise`` is the rms relative to the peak. None if unknown units or nothing is left.
+        Parameters
+        ----------
+        noise
+            Noise rms relative to the peak.
+
+        Returns
+        -------
+        float or None
+            In the library's unit; None if the units are unknown or nothing is left.
         """
         if self.intensity_scale is None:
             return None
@@ -59,11 +297,23 @@ class PreparedObservation:
 
 
 def clipped_mean(images: np.ndarray, noise: np.ndarray | float) -> np.ndarray:
-    """(B,) mean of each (B, H, W) image counting pixels above ``BRIGHTNESS_CLIP_SIGMAS`` x noise.
+    """Mean of each image counting only pixels above ``BRIGHTNESS_CLIP_SIGMAS`` x noise.
 
     On a noisy image the plain mean is dominated by the noise summed over the whole field
     (beam-correlated, so it barely averages out); the pixels that carry signal give a steadier
     brightness. Compare only values clipped the same way at the same noise level.
+
+    Parameters
+    ----------
+    images
+        (B, H, W) linear images.
+    noise
+        Noise rms, one for all or (B,), in the images' unit.
+
+    Returns
+    -------
+    numpy.ndarray
+        (B,) float64 clipped means.
     """
     threshold = BRIGHTNESS_CLIP_SIGMAS * np.asarray(noise, dtype=np.float64).reshape(-1, 1, 1)
     kept = np.where(images > threshold, images, 0.0)
@@ -74,25 +324,41 @@ def prepare_observation(
     observation: Observation,
     preprocess: PreprocessConfig,
     library_au_per_pixel: float | None,
-    distance_pc: float | None,
     library_unit: str | None = None,
-    centre: Literal["source", "image"] = "source",
+    centre: Centre = "source",
 ) -> PreparedObservation:
     """Cut, resample and convert an observation like the library's images.
 
-    With a pixel scale (arcsec from the WCS, or AU from a library file), a distance for
-    arcsec, and the library's AU per pixel, a square of the library's field of view in AU is
-    cut (blank where the observation is smaller) and resized; otherwise a square of the
-    image's shorter side is cut and resized as the library was. The square is centred on the
-    source (``centre="source"``: the brightest point of the image smoothed on the beam's
-    scale, where the library has its star) or on the image centre (``"image"``).
+    With a physical pixel scale (:attr:`Observation.physical_pixel_au`) and the library's
+    AU per pixel, a square of the library's field of view in AU is cut (blank where the
+    observation is smaller) and resized; otherwise a square of the image's shorter side is
+    cut and resized as the library was. The square is centred on the source
+    (``centre="source"``: the brightest point of the image smoothed on the beam's scale,
+    where the library has its star) or on the image centre (``"image"``).
+
+    Parameters
+    ----------
+    observation
+        From :func:`read_observation` (with :meth:`Observation.at_distance` applied).
+    preprocess
+        The model's preprocessing (image size, crop, stretch).
+    library_au_per_pixel
+        Pixel side of the library store's images [AU]; None when unknown.
+    library_unit
+        The library's intensity unit (e.g. ``"MJy/sr"``); None when unknown.
+    centre
+        ``"source"`` or ``"image"``.
+
+    Returns
+    -------
+    PreparedObservation
+        The image on the library's grid, its intensity scale and beam, and notes.
     """
+    if centre not in CENTRES:
+        raise InputError(observation.source, f"centre must be 'source' or 'image', got {centre!r}")
     image = np.asarray(observation.image, dtype=np.float32)
     notes: list[str] = []
-    distance = distance_pc or header_distance(observation)
-    au_per_pixel = observation.header.get(PIXEL_SCALE_ATTRIBUTE)
-    if au_per_pixel is None and observation.pixel_scale_arcsec and distance:
-        au_per_pixel = observation.pixel_scale_arcsec * distance  # 1 arcsec at 1 pc is 1 AU
+    au_per_pixel = observation.physical_pixel_au
     middle = _cut_centre(observation, image, centre, au_per_pixel, notes)
     config = preprocess
     if au_per_pixel and library_au_per_pixel:
@@ -113,9 +379,15 @@ def prepare_observation(
     prepared = prepare_image(image, config)
     if prepared.peak <= 0:
         raise InputError(observation.source, "image has no positive pixel after preparation")
-    factor = intensity_factor(observation, library_unit)
+    factor = intensity_factor(
+        observation.intensity_unit,
+        library_unit,
+        beam_arcsec=observation.beam_arcsec,
+        pixel_scale_arcsec=observation.pixel_scale_arcsec,
+    )
     scale = None if factor is None else float(prepared.peak * factor)
-    return PreparedObservation(prepared.image, scale, tuple(notes))
+    beam = beam_in_library_pixels(observation, library_au_per_pixel)
+    return PreparedObservation(prepared.image, scale, tuple(notes), beam)
 
 
 def _missing_scale(observation: Observation, library_au_per_pixel: float | None) -> str:
@@ -124,76 +396,6 @@ def _missing_scale(observation: Observation, library_au_per_pixel: float | None)
     if observation.pixel_scale_arcsec:
         return "a distance (--distance)"
     return "a WCS pixel scale"
-
-
-def intensity_factor(observation: Observation, library_unit: str | None) -> float | None:
-    """Multiplier from the observation's intensity unit (``BUNIT``) to the library's, or None.
-
-    Units of the form ``[prefix]Jy/beam``, ``Jy beam-1``, ``Jy/pixel`` or ``Jy/sr`` (prefix
-    ``u``/``µ``, ``m``, ``k``, ``M``) are converted through Jy/sr: per beam by the beam solid
-    angle ``pi bmaj bmin / (4 ln 2)``, per pixel by the WCS pixel area. Other units convert
-    only to themselves (factor 1); None when either unit is unknown or not convertible.
-    """
-    given, target = observation.header.get("BUNIT"), library_unit
-    if not isinstance(given, str) or not isinstance(target, str) or not target.strip():
-        return None
-    source_unit, library = _flux_density_unit(given), _flux_density_unit(target)
-    if source_unit is None or library is None:
-        return 1.0 if given.strip().lower() == target.strip().lower() else None
-    if source_unit == library:
-        return 1.0
-    per_sr = _per_steradian(observation, source_unit[1])
-    if library[1] != "sr" or per_sr is None:  # a library per beam or pixel: same unit only
-        return None
-    return source_unit[0] * per_sr / library[0]
-
-
-_JY_PREFIXES = MappingProxyType(
-    {"": 1.0, "u": 1e-6, "µ": 1e-6, "μ": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6}
-)
-_FLUX_UNIT = re.compile(
-    r"(?P<prefix>[uµμmkM]?)jy\s*(?:/\s*(?P<over>beam|pixel|pix|sr)"
-    r"|\s+(?P<inverse>beam|pixel|pix|sr)\s*\^?\s*-1)",
-    re.IGNORECASE,
-)
-
-
-def _flux_density_unit(unit: str) -> tuple[float, str] | None:
-    """(Jy per unit, area: "beam" | "pixel" | "sr") of a flux-density unit, or None."""
-    match = _FLUX_UNIT.fullmatch(unit.strip())
-    if match is None:
-        return None
-    prefix = match["prefix"]
-    scale = _JY_PREFIXES[prefix if prefix == "M" else prefix.lower()]  # M mega, m milli
-    area = (match["over"] or match["inverse"]).lower()
-    return scale, "pixel" if area == "pix" else area
-
-
-def beam_solid_angle_sr(major_arcsec: float, minor_arcsec: float) -> float:
-    """``pi bmaj bmin / (4 ln 2)`` [sr] of a Gaussian beam with FWHMs in arcsec."""
-    return math.pi * major_arcsec * minor_arcsec / (4.0 * math.log(2.0)) / _ARCSEC_PER_RADIAN**2
-
-
-def _per_steradian(observation: Observation, area: str) -> float | None:
-    """1 / (solid angle of one ``area``) [1/sr]: 1 for sr; None if the beam/pixel is unknown."""
-    if area == "sr":
-        return 1.0
-    if area == "beam" and observation.beam_arcsec:
-        bmaj, bmin, _ = observation.beam_arcsec
-        return 1.0 / beam_solid_angle_sr(bmaj, bmin)
-    if area == "pixel" and observation.pixel_scale_arcsec:
-        return (_ARCSEC_PER_RADIAN / observation.pixel_scale_arcsec) ** 2
-    return None
-
-
-def header_distance(observation: Observation) -> float | None:
-    """The header's ``DISTANCE`` keyword [pc] if it is a positive finite number, else None."""
-    value = observation.header.get("DISTANCE")
-    try:
-        distance = float(value) if value is not None else math.nan
-    except (TypeError, ValueError):
-        return None
-    return distance if math.isfinite(distance) and distance > 0 else None
 
 
 def _cut_centre(
@@ -206,8 +408,6 @@ def _cut_centre(
     """Where to centre the cut: the source's (row, column), or None for the image centre."""
     if centre == "image":
         return None
-    if centre != "source":
-        raise ValueError(f"centre must be 'source' or 'image', got {centre!r}")
     beam = _beam_fwhm_px(observation)
     row, column = source_position(image, beam)
     offset = math.hypot(row - (image.shape[0] - 1) / 2, column - (image.shape[1] - 1) / 2)
@@ -234,6 +434,18 @@ def source_position(image: np.ndarray, smoothing_fwhm_px: float) -> tuple[float,
 
     Blank (NaN) pixels count as 0. Smoothing on the beam's scale keeps a single noise
     spike from outshining a faint, extended source.
+
+    Parameters
+    ----------
+    image
+        (H, W) image; NaN and infinite pixels count as 0.
+    smoothing_fwhm_px
+        FWHM of the Gaussian smoothing [pixels of ``image``], e.g. the beam's major axis.
+
+    Returns
+    -------
+    tuple of float
+        (row, column) 0-based pixel indices of the smoothed image's maximum.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -247,8 +459,22 @@ def source_position(image: np.ndarray, smoothing_fwhm_px: float) -> tuple[float,
 def square_field(
     image: np.ndarray, side: float, centre: tuple[float, float] | None = None
 ) -> np.ndarray:
-    """A square of ``side`` pixels around ``centre`` (row, column; default: the image
-    centre); NaN (later filled with 0) beyond the edges."""
+    """Cut a square of ``side`` pixels around ``centre``, NaN beyond the image's edges.
+
+    Parameters
+    ----------
+    image
+        (H, W) image.
+    side
+        Side of the square [pixels], rounded to an integer of at least 1.
+    centre
+        (row, column) of the square's centre; None: the image centre.
+
+    Returns
+    -------
+    numpy.ndarray
+        (side, side) float32; pixels outside the image are NaN (later filled with 0).
+    """
     n = max(1, round(side))
     height, width = image.shape
     out = np.full((n, n), np.nan, dtype=np.float32)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 #: Summary quantiles of a parameter distribution, by name.
 QUANTILES = MappingProxyType(
@@ -19,8 +20,24 @@ QUANTILES = MappingProxyType(
 )
 
 
-def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> np.ndarray:
-    """Quantiles of ``values`` with non-negative ``weights`` (uniform if all are zero)."""
+def weighted_quantiles(values: ArrayLike, weights: ArrayLike, qs: Sequence[float]) -> np.ndarray:
+    """Quantiles of ``values`` with non-negative ``weights`` (uniform if all are zero).
+
+    Parameters
+    ----------
+    values
+        (n,) values.
+    weights
+        (n,) weights; negative ones count as 0.
+    qs
+        Quantile levels in [0, 1].
+
+    Returns
+    -------
+    numpy.ndarray
+        (len(qs),) float64 quantiles, interpolated between the weighted midpoints of the
+        sorted values and clamped to their range.
+    """
     values = np.asarray(values, dtype=np.float64)
     weights = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
     if not weights.any():
@@ -41,6 +58,18 @@ def unit_rows(vectors: np.ndarray, weights: np.ndarray | None = None) -> np.ndar
 
     With ``weights`` (D,) each column is multiplied first, so the dot product of two rows is
     the weighted cosine of :func:`protomatch.library.params.similarity_labels`.
+
+    Parameters
+    ----------
+    vectors
+        (N, D) rows.
+    weights
+        (D,) column weights, or None for none.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, D) float32 rows of unit L2 norm (all-zero rows stay zero).
     """
     x = np.asarray(vectors, dtype=np.float64)
     if weights is not None:
@@ -56,7 +85,29 @@ def summarise(
     units: Mapping[str, str],
     truth: Mapping[str, float] | None,
 ) -> dict[str, Any]:
-    """Per parameter: similarity-weighted quantiles of the matches, the prior's, the truth."""
+    """Per parameter: similarity-weighted quantiles of the matches, the prior's, the truth.
+
+    Parameters
+    ----------
+    matches
+        The best matches, best first: a ``similarity`` column (cosine in [-1, 1]; negative
+        ones get weight 0) and one column per parameter in ``names``.
+    prior
+        The library's parameter values, one column per name.
+    names
+        Parameters to summarise.
+    units
+        Unit of each parameter (missing ones: ``""``).
+    truth
+        True parameter values of a simulated target, or None when unknown.
+
+    Returns
+    -------
+    dict
+        ``n_matches``, ``best_similarity`` (the first row's) and ``parameters``: per name
+        its ``unit``, the ``matches``' and the ``prior``'s quantiles (keys of
+        :data:`QUANTILES`) and its ``truth`` (None when unknown).
+    """
     qs = list(QUANTILES.values())
     parameters = {}
     for name in names:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,7 +30,11 @@ from protomatch._artefact import (
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.library.params import ParameterNormaliser
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform
-from protomatch.neural_nets.networks import EncoderConfig, SiameseNetwork
+from protomatch.neural_nets.encoder import EncoderConfig
+from protomatch.neural_nets.siamese import SiameseNetwork
+
+if TYPE_CHECKING:
+    from protomatch.library.store import LibraryStore
 
 MODEL_SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -39,7 +43,25 @@ MANIFEST_FILE = "model.json"
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A trained Siamese network with everything needed to use it on new images."""
+    """A trained Siamese network with everything needed to use it on new images.
+
+    Attributes
+    ----------
+    network
+        The network, in eval mode.
+    encoder_config
+        Its architecture.
+    preprocess
+        How its images were prepared (size, crop, stretch).
+    normaliser
+        The parameter normalisation of its similarity labels.
+    weights
+        Weight of each parameter in the labels.
+    manifest
+        The parsed ``model.json``.
+    brightness
+        Normalisation of the log mean intensity it compares (None: images only).
+    """
 
     network: SiameseNetwork
     encoder_config: EncoderConfig
@@ -51,15 +73,44 @@ class TrainedModel:
 
     @property
     def fingerprint(self) -> str:
+        """Content hash of the weights (16 hex digits)."""
         return str(self.manifest["fingerprint"])
 
     @property
     def library_fingerprint(self) -> str:
+        """Fingerprint of the library store the model was trained on."""
         return str(self.manifest["library"]["fingerprint"])
 
     @property
     def device(self) -> torch.device:
+        """The device the network's weights are on."""
         return next(self.network.parameters()).device
+
+    def check_store(self, store: LibraryStore) -> None:
+        """Refuse a library store this model cannot embed or describe.
+
+        Parameters
+        ----------
+        store
+            An opened library store.
+
+        Raises
+        ------
+        InputError
+            Naming the store folder, if its images are not of the model's input size
+            (pixels) or it lacks one of the physical parameters the model compares.
+        """
+        size = self.encoder_config.input_size
+        side = store.images.shape[-1]
+        if side != size:
+            raise InputError(
+                store.path,
+                f"holds {side} px images but the model takes {size} px; "
+                f"ingest the library with --size {size}",
+            )
+        missing = [name for name in self.normaliser.names if name not in store.param_names]
+        if missing:
+            raise InputError(store.path, f"lacks the model's parameter(s) {', '.join(missing)}")
 
     @torch.no_grad()
     def embed(
@@ -68,10 +119,22 @@ class TrainedModel:
         mean_intensity: np.ndarray | None = None,
         batch_size: int = 256,
     ) -> np.ndarray:
-        """L2-normalised embeddings (N, D) float32 of prepared linear images (N, H, W).
+        """L2-normalised embeddings of prepared images.
 
-        ``mean_intensity`` (N,) is each image's mean in the library's intensity unit (the
-        store's ``mean_intensity`` column); models trained with brightness need it.
+        Parameters
+        ----------
+        images
+            (N, H, W) linear images after the geometry stage (e.g. a store's images).
+        mean_intensity
+            (N,) each image's mean in the library's intensity unit (the store's
+            ``mean_intensity`` column); models trained with brightness need it.
+        batch_size
+            Images per forward pass.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, D) float32 unit-length embeddings.
         """
         self.network.eval()
         scalars = self.brightness_features(mean_intensity, len(images))
@@ -89,8 +152,17 @@ class TrainedModel:
     def compared_brightness(self, mean_intensity: float | None) -> float | None:
         """The mean intensity to give the network for one target.
 
-        None for models that do not compare brightness; the target's own value when known
-        and positive; otherwise the training library's typical (geometric mean) brightness.
+        Parameters
+        ----------
+        mean_intensity
+            The target's mean intensity in the library's unit, if known.
+
+        Returns
+        -------
+        float or None
+            None for models that do not compare brightness; the target's own value when
+            known and positive; otherwise the training library's typical (geometric mean)
+            brightness.
         """
         if self.brightness is None:
             return None
@@ -99,7 +171,25 @@ class TrainedModel:
         return float(10 ** self.brightness.centre[0])
 
     def brightness_features(self, mean_intensity: np.ndarray | None, n: int) -> torch.Tensor | None:
-        """Normalised log brightness (n, 1) for the network, or None if it takes none."""
+        """The brightness features the network takes.
+
+        Parameters
+        ----------
+        mean_intensity
+            (n,) positive mean intensities in the library's unit.
+        n
+            Number of images.
+
+        Returns
+        -------
+        torch.Tensor or None
+            (n, 1) float32 normalised log10 brightness; None if the model takes none.
+
+        Raises
+        ------
+        ProtomatchError
+            If the model compares brightness and the intensities are missing or not positive.
+        """
         if self.brightness is None:
             return None
         if mean_intensity is None:
@@ -113,7 +203,17 @@ class TrainedModel:
 
 
 def save_model(out: Path, network: SiameseNetwork, manifest: Mapping[str, Any]) -> None:
-    """Write weights and manifest atomically; the manifest gains kind, version and fingerprint."""
+    """Write a model folder's weights and manifest atomically.
+
+    Parameters
+    ----------
+    out
+        The model folder.
+    network
+        The network whose weights to write (``model.safetensors``).
+    manifest
+        The ``model.json`` fields; kind, version and the weights' fingerprint are added.
+    """
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
@@ -123,14 +223,40 @@ def save_model(out: Path, network: SiameseNetwork, manifest: Mapping[str, Any]) 
 
 
 def update_model_manifest(out: Path, fields: Mapping[str, Any]) -> None:
-    """Replace top-level ``fields`` of an existing model.json (weights untouched)."""
+    """Replace top-level fields of an existing ``model.json`` (weights untouched).
+
+    Parameters
+    ----------
+    out
+        The model folder.
+    fields
+        The fields to set.
+    """
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     manifest.update(fields)
     write_json_atomic(out / MANIFEST_FILE, manifest)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
-    """Load a model folder (or its model.json) without executing anything from the files."""
+    """Load a model without executing anything from its files.
+
+    Parameters
+    ----------
+    path
+        The model folder (or its ``model.json``).
+    device
+        Where to put the network.
+
+    Returns
+    -------
+    TrainedModel
+        The network in eval mode with its preprocessing and normalisations.
+
+    Raises
+    ------
+    InputError
+        For a missing, incomplete or newer manifest, or weights that do not fit it.
+    """
     folder = Path(path)
     if folder.is_file():
         folder = folder.parent
@@ -160,7 +286,23 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedM
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file, with a one-line error for a missing or corrupt file."""
+    """Read the tensors of a safetensors file.
+
+    Parameters
+    ----------
+    path
+        The ``.safetensors`` file.
+
+    Returns
+    -------
+    dict
+        Tensor name → tensor (on the CPU).
+
+    Raises
+    ------
+    InputError
+        One line, for a missing or corrupt file.
+    """
     if not path.is_file():
         raise InputError(path, "missing")
     try:
@@ -185,6 +327,17 @@ def save_checkpoint(
     """Write ``last.safetensors`` (model and optimiser tensors) and ``last.json``, atomically.
 
     The JSON is written last, so a checkpoint is only ever read when both files are whole.
+
+    Parameters
+    ----------
+    folder
+        The checkpoint folder.
+    network
+        The model being trained.
+    optimizer
+        Its optimiser (tensors go to safetensors, param groups to JSON).
+    progress
+        JSON-serialisable training progress (epoch, best loss, history, scheduler ...).
     """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     optimizer_state = optimizer.state_dict()
@@ -200,7 +353,27 @@ def save_checkpoint(
 def load_checkpoint(
     folder: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
-    """Restore model and optimiser from ``folder``; return the saved progress record."""
+    """Restore model and optimiser from a checkpoint folder.
+
+    Parameters
+    ----------
+    folder
+        The folder :func:`save_checkpoint` wrote.
+    network
+        The model to load into (same architecture).
+    optimizer
+        The optimiser to load into (same parameter groups).
+
+    Returns
+    -------
+    dict
+        The saved progress record.
+
+    Raises
+    ------
+    InputError
+        For an unreadable checkpoint or one that does not fit this configuration.
+    """
     meta_path = folder / "last.json"
     try:
         meta = json.loads(meta_path.read_text())

@@ -7,8 +7,8 @@ nothing needs closing. Used by :mod:`protomatch.report.html` only.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,22 +17,36 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from protomatch._png import png_bytes as _png_bytes
+from protomatch.matching.summary import weighted_quantiles
+from protomatch.report.data import (
+    STRETCH_FLOOR,
+    MatchReportData,
+    cell_text,
+    plain_number,
+    shorten,
+)
 
-if TYPE_CHECKING:
-    from protomatch.report.html import MatchReportData
+__all__ = ["parameter_stats", "render_figures"]
 
-#: Display floor of the log stretch, relative to the image peak (four decades shown).
-STRETCH_FLOOR = 1e-4
 _N_BINS = 30
 _MATCH_COLOUR = "#d1495b"
 _PRIOR_COLOUR = "0.72"
 _TRUTH_COLOUR = "#1b6ca8"
-_QUANTILE_KEYS = ("median", "q16", "q84", "q2.5", "q97.5")
-_QUANTILE_LEVELS = (0.5, 0.16, 0.84, 0.025, 0.975)
 
 
 def render_figures(data: MatchReportData) -> dict[str, bytes]:
-    """PNG bytes of ``matches.png``, ``parameters.png`` and ``corner.png``, by file name."""
+    """Draw the report's three figures.
+
+    Parameters
+    ----------
+    data : MatchReportData
+        What the report shows.
+
+    Returns
+    -------
+    dict of str to bytes
+        PNG bytes of ``matches.png``, ``parameters.png`` and ``corner.png``, by file name.
+    """
     makers = {
         "matches.png": _matches_figure,
         "parameters.png": _parameters_figure,
@@ -55,40 +69,30 @@ def _match_weights(matches: pd.DataFrame) -> np.ndarray:
     return weights if weights.sum() > 0 else np.ones_like(weights)
 
 
-def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, levels: Sequence[float]):
-    """Quantiles of a weighted sample (interpolated on the mid-points of the weight CDF)."""
-    keep = np.isfinite(values) & (weights > 0)
-    values, weights = values[keep], weights[keep]
-    if values.size == 0:
-        return [math.nan] * len(levels)
-    order = np.argsort(values)
-    values, weights = values[order], weights[order]
-    cdf = (np.cumsum(weights) - 0.5 * weights) / weights.sum()
-    return [float(np.interp(level, cdf, values)) for level in levels]
-
-
 def parameter_stats(data: MatchReportData, name: str) -> dict[str, Any]:
-    """The summary's statistics of one parameter, computed here only if the summary lacks them."""
-    given = data.summary.get("parameters", {}).get(name, {})
-    stats: dict[str, Any] = {}
-    sources = {
-        "matches": (data.matches[name].to_numpy(np.float64), _match_weights(data.matches)),
-        "prior": (data.prior[name].to_numpy(np.float64), None),
+    """The summary's statistics of one parameter, as the report shows them.
+
+    Parameters
+    ----------
+    data : MatchReportData
+        What the report shows; its summary holds the statistics of every parameter.
+    name : str
+        One of ``data.param_names``.
+
+    Returns
+    -------
+    dict
+        ``matches`` and ``prior`` (quantiles by name: ``median``, ``q16``, ...; physical
+        units), ``truth`` (float, or None if unknown or not finite) and ``unit``.
+    """
+    given = data.summary["parameters"][name]
+    truth = given["truth"]
+    return {
+        "matches": dict(given["matches"]),
+        "prior": dict(given["prior"]),
+        "truth": None if truth is None or not np.isfinite(truth) else float(truth),
+        "unit": given["unit"],
     }
-    for key, (values, weights) in sources.items():
-        if isinstance(given.get(key), Mapping) and "median" in given[key]:
-            stats[key] = dict(given[key])
-        else:
-            weights = np.ones_like(values) if weights is None else weights
-            stats[key] = dict(
-                zip(_QUANTILE_KEYS, _weighted_quantiles(values, weights, _QUANTILE_LEVELS))
-            )
-    truth = given.get("truth")
-    if truth is None and data.truth is not None:
-        truth = data.truth.get(name)
-    stats["truth"] = None if truth is None or not np.isfinite(truth) else float(truth)
-    stats["unit"] = given.get("unit", data.units.get(name, ""))
-    return stats
 
 
 # --------------------------------------------------------------------------- figures
@@ -194,7 +198,9 @@ def _edges(span: tuple[float, float], log: bool, n_bins: int = _N_BINS) -> np.nd
     return np.geomspace(low, high, n_bins + 1) if log else np.linspace(low, high, n_bins + 1)
 
 
-def _density(values: np.ndarray, weights: np.ndarray | None, edges: np.ndarray, log: bool):
+def _density(
+    values: np.ndarray, weights: np.ndarray | None, edges: np.ndarray, log: bool
+) -> np.ndarray:
     """Histogram normalised to unit area; per dex of the parameter on a log axis."""
     x, bins = (np.log10(values), np.log10(edges)) if log else (values, edges)
     counts, _ = np.histogram(x, bins=bins, weights=weights)
@@ -349,7 +355,9 @@ def _corner_figure(data: MatchReportData) -> Figure:
     return fig
 
 
-def _corner_axis(data: MatchReportData, table: pd.DataFrame, name: str):
+def _corner_axis(
+    data: MatchReportData, table: pd.DataFrame, name: str
+) -> tuple[np.ndarray, tuple[float, float], float | None, str]:
     """(values, span, truth, label) of one corner axis; log10 of positive values if log."""
     values = table[name].to_numpy(np.float64)
     truth = parameter_stats(data, name)["truth"]
@@ -365,14 +373,23 @@ def _corner_axis(data: MatchReportData, table: pd.DataFrame, name: str):
     return values, (low - margin, high + margin), truth, label
 
 
-def _corner_diagonal(ax: Axes, x, weights, span, truth: float | None) -> None:
+def _corner_diagonal(
+    ax: Axes,
+    x: np.ndarray,
+    weights: np.ndarray,
+    span: tuple[float, float],
+    truth: float | None,
+) -> None:
+    """Weighted density of one parameter (values ``x``, (n,)) and its weighted median."""
     keep = np.isfinite(x)
     edges = _edges(span, False, n_bins=int(np.clip(2 * np.sqrt(keep.sum()), 6, _N_BINS)))
     if keep.any():
         dens = _density(x[keep], weights[keep], edges, False)
         ax.stairs(dens, edges, fill=True, color=_MATCH_COLOUR, alpha=0.35)
         ax.stairs(dens, edges, color=_MATCH_COLOUR, linewidth=1.2)
-        ax.axvline(_weighted_quantiles(x[keep], weights[keep], (0.5,))[0], color=_MATCH_COLOUR)
+        if weights[keep].sum() > 0:  # no median of matches that all weigh nothing
+            median = weighted_quantiles(x[keep], weights[keep], (0.5,))[0]
+            ax.axvline(float(median), color=_MATCH_COLOUR)
     if truth is not None:
         ax.axvline(truth, color=_TRUTH_COLOUR, lw=1.5, ls="--")
     ax.set_yticks([])
@@ -403,30 +420,3 @@ def _corner_ticks(ax: Axes, i: int, j: int, n: int, x_label: str, y_label: str) 
         ax.set_ylabel(y_label, fontsize=9)
     elif i != j:
         ax.yaxis.set_major_formatter(NullFormatter())
-
-
-def shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def plain_number(value: Any) -> str:
-    """A number with about three significant figures, as plain text."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return str(value)
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return "–" if value is None else str(value)
-    if not math.isfinite(x):
-        return "–"
-    if x == 0:
-        return "0"
-    if 1e-3 <= abs(x) < 1e4:
-        return f"{x:.3g}"
-    return f"{x:.2e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
-
-
-def cell_text(value: Any) -> str:
-    if isinstance(value, (float, np.floating)):
-        return plain_number(float(value))
-    return str(value)

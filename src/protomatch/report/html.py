@@ -1,13 +1,14 @@
 """The match report: figures, tables and a self-contained HTML page for one observation.
 
 ``write_match_report`` turns what the search found for one target (its best matches, their
-similarities and physical parameters θ, and the summary statistics computed by
-:mod:`protomatch.matching.match`) into a folder a person can read first: ``matches.png`` (the target
-beside its best matches), ``parameters.png`` (each parameter's match distribution over the
-library prior), ``corner.png`` (pairs of parameters among the matches), ``matches.csv``,
-``summary.json`` and an ``index.html`` that embeds the figures so it works when moved alone.
-Figures are drawn on Agg canvases without pyplot, so no global backend or figure registry
-is touched.
+similarities and physical parameters θ, and the summary statistics of
+:func:`protomatch.matching.summary.summarise`) into a folder a person can read first:
+``matches.png`` (the target beside its best matches), ``parameters.png`` (each parameter's
+match distribution over the library prior), ``corner.png`` (pairs of parameters among the
+matches), ``matches.csv``, ``summary.json`` and an ``index.html`` that embeds the figures so
+it works when moved alone. Figures are drawn on Agg canvases without pyplot, so no global
+backend or figure registry is touched. What the report shows is a
+:class:`protomatch.report.data.MatchReportData`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,83 +27,14 @@ import numpy as np
 import pandas as pd
 
 from protomatch._artefact import write_bytes_atomic, write_json_atomic
-from protomatch.report.figures import (
-    STRETCH_FLOOR,
-    cell_text,
-    parameter_stats,
-    plain_number,
-    render_figures,
-)
+from protomatch.report.data import MatchReportData, cell_text, plain_number
+from protomatch.report.figures import parameter_stats, render_figures
 
-logger = logging.getLogger(__name__)
+__all__ = ["write_match_report", "write_report_index"]
+
+log = logging.getLogger(__name__)
 
 _TOP_ROWS = 20
-
-
-@dataclass(frozen=True, eq=False)
-class MatchReportData:
-    """Everything the report shows for one target (``eq=False``: it holds arrays).
-
-    Attributes
-    ----------
-    target_name : str
-        Name of the observation, e.g. its file name.
-    target_image : ndarray, shape (H, W)
-        Prepared target image, linear intensity with peak 1.
-    match_images : ndarray, shape (n_show, H, W)
-        Linear images of the best matches, in rank order.
-    matches : DataFrame
-        One row per match in rank order: ``rank, similarity, image_id, system, snapshot,
-        projection, source`` and one column per parameter (physical units).
-    summary : Mapping
-        Summary statistics (written verbatim as ``summary.json``; see :mod:`protomatch.matching.match`).
-    param_names : tuple of str
-        Parameters to show, in order.
-    units : Mapping
-        Unit string of each parameter ("Msun", "AU", ...).
-    log_params : frozenset of str
-        Parameters spanning several decades, shown on log axes.
-    prior : DataFrame
-        Parameters of the whole library, one column per parameter.
-    truth : Mapping or None
-        True parameters when the target is a library image.
-    warnings, notes : tuple of str
-        Messages for the reader; warnings are shown first and prominently.
-    display_floor : float
-        Lowest intensity shown, relative to each image's peak (above a noisy target's noise).
-    matches_seen_through : str
-        How the match images were altered to look like the target, e.g. "the observation's
-        beam" ("" if shown as stored).
-    """
-
-    target_name: str
-    target_image: np.ndarray
-    match_images: np.ndarray
-    matches: pd.DataFrame
-    summary: Mapping[str, Any]
-    param_names: tuple[str, ...]
-    units: Mapping[str, str]
-    log_params: frozenset[str]
-    prior: pd.DataFrame
-    truth: Mapping[str, float] | None
-    warnings: tuple[str, ...]
-    notes: tuple[str, ...]
-    display_floor: float = STRETCH_FLOOR
-    matches_seen_through: str = ""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.display_floor < 1:
-            raise ValueError(f"display_floor must be in (0, 1), got {self.display_floor}")
-        if np.ndim(self.target_image) != 2:
-            raise ValueError(f"target_image must be 2-D, got shape {np.shape(self.target_image)}")
-        if np.ndim(self.match_images) != 3:
-            raise ValueError(f"match_images must be 3-D, got shape {np.shape(self.match_images)}")
-        for frame, label in ((self.matches, "matches"), (self.prior, "prior")):
-            missing = [name for name in self.param_names if name not in frame.columns]
-            if missing:
-                raise ValueError(f"{label} lacks parameter columns {missing}")
-        if "similarity" not in self.matches.columns:
-            raise ValueError("matches lacks a 'similarity' column")
 
 
 # --------------------------------------------------------------------------- text
@@ -294,7 +225,7 @@ def write_match_report(out: Path, data: MatchReportData) -> list[Path]:
         written.append(out / name)
     write_bytes_atomic(out / "index.html", page.encode())
     written.append(out / "index.html")
-    logger.debug("wrote match report of %s to %s", data.target_name, out)
+    log.debug("wrote match report of %s to %s", data.target_name, out)
     return written
 
 

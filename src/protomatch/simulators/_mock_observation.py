@@ -1,6 +1,7 @@
 """One mock observation: render a planned system, smooth it with the beam, add noise, write FITS.
 
-The private half of :mod:`protomatch.simulators.observations`, which draws the plans (:class:`MockPlan`) and
+The private half of :mod:`protomatch.simulators.observations`, which draws the plans
+(:class:`MockPlan`) and
 runs :func:`render_observation` for each in worker processes.
 """
 
@@ -13,13 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from protomatch.library import schema
-from protomatch.matching.observation import beam_solid_angle_sr
+from protomatch.optics.beam import (
+    beam_solid_angle_sr,
+    convolve_with_beam,
+    correlated_noise,
+    kernel_half_width,
+)
 
 FREQUENCY_HZ, _BANDWIDTH_HZ = 230.0e9, 7.5e9
-_KERNEL_SIGMAS = 4.0
 TRUTH_COLUMNS: tuple[str, ...] = (
     "file", "system", *schema.DEFAULT_PARAMETERS, "distance_pc",
     "beam_major_au", "beam_minor_au", "beam_pa_deg", "beam_major_arcsec", "beam_minor_arcsec",
@@ -70,20 +76,14 @@ class MockPlan:
 
 
 def _margin(major_px: float) -> int:
-    """Pixels beyond the image that a beam of ``major_px`` FWHM reaches (4 sigma)."""
-    from protomatch.training.augment import FWHM_PER_SIGMA
-
-    return math.ceil(_KERNEL_SIGMAS * major_px / FWHM_PER_SIGMA) + 1
+    """Pixels beyond the image that a beam of ``major_px`` FWHM reaches (4 sigma), plus one."""
+    return kernel_half_width(major_px) + 1
 
 
 def _convolve(
     image: NDArray[np.floating], major_px: float, minor_px: float, pa_deg: float
 ) -> NDArray[np.float64]:
     """``image`` (H, W) convolved with the normalised beam (FWHMs [px], BPA [deg]), float64."""
-    import torch
-
-    from protomatch.training.augment import convolve_with_beam
-
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float64))
     return convolve_with_beam(tensor, major_px, minor_px, pa_deg).numpy()
 
@@ -119,9 +119,8 @@ def _unit_noise(
 ) -> NDArray[np.float64]:
     """(npix, npix) beam-correlated Gaussian noise of unit rms, stationary up to the edges."""
     margin = _margin(major_px)
-    white = rng.standard_normal((npix + 2 * margin, npix + 2 * margin))
-    smooth = _convolve(white, major_px, minor_px, pa)[margin:-margin, margin:-margin]
-    return smooth / smooth.std()
+    white = torch.from_numpy(rng.standard_normal((1, npix + 2 * margin, npix + 2 * margin)))
+    return correlated_noise(white, (npix, npix), major_px, minor_px, pa)[0].numpy()
 
 
 def _blank(image: NDArray[np.float64], kind: str, extent: tuple[float, ...]) -> None:

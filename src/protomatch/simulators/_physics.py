@@ -128,23 +128,75 @@ SCHEMA_FIELDS = MappingProxyType(
 
 
 def stellar_radius(mass: float, accretion_rate: float) -> float:
-    """Protostellar radius [Rsun] for stellar ``mass`` [Msun] and ``accretion_rate`` [Msun/yr]."""
+    """Protostellar radius, swollen by accretion.
+
+    Parameters
+    ----------
+    mass
+        Stellar mass [Msun].
+    accretion_rate
+        Accretion rate onto the star [Msun/yr].
+
+    Returns
+    -------
+    float
+        ``R* = 2.5 (M / 0.5)^(1/3) (1 + Mdot / 1e-5)^(1/5)`` [Rsun].
+    """
     return 2.5 * (mass / 0.5) ** (1.0 / 3.0) * (1.0 + accretion_rate / 1e-5) ** 0.2
 
 
 def accretion_luminosity(mass: float, accretion_rate: float, radius: float) -> float:
-    """Accretion luminosity ``G M Mdot / R*`` [Lsun]; units Msun, Msun/yr and Rsun."""
+    """Accretion luminosity ``G M Mdot / R*``.
+
+    Parameters
+    ----------
+    mass
+        Stellar mass [Msun].
+    accretion_rate
+        Accretion rate [Msun/yr].
+    radius
+        Stellar radius [Rsun].
+
+    Returns
+    -------
+    float
+        Luminosity [Lsun].
+    """
     return ACCRETION_LUMINOSITY_LSUN * mass * accretion_rate / radius
 
 
 def photospheric_luminosity(mass: float, radius: float) -> float:
-    """``4 pi R*^2 sigma T_eff^4`` [Lsun] with ``T_eff = 4000 K (M / 0.5 Msun)^(1/5)``."""
+    """Photospheric luminosity ``4 pi R*^2 sigma T_eff^4``.
+
+    Parameters
+    ----------
+    mass
+        Stellar mass [Msun]; sets ``T_eff = 4000 K (M / 0.5 Msun)^(1/5)``.
+    radius
+        Stellar radius [Rsun].
+
+    Returns
+    -------
+    float
+        Luminosity [Lsun].
+    """
     t_eff = 4000.0 * (mass / 0.5) ** 0.2
     return radius**2 * (t_eff / 5772.0) ** 4
 
 
 def reference_temperature(luminosity: float) -> float:
-    """Dust temperature [K] at 100 AU from a source of ``luminosity`` [Lsun]: ``35 K L^(1/4)``."""
+    """Dust temperature at 100 AU from the source: ``35 K L^(1/4)``.
+
+    Parameters
+    ----------
+    luminosity
+        Source luminosity [Lsun].
+
+    Returns
+    -------
+    float
+        Temperature [K].
+    """
     return 35.0 * luminosity**0.25
 
 
@@ -184,7 +236,18 @@ class SystemHistory:
         return SEED_MASS_MSUN + self.smooth_mass + sum(self.burst_masses)
 
     def accretion_rate(self, age: NDArray[np.float64] | float) -> NDArray[np.float64]:
-        """Accretion rate onto the star [Msun/yr] at ``age`` [yr] (any shape)."""
+        """Accretion rate onto the star.
+
+        Parameters
+        ----------
+        age
+            Age(s) since formation [yr], any shape.
+
+        Returns
+        -------
+        numpy.ndarray
+            Accretion rate [Msun/yr], same shape as ``age``.
+        """
         t = np.asarray(age, dtype=np.float64)
         p, tau = self.decay_index, self.decay_time
         rate = (p - 1.0) * self.smooth_mass / tau * (1.0 + t / tau) ** (-p)
@@ -196,7 +259,18 @@ class SystemHistory:
         return rate
 
     def stellar_mass(self, age: NDArray[np.float64] | float) -> NDArray[np.float64]:
-        """Stellar mass [Msun] at ``age`` [yr]: seed mass plus the exact integral of the rate."""
+        """Stellar mass: the seed mass plus the exact integral of the accretion rate.
+
+        Parameters
+        ----------
+        age
+            Age(s) since formation [yr], any shape.
+
+        Returns
+        -------
+        numpy.ndarray
+            Stellar mass [Msun], same shape as ``age``.
+        """
         t = np.asarray(age, dtype=np.float64)
         p, tau = self.decay_index, self.decay_time
         mass = SEED_MASS_MSUN + self.smooth_mass * (1.0 - (1.0 + t / tau) ** (1.0 - p))
@@ -213,7 +287,18 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
 
 
 def draw_system(rng: np.random.Generator) -> SystemHistory:
-    """Draw one system's core, rotation, accretion history and geometry from ``rng``."""
+    """Draw one system's core, rotation, accretion history and geometry.
+
+    Parameters
+    ----------
+    rng
+        The system's own generator; the draws are in a fixed order.
+
+    Returns
+    -------
+    SystemHistory
+        Everything drawn (distributions in the module docstring).
+    """
     core = _log_uniform(rng, 0.5, 6.0)
     budget = rng.uniform(0.3, 0.6) * core - SEED_MASS_MSUN
     first_age, last_age = _log_uniform(rng, 8e3, 2.5e4), _log_uniform(rng, 2e5, 1e6)
@@ -277,14 +362,42 @@ class SnapshotState:
 
 
 def snapshot_ages(history: SystemHistory, n_snapshots: int) -> NDArray[np.float64]:
-    """``n_snapshots`` ages [yr], log-spaced from ``first_age`` to ``last_age``, shape (n,)."""
+    """The ages of a system's snapshots, log-spaced from ``first_age`` to ``last_age``.
+
+    Parameters
+    ----------
+    history
+        The system.
+    n_snapshots
+        Number of snapshots n >= 1 (1: ``first_age`` only).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) ages [yr].
+    """
     if n_snapshots == 1:
         return np.array([history.first_age])
     return np.geomspace(history.first_age, history.last_age, n_snapshots)
 
 
 def snapshot_state(history: SystemHistory, age: float, index: int = 0) -> SnapshotState:
-    """Evaluate ``history`` at ``age`` [yr]; ``index`` picks that snapshot's clump pattern."""
+    """Evaluate a system at one age.
+
+    Parameters
+    ----------
+    history
+        The system.
+    age
+        Age since formation [yr].
+    index
+        Snapshot index; picks that snapshot's clump pattern.
+
+    Returns
+    -------
+    SnapshotState
+        The seven library parameters and what the renderer needs.
+    """
     mass = float(history.stellar_mass(age))
     rate = float(history.accretion_rate(age))
     accreted = (mass - SEED_MASS_MSUN) / (history.final_mass - SEED_MASS_MSUN)
@@ -313,7 +426,20 @@ def snapshot_state(history: SystemHistory, age: float, index: int = 0) -> Snapsh
 
 
 def evolve(history: SystemHistory, n_snapshots: int) -> tuple[SnapshotState, ...]:
-    """The system at its ``n_snapshots`` ages (:func:`snapshot_ages`), youngest first."""
+    """The system at each of its snapshot ages (:func:`snapshot_ages`).
+
+    Parameters
+    ----------
+    history
+        The system.
+    n_snapshots
+        Number of snapshots.
+
+    Returns
+    -------
+    tuple of SnapshotState
+        Youngest first.
+    """
     ages = snapshot_ages(history, n_snapshots)
     return tuple(snapshot_state(history, float(age), k) for k, age in enumerate(ages))
 
@@ -324,9 +450,17 @@ def evolve(history: SystemHistory, n_snapshots: int) -> tuple[SnapshotState, ...
 def clump_field(state: SnapshotState) -> NDArray[np.float32]:
     """The snapshot's log-normal density perturbation on a periodic 32^3 grid.
 
-    Values are ``exp(sigma g - sigma^2/2)`` (mean ~1). Returned as a corner table, shape
-    (32^3, 8): row ``(i * 32 + j) * 32 + k`` holds the values at the eight corners of cell
-    ``(i, j, k)`` (wrapped), so trilinear interpolation is one gather per point.
+    Parameters
+    ----------
+    state
+        The snapshot (its clump seed and ``clump_sigma``).
+
+    Returns
+    -------
+    numpy.ndarray
+        Values ``exp(sigma g - sigma^2/2)`` (mean ~1) as a float32 corner table of shape
+        (32^3, 8): row ``(i * 32 + j) * 32 + k`` holds the values at the eight corners of
+        cell ``(i, j, k)`` (wrapped), so trilinear interpolation is one gather per point.
     """
     rng = np.random.default_rng(state.clump_seed)
     n = _CLUMP_GRID
@@ -350,10 +484,25 @@ def clump_field(state: SnapshotState) -> NDArray[np.float32]:
 def camera_basis(
     direction: Sequence[float] | NDArray[np.float64], position_angle: float = 0.0
 ) -> NDArray[np.float64]:
-    """Unit vectors ``(e_u, e_v, n)`` (rows of a (3, 3) array) in the system frame.
+    """The camera's unit vectors in the system frame.
 
-    ``direction`` is either ``(inclination, azimuth)`` in radians or a 3-vector pointing from
-    the system to the observer. ``position_angle`` [rad] rotates the image on the sky.
+    Parameters
+    ----------
+    direction
+        ``(inclination, azimuth)`` [rad] or a 3-vector pointing from the system to the
+        observer.
+    position_angle
+        Rotation of the image on the sky [rad].
+
+    Returns
+    -------
+    numpy.ndarray
+        (3, 3) rows ``(e_u, e_v, n)``: image columns, image rows, line of sight.
+
+    Raises
+    ------
+    ValueError
+        For a zero or non-finite vector or a direction of another shape.
     """
     d = np.asarray(direction, dtype=np.float64)
     if d.shape == (3,):
@@ -387,7 +536,8 @@ def _sample_clumps(
 ) -> NDArray[np.float32]:
     """Trilinear, periodic interpolation of a :func:`clump_field` at positions [AU]."""
     n, f32 = _CLUMP_GRID, np.float32
-    base, fractions = None, []
+    offsets: list[NDArray[np.int32]] = []
+    fractions: list[NDArray[np.float32]] = []
     for coord, stride in zip((x, y, z), (n * n, n, 1), strict=True):
         s = coord * f32(n / _CLUMP_BOX_AU)
         s += f32(64 * n)  # positive for |coord| < 64 boxes, so the wrap is a bit mask
@@ -396,7 +546,8 @@ def _sample_clumps(
         index = cell.astype(np.int32)
         index &= n - 1
         index *= stride
-        base = index if base is None else base + index
+        offsets.append(index)
+    base = offsets[0] + offsets[1] + offsets[2]
     c = corners.take(base.ravel(), axis=0)
     fx, fy, fz = fractions
     c00, c01 = c[:, 0] + (c[:, 1] - c[:, 0]) * fz, c[:, 2] + (c[:, 3] - c[:, 2]) * fz
@@ -484,18 +635,26 @@ def render_projection(
 
     Parameters
     ----------
-    state : the system at one age.
-    direction : ``(inclination, azimuth)`` [rad] or a 3-vector towards the observer.
-    size : image side [pixels]; the pixel scale is ``fov_au / size`` [AU/pixel].
-    fov_au : field of view [AU]; the line of sight is integrated over the same depth.
-    position_angle : rotation of the image on the sky [rad].
-    samples : samples along the line of sight (default ``size``).
-    clumps : the snapshot's :func:`clump_field`, to reuse it across directions.
+    state
+        The system at one age.
+    direction
+        ``(inclination, azimuth)`` [rad] or a 3-vector towards the observer.
+    size
+        Image side [px]; the pixel scale is ``fov_au / size`` [AU/px].
+    fov_au
+        Field of view [AU]; the line of sight is integrated over the same depth.
+    position_angle
+        Rotation of the image on the sky [rad].
+    samples
+        Samples along the line of sight (default ``size``).
+    clumps
+        The snapshot's :func:`clump_field`, to reuse it across directions.
 
     Returns
     -------
-    (size, size) float32 intensities [MJy/sr], finite and non-negative; rows run along the
-    projected rotation axis.
+    numpy.ndarray
+        (size, size) float32 intensities [MJy/sr], finite and non-negative; rows run along
+        the projected rotation axis.
     """
     if size < 1 or not fov_au > 0 or (samples is not None and samples < 1):
         raise ValueError("size and samples must be positive and fov_au > 0")
@@ -520,7 +679,7 @@ def render_projection(
                 + (depth * basis[2, axis])[None, None, :]
                 for axis in range(3)
             ]
-            emissivity = _emissivity(state, *coords, step, clumps)
+            emissivity = _emissivity(state, coords[0], coords[1], coords[2], step, clumps)
             image[r0 : r0 + len(v), c0 : c0 + len(u)] = emissivity.sum(axis=2)
     image *= np.float32(_INTENSITY_SCALE * depth_step)
     return image

@@ -1,4 +1,4 @@
-"""``protomatch simulate``: write a library of simulated protostellar systems (DESIGN.md §1-2).
+"""``protomatch simulate``: write a library of simulated protostellar systems.
 
 Every system is drawn from its own seed (``numpy.random.SeedSequence(seed).spawn``), evolved
 through ``snapshots`` ages and rendered from eight fixed viewing directions, one HDF5 file per
@@ -31,6 +31,7 @@ from typing import Any
 import h5py
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch._parallel import unordered_map
@@ -59,6 +60,7 @@ __all__ = [
     "INTENSITY_UNIT",
     "MIN_SIZE",
     "VIEWING_DIRECTIONS_DEG",
+    "SimulateConfig",
     "SimulationResult",
     "SnapshotState",
     "SystemHistory",
@@ -102,9 +104,78 @@ _PREVIEW_ROWS = 5
 _PREVIEW_DECADES = 4.0
 
 
+class SimulateConfig(BaseModel):
+    """What library to simulate; the output depends on these settings only.
+
+    Attributes
+    ----------
+    systems
+        Number of systems (sinks), >= 1.
+    snapshots
+        Snapshots per system, >= 1, log-spaced in age.
+    size
+        Image side [px], >= 16; the field of view is ``FIELD_OF_VIEW_AU`` for every size.
+    seed
+        Seed of the whole library, >= 0; each system gets its own spawned seed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    systems: int = 96
+    snapshots: int = 6
+    size: int = 64
+    seed: int = 0
+
+    @field_validator("systems", "snapshots", "size", "seed", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"must be an integer, got {value!r}")
+        return int(value)
+
+    @field_validator("systems", "snapshots")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _resolvable(cls, value: int) -> int:
+        if value < MIN_SIZE:
+            raise ValueError(
+                f"must be at least {MIN_SIZE} pixels, got {value}: smaller images have pixels "
+                f"wider than {FIELD_OF_VIEW_AU / MIN_SIZE:.0f} AU and cannot show disks or "
+                "cavities"
+            )
+        return value
+
+    @field_validator("seed")
+    @classmethod
+    def _non_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"must be a non-negative integer, got {value}")
+        return value
+
+
 @dataclass(frozen=True)
 class SimulationResult:
-    """What :func:`simulate_library` wrote."""
+    """What :func:`simulate_library` wrote.
+
+    Attributes
+    ----------
+    out
+        The library folder.
+    n_systems, n_snapshots
+        Systems, and snapshots per system.
+    n_files, n_images
+        HDF5 files (one per snapshot) and images (eight per file) written.
+    seconds
+        Wall-clock time.
+    preview
+        The preview image, if one was asked for.
+    """
 
     out: Path
     n_systems: int
@@ -147,45 +218,48 @@ class _SnapshotRecord:
 def simulate_library(
     out: str | Path,
     *,
-    systems: int = 96,
-    snapshots: int = 6,
-    size: int = 64,
-    seed: int = 0,
+    config: SimulateConfig | None = None,
     workers: int | None = None,
     preview: bool = False,
     overwrite: bool = False,
 ) -> SimulationResult:
-    """Simulate ``systems`` protostellar systems and write them as a library under ``out``.
+    """Simulate protostellar systems and write them as a library.
 
     Parameters
     ----------
-    out : folder to create (refused if it exists and is not empty, unless ``overwrite``).
-    systems : number of systems (sinks), >= 1.
-    snapshots : snapshots per system, >= 1, log-spaced in age.
-    size : image side [pixels], >= 16; the field of view is ``FIELD_OF_VIEW_AU`` for every size.
-    seed : seed of the whole library (>= 0); each system gets its own spawned seed.
-    workers : worker processes (default one per core); the output does not depend on it.
-    preview : also write ``preview.png``, one system's evolution x the eight projections.
-    overwrite : replace a non-empty ``out``.
+    out
+        Folder to create (refused if it exists and is not empty, unless ``overwrite``).
+    config
+        Systems, snapshots, image size [px] and seed (None: the defaults).
+    workers
+        Worker processes (None: one per core); the output does not depend on it.
+    preview
+        Also write ``preview.png``, one system's evolution x the eight projections.
+    overwrite
+        Replace a non-empty ``out``.
 
     Returns
     -------
-    SimulationResult with counts, timing and the preview path.
+    SimulationResult
+        Counts, timing and the preview path.
 
     Raises
     ------
-    ProtomatchError : bad arguments or an output folder that may not be replaced; nothing
-        is written then.
+    ProtomatchError
+        For a bad ``workers`` or an output folder that may not be replaced; nothing is
+        written then.
     """
-    _check_arguments(systems, snapshots, size, seed, workers)
+    config = config or SimulateConfig()
+    _check_workers(workers)
+    systems, snapshots, size = config.systems, config.snapshots, config.size
     n_workers = min(systems, workers if workers is not None else os.cpu_count() or 1)
     started = time.perf_counter()
     out = Path(out)
-    system_seeds = np.random.SeedSequence(seed).spawn(systems)
+    system_seeds = np.random.SeedSequence(config.seed).spawn(systems)
     with atomic_directory(out, overwrite) as tmp:
         tasks = [_SystemTask(k + 1, s, snapshots, size, tmp) for k, s in enumerate(system_seeds)]
         records = sorted(_run(tasks, n_workers), key=lambda r: (r.system, r.number))
-        write_json_atomic(tmp / "manifest.json", _manifest(records, systems, snapshots, size, seed))
+        write_json_atomic(tmp / "manifest.json", _manifest(records, config))
         preview_path = None
         if preview:
             _write_preview(tmp, records, tmp / "preview.png")
@@ -205,14 +279,35 @@ def simulate_library(
 
 
 def viewing_directions() -> tuple[tuple[float, float], ...]:
-    """The library's eight ``(inclination, azimuth)`` directions in radians."""
+    """The library's eight viewing directions.
+
+    Returns
+    -------
+    tuple
+        Eight ``(inclination, azimuth)`` pairs [rad], in projection order.
+    """
     return tuple((math.radians(i), math.radians(a)) for i, a in VIEWING_DIRECTIONS_DEG)
 
 
 def render_projections(
     state: SnapshotState, *, size: int, fov_au: float = FIELD_OF_VIEW_AU
 ) -> NDArray[np.float32]:
-    """The eight library projections of ``state`` (one clump field), (8, size, size) [MJy/sr]."""
+    """The eight library projections of one snapshot, sharing one clump field.
+
+    Parameters
+    ----------
+    state
+        The system at one age.
+    size
+        Image side [px].
+    fov_au
+        Field of view [AU].
+
+    Returns
+    -------
+    numpy.ndarray
+        (8, size, size) float32 intensities [MJy/sr], in projection order.
+    """
     clumps = clump_field(state)
     return np.stack(
         [
@@ -222,23 +317,7 @@ def render_projections(
     )
 
 
-def _check_arguments(
-    systems: int, snapshots: int, size: int, seed: int, workers: int | None
-) -> None:
-    for name, value in (("systems", systems), ("snapshots", snapshots), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ProtomatchError(f"{name} must be an integer, got {value!r}")
-    if systems < 1:
-        raise ProtomatchError(f"systems must be at least 1, got {systems}")
-    if snapshots < 1:
-        raise ProtomatchError(f"snapshots must be at least 1, got {snapshots}")
-    if size < MIN_SIZE:
-        raise ProtomatchError(
-            f"size must be at least {MIN_SIZE} pixels, got {size}: smaller images have pixels "
-            f"wider than {FIELD_OF_VIEW_AU / MIN_SIZE:.0f} AU and cannot show disks or cavities"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ProtomatchError(f"seed must be a non-negative integer, got {seed!r}")
+def _check_workers(workers: int | None) -> None:
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1
     ):
@@ -298,9 +377,8 @@ def _write_snapshot(path: Path, state: SnapshotState, size: int, system: int, nu
 # --- manifest and preview ---------------------------------------------------------------------
 
 
-def _manifest(
-    records: Sequence[_SnapshotRecord], systems: int, snapshots: int, size: int, seed: int
-) -> dict[str, Any]:
+def _manifest(records: Sequence[_SnapshotRecord], config: SimulateConfig) -> dict[str, Any]:
+    systems, snapshots, size = config.systems, config.snapshots, config.size
     values = {name: [r.parameters[name] for r in records] for name in schema.DEFAULT_PARAMETERS}
     by_system: dict[int, list[int]] = {}
     for record in records:
@@ -310,7 +388,7 @@ def _manifest(
             "systems": systems,
             "snapshots": snapshots,
             "size": size,
-            "seed": seed,
+            "seed": config.seed,
             "field_of_view_au": FIELD_OF_VIEW_AU,
             "au_per_pixel": FIELD_OF_VIEW_AU / size,
             "line_of_sight_samples": size,

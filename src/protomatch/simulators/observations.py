@@ -10,7 +10,7 @@ observation is made as a radio interferometer would see it:
    direction (``cos i`` uniform in [-1, 1], azimuth uniform) at a random sky position angle,
    rendered in MJy/sr on the observation's pixel grid plus a margin of four beam sigmas, so
    that flux just outside the field is smoothed into it as on the sky;
-2. convolved with an elliptical Gaussian beam (:func:`protomatch.training.augment.convolve_with_beam`;
+2. convolved with an elliptical Gaussian beam (:func:`protomatch.optics.beam.convolve_with_beam`;
    major FWHM drawn in AU at the source, sampled by 3-6 pixels) and converted to Jy/beam,
    ``I_Jy/beam = I_MJy/sr * 1e6 * Omega_beam``, ``Omega_beam = pi bmaj bmin / (4 ln 2)``;
 3. plus beam-correlated noise (white noise convolved with the same beam, rescaled to the rms
@@ -60,15 +60,12 @@ from protomatch.simulators._mock_observation import (
     observe_sky,
     render_observation,
 )
+from protomatch.simulators.truth import MANIFEST_FILE, MANIFEST_KIND, MANIFEST_VERSION, TRUTH_FILE
 
 __all__ = ["TRUTH_COLUMNS", "ObserveConfig", "ObserveResult", "make_observations", "observe_sky"]
 
 log = logging.getLogger(__name__)
 
-MANIFEST_KIND = "observations"
-MANIFEST_VERSION = 1
-TRUTH_FILE = "truth.csv"
-_MANIFEST_FILE = "manifest.json"
 _OBSERVE_TAG = int.from_bytes(b"observe", "big")
 #: NaN frames are 3-15 % of the side wide; circular masks keep a radius of 38-50 % of it.
 _FRAME_FRACTION, _CIRCLE_FRACTION = (0.03, 0.15), (0.38, 0.5)
@@ -183,7 +180,7 @@ def _resolve_library(path: Path) -> _Library:
 
     if not path.is_dir():
         raise InputError(path, "is not a folder; give a simulated library or a library store")
-    manifest_path = path / _MANIFEST_FILE
+    manifest_path = path / MANIFEST_FILE
     kind = _manifest_kind(path, manifest_path)
     store: dict[str, Any] | None = None
     if kind == "library-store":
@@ -192,13 +189,13 @@ def _resolve_library(path: Path) -> _Library:
         store_manifest = read_manifest(manifest_path, STORE_KIND, STORE_SCHEMA_VERSION)
         source = Path(str(store_manifest.get("source", "")))
         store = {"path": str(path.resolve()), "fingerprint": store_manifest.get("fingerprint")}
-        if not (source / _MANIFEST_FILE).is_file():
+        if not (source / MANIFEST_FILE).is_file():
             raise InputError(
                 path,
                 f"was ingested from {source}, which has no simulated-library manifest.json "
                 "(moved, or not made by `protomatch simulate`); give the simulated library",
             )
-        path, manifest_path = source, source / _MANIFEST_FILE
+        path, manifest_path = source, source / MANIFEST_FILE
     manifest = read_manifest(manifest_path, LIBRARY_KIND, LIBRARY_VERSION)
     settings = manifest.get("settings", {})
     seed, snapshots = settings.get("seed"), settings.get("snapshots")
@@ -272,7 +269,8 @@ def _plan(
     snr = _log_uniform(rng, *config.snr_range)
     blank, circular = rng.uniform() < config.nan_border_fraction, rng.uniform() < 0.5
     frame, radius = rng.uniform(*_FRAME_FRACTION, 4), rng.uniform(*_CIRCLE_FRACTION)
-    kind, extent = "none", ()
+    kind: str = "none"
+    extent: tuple[float, ...] = ()
     if blank:
         kind, extent = ("circle", (float(radius),)) if circular else ("frame", tuple(frame))
     shape4d = bool(rng.uniform() < config.cube_fraction)
@@ -360,7 +358,7 @@ def make_observations(
     with atomic_directory(out, overwrite) as tmp:
         rows = sorted(_run(plans, tmp, n_workers), key=lambda row: row["file"])
         _write_truth(tmp / TRUTH_FILE, rows)
-        write_json_atomic(tmp / _MANIFEST_FILE, _manifest(config, lib, len(rows)))
+        write_json_atomic(tmp / MANIFEST_FILE, _manifest(config, lib, len(rows)))
     scales = [row["pixel_arcsec"] for row in rows]
     result = ObserveResult(
         out=out,

@@ -11,14 +11,7 @@ of the same system without changing its physics:
 
 They act on LINEAR intensity images (peak ~1) before any intensity stretch.
 
-Orientation conventions
------------------------
-Images are (B, H, W) arrays indexed [row, column], displayed with the first row at the
-bottom (``origin="lower"``, the FITS/astronomy convention; with east to the left, north up).
-A positive rotation angle turns the image content counter-clockwise on such a display, so
-a rotation by 90° equals ``torch.rot90(images, 1, dims=(-1, -2))``. A beam position angle
-is that of the major axis, measured from north (+row) through east (-column), i.e. also
-counter-clockwise on the display, as the FITS ``BPA`` keyword.
+Orientation and beam conventions are those of :mod:`protomatch.optics`.
 """
 
 from __future__ import annotations
@@ -28,23 +21,18 @@ from dataclasses import dataclass
 
 import pydantic
 import torch
-import torch.nn.functional as F
 
 from protomatch.errors import ProtomatchError
+from protomatch.optics.beam import convolve_with_beam, correlated_noise, kernel_half_width
+from protomatch.optics.orientation import rotate_images
 
 __all__ = [
     "AugmentConfig",
     "ObservingConditions",
     "augment_batch",
     "augment_pair",
-    "convolve_with_beam",
     "draw_conditions",
-    "gaussian_beam_kernel",
-    "rotate_images",
 ]
-
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-_KERNEL_HALF_WIDTH_SIGMAS = 4.0
 
 
 def _check_range(name: str, value: tuple[float, float], upper: float | None = None) -> None:
@@ -113,7 +101,7 @@ class AugmentConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     def _positive_range(
         cls, value: tuple[float, float], info: pydantic.ValidationInfo
     ) -> tuple[float, float]:
-        _check_range(info.field_name, value)
+        _check_range(info.field_name or "range", value)
         return value
 
     @pydantic.field_validator("beam_axis_ratio")
@@ -121,198 +109,6 @@ class AugmentConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     def _ratio_range(cls, value: tuple[float, float]) -> tuple[float, float]:
         _check_range("beam_axis_ratio", value, upper=1.0)
         return value
-
-
-# --- geometry -------------------------------------------------------------------------------
-
-
-def rotate_images(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
-    """Rotate square images about their centre, counter-clockwise (origin-lower display).
-
-    Each angle is split into a multiple of 90°, applied exactly with ``torch.rot90``, and a
-    remainder in [-45°, 45°], applied by bilinear resampling (``grid_sample``, zero padding
-    outside the field). Multiples of 90° are therefore exact.
-
-    Parameters
-    ----------
-    images
-        (B, H, H) images.
-    angles_deg
-        (B,) rotation angles in degrees.
-
-    Returns
-    -------
-    torch.Tensor
-        (B, H, H) rotated images.
-    """
-    _check_batch(images)
-    if images.shape[-1] != images.shape[-2]:
-        raise ProtomatchError(f"rotation needs square images; got {tuple(images.shape[-2:])}")
-    angles = angles_deg.to(device=images.device, dtype=torch.float64).reshape(-1)
-    if angles.shape[0] != images.shape[0]:
-        raise ProtomatchError(f"got {angles.shape[0]} rotation angles for {images.shape[0]} images")
-    quarter_turns = torch.round(angles / 90.0)
-    residual = angles - 90.0 * quarter_turns
-    turns = torch.remainder(quarter_turns, 4).to(torch.int64)
-
-    rotated = images.clone()
-    for k in range(1, 4):
-        selected = turns == k
-        if bool(selected.any()):
-            rotated[selected] = torch.rot90(images[selected], k, dims=(-1, -2))
-
-    needs_resampling = residual != 0
-    if bool(needs_resampling.any()):
-        rotated[needs_resampling] = _rotate_small(
-            rotated[needs_resampling], residual[needs_resampling]
-        )
-    return rotated
-
-
-def _rotate_small(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
-    """Bilinear counter-clockwise rotation of (B, H, H) images by (B,) angles."""
-    radians = torch.deg2rad(angles_deg)
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    zero = torch.zeros_like(cos)
-    # grid_sample reads the input at theta @ (x, y, 1) for each output pixel (x: column,
-    # y: row, both normalised to [-1, 1]); rotating content by +a means reading at R(-a) p.
-    theta = torch.stack(
-        [torch.stack([cos, sin, zero], dim=1), torch.stack([-sin, cos, zero], dim=1)], dim=1
-    ).to(images.dtype)
-    batch = images[:, None]
-    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
-    out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out[:, 0]
-
-
-# --- beam -----------------------------------------------------------------------------------
-
-
-def _kernel_size(fwhm_major_px: float) -> int:
-    sigma = fwhm_major_px / FWHM_PER_SIGMA
-    return 2 * max(1, math.ceil(_KERNEL_HALF_WIDTH_SIGMAS * sigma)) + 1
-
-
-def gaussian_beam_kernel(
-    fwhm_major_px: float | torch.Tensor,
-    fwhm_minor_px: float | torch.Tensor,
-    pa_deg: float | torch.Tensor,
-    size: int | None = None,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Normalised 2-D elliptical Gaussian beam on a pixel grid.
-
-    Parameters
-    ----------
-    fwhm_major_px, fwhm_minor_px
-        Full widths at half maximum of the major and minor axes [pixels]; scalars, or (B,)
-        tensors for a batch of beams. sigma = FWHM / (2 sqrt(2 ln 2)).
-    pa_deg
-        Position angle of the major axis [degrees], from +row (north) towards -column (east).
-    size
-        Odd side of the kernel [pixels]; default covers ±4 sigma of the widest major axis.
-
-    Returns
-    -------
-    torch.Tensor
-        (size, size) kernel for scalar inputs, (B, size, size) for tensors; each sums to 1.
-    """
-    batched = any(isinstance(v, torch.Tensor) and v.ndim > 0 for v in (fwhm_major_px, pa_deg))
-    batched = batched or (isinstance(fwhm_minor_px, torch.Tensor) and fwhm_minor_px.ndim > 0)
-    major, minor, pa = (
-        torch.as_tensor(v, dtype=torch.float64, device=device).reshape(-1)
-        for v in (fwhm_major_px, fwhm_minor_px, pa_deg)
-    )
-    major, minor, pa = torch.broadcast_tensors(major, minor, pa)
-    if not bool(((minor > 0) & (major >= minor)).all()):
-        raise ProtomatchError(
-            "beam FWHMs must satisfy major >= minor > 0 (pixels); got "
-            f"major {major.tolist()}, minor {minor.tolist()}"
-        )
-    if size is None:
-        size = _kernel_size(float(major.max()))
-    if size < 1 or size % 2 == 0:
-        raise ProtomatchError(f"beam kernel size {size} must be a positive odd number")
-    offsets = torch.arange(size, dtype=torch.float64, device=major.device) - size // 2
-    y = offsets[None, :, None]  # row offset (north)
-    x = offsets[None, None, :]  # column offset (east is -x)
-    theta = torch.deg2rad(pa)[:, None, None]
-    along_major = -x * torch.sin(theta) + y * torch.cos(theta)
-    along_minor = x * torch.cos(theta) + y * torch.sin(theta)
-    sigma_major = (major / FWHM_PER_SIGMA)[:, None, None]
-    sigma_minor = (minor / FWHM_PER_SIGMA)[:, None, None]
-    kernel = torch.exp(-0.5 * ((along_major / sigma_major) ** 2 + (along_minor / sigma_minor) ** 2))
-    kernel = (kernel / kernel.sum(dim=(-2, -1), keepdim=True)).to(dtype)
-    return kernel if batched else kernel[0]
-
-
-def _fft_convolve_same(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Linear (zero-padded) convolution of (B, H, W) images with (B or 1, K, K) kernels."""
-    height, width = images.shape[-2:]
-    size = kernels.shape[-1]
-    shape = (height + size - 1, width + size - 1)
-    spectrum = torch.fft.rfft2(images, s=shape) * torch.fft.rfft2(kernels, s=shape)
-    full = torch.fft.irfft2(spectrum, s=shape)
-    half = size // 2
-    return full[..., half : half + height, half : half + width]
-
-
-def convolve_with_beam(
-    images: torch.Tensor,
-    fwhm_major_px: float | torch.Tensor,
-    fwhm_minor_px: float | torch.Tensor,
-    pa_deg: float | torch.Tensor,
-) -> torch.Tensor:
-    """Convolve images with (per-image or common) Gaussian beams; flux is preserved.
-
-    Outside the field the image is taken as zero, so flux closer to the edge than the beam
-    width partly leaves the field.
-
-    Parameters
-    ----------
-    images
-        (B, H, W) or (H, W) images.
-    fwhm_major_px, fwhm_minor_px, pa_deg
-        Beam(s) as in :func:`gaussian_beam_kernel`: scalars (one beam for all) or (B,).
-
-    Returns
-    -------
-    torch.Tensor
-        Convolved images, same shape and dtype as ``images``.
-    """
-    single = images.ndim == 2
-    batch = images[None] if single else images
-    _check_batch(batch)
-    kernels = gaussian_beam_kernel(
-        fwhm_major_px, fwhm_minor_px, pa_deg, device=batch.device, dtype=batch.dtype
-    )
-    if kernels.ndim == 2:
-        kernels = kernels[None]
-    elif kernels.shape[0] != batch.shape[0]:
-        raise ProtomatchError(f"got {kernels.shape[0]} beams for {batch.shape[0]} images")
-    out = _fft_convolve_same(batch, kernels)
-    return out[0] if single else out
-
-
-# --- noise ----------------------------------------------------------------------------------
-
-
-def _correlated_unit_noise(
-    white: torch.Tensor, major: torch.Tensor, minor: torch.Tensor, pa: torch.Tensor
-) -> torch.Tensor:
-    """Beam-correlated noise with unit rms per image from padded white noise.
-
-    ``white`` is larger than the image by the kernel half-width on each side so that every
-    output pixel sees a full kernel (stationary noise up to the edges).
-    """
-    kernels = gaussian_beam_kernel(major, minor, pa, device=white.device, dtype=white.dtype)
-    half = kernels.shape[-1] // 2
-    smooth = _fft_convolve_same(white, kernels)
-    smooth = smooth[..., half : smooth.shape[-2] - half, half : smooth.shape[-1] - half]
-    std = smooth.std(dim=(-2, -1), keepdim=True)
-    return smooth / std.clamp_min(torch.finfo(smooth.dtype).tiny)
 
 
 # --- the batch augmentation -----------------------------------------------------------------
@@ -346,11 +142,41 @@ class ObservingConditions:
     snr: torch.Tensor | None
     degraded: torch.Tensor
 
+    def beams(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(major FWHM [px], minor FWHM [px], PA [deg]), each (B,); an error if none were drawn."""
+        if self.major is None or self.minor is None or self.pa is None:
+            raise ProtomatchError("these observing conditions have no beams")
+        return self.major, self.minor, self.pa
+
+    def signal_to_noise(self) -> torch.Tensor:
+        """(B,) peak signal-to-noise ratios; an error if none were drawn."""
+        if self.snr is None:
+            raise ProtomatchError("these observing conditions have no signal-to-noise ratios")
+        return self.snr
+
 
 def draw_conditions(
     count: int, config: AugmentConfig, generator: torch.Generator, device: torch.device
 ) -> ObservingConditions:
-    """Draw ``count`` beams and signal-to-noise ratios from ``config``'s ranges."""
+    """Draw ``count`` beams and signal-to-noise ratios from ``config``'s ranges.
+
+    Parameters
+    ----------
+    count
+        Number of images B.
+    config
+        The ranges, which augmentations are on and the clean fraction.
+    generator
+        Source of randomness (draws are made on its device).
+    device
+        Device of the returned tensors.
+
+    Returns
+    -------
+    ObservingConditions
+        (B,) float64 FWHMs [pixels], PAs in [0, 180) [degrees] and peak S/N (each None
+        when not drawn), and the (B,) bool ``degraded`` mask (False for clean images).
+    """
     major = minor = pa = snr = None
     if config.beam or (config.noise and config.correlated_noise):
         major = _uniform(*config.beam_fwhm_px, count, generator)
@@ -406,7 +232,7 @@ def augment_batch(
     elif len(conditions.degraded) != len(images):
         raise ProtomatchError(f"got {len(conditions.degraded)} conditions for {len(images)} images")
     if config.beam:
-        smooth = convolve_with_beam(out, conditions.major, conditions.minor, conditions.pa)
+        smooth = convolve_with_beam(out, *conditions.beams())
         out = torch.where(conditions.degraded[:, None, None], smooth, out)
     if config.noise:
         out = out + _noise(out, config, conditions, generator)
@@ -423,6 +249,22 @@ def augment_pair(
 
     With ``config.shared_conditions`` pair ``i``'s two images share one beam and one
     signal-to-noise ratio; orientations and noise realisations are always independent.
+
+    Parameters
+    ----------
+    images_a, images_b
+        (B, H, W) finite float images, linear intensity (peak ~1), the two sides of B
+        pairs; square if ``config.rotate``.
+    config
+        Which augmentations to apply, and whether the two sides share conditions.
+    generator
+        Source of randomness.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        The augmented ``images_a`` and ``images_b``, each (B, H, W), same device and
+        dtype.
     """
     conditions = None
     if config.shared_conditions:
@@ -454,14 +296,15 @@ def _noise(
     """Noise of rms peak / snr per image (zero for the clean ones), correlated if asked."""
     count, device = images.shape[0], images.device
     peak = images.amax(dim=(-2, -1)).clamp_min(0.0)
-    rms = torch.where(conditions.degraded, peak / conditions.snr.to(images.dtype), 0.0)
+    snr = conditions.signal_to_noise().to(images.dtype)
+    rms = torch.where(conditions.degraded, peak / snr, 0.0)
     height, width = images.shape[-2:]
     if config.correlated_noise:
-        major, minor, pa = conditions.major, conditions.minor, conditions.pa
-        half = _kernel_size(float(major.max())) // 2
+        major, minor, pa = conditions.beams()
+        half = kernel_half_width(float(major.max()))
         shape = (count, height + 2 * half, width + 2 * half)
         white = torch.randn(shape, generator=generator, device=generator.device)
-        unit = _correlated_unit_noise(white.to(device, images.dtype), major, minor, pa)
+        unit = correlated_noise(white.to(device, images.dtype), (height, width), major, minor, pa)
     else:
         white = torch.randn((count, height, width), generator=generator, device=generator.device)
         unit = white.to(device, images.dtype)

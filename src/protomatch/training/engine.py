@@ -1,4 +1,4 @@
-"""The training engine: weakly supervised Siamese metric learning on a library store.
+"""The training loop: weakly supervised Siamese metric learning on a library store.
 
 Reads a store, splits it by system, fits the parameter normalisation on the training split,
 optionally pretrains the encoder as an autoencoder, then trains the Siamese network on fresh
@@ -16,136 +16,72 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from tqdm import tqdm
 
-from protomatch._artefact import ensure_writable_output, write_bytes_atomic
-from protomatch.errors import InputError, ProtomatchError
-from protomatch.library.params import ParameterConfig, ParameterNormaliser, weight_vector
-from protomatch.library.preprocess import intensity_transform
+from protomatch._artefact import ensure_writable_output
+from protomatch.errors import InputError, ProtomatchError, validation_message
+from protomatch.library.params import ParameterNormaliser, weight_vector
+from protomatch.library.preprocess import PreprocessConfig, intensity_transform
 from protomatch.library.store import LibraryStore
-from protomatch.neural_nets.networks import (
-    AutoEncoder,
-    EncoderConfig,
-    SiameseNetwork,
-    select_device,
-)
+from protomatch.neural_nets.encoder import EncoderConfig
+from protomatch.neural_nets.siamese import AutoEncoder, SiameseNetwork, select_device
 from protomatch.neural_nets.trained import (
     load_checkpoint,
     save_checkpoint,
     save_model,
     update_model_manifest,
 )
-from protomatch.training.augment import AugmentConfig, augment_pair
-from protomatch.training.losses import make_loss
+from protomatch.training.augment import augment_pair
+from protomatch.training.config import TrainConfig
+from protomatch.training.history import (
+    format_row,
+    metrics_record,
+    plot_training_curve,
+    tensorboard_writer,
+    write_metrics,
+)
+from protomatch.training.losses import LossParts, make_loss
 from protomatch.training.pairs import (
+    PairBatch,
     PairBatchDataset,
     PairConfig,
     PairSampler,
-    SplitConfig,
+    SystemSplit,
     split_by_system,
 )
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_similar",
-    "train_dissimilar",
-    "val_loss",
-    "val_similar",
-    "val_dissimilar",
-    "val_mse",
-    "val_mse_trivial",
-    "learning_rate",
-    "seconds",
-)
-
-
-class OptimConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    lr_factor: float = Field(0.5, gt=0, lt=1)
-    lr_patience: int = Field(2, ge=0)
-    patience: int = Field(6, ge=1, description="epochs without improvement before stopping")
-    min_delta: float = Field(1e-4, ge=0)
-
-
-class TrainConfig(BaseModel):
-    """Everything that defines a training run; stored resolved in model.json."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    encoder: EncoderConfig = EncoderConfig()
-    parameters: ParameterConfig = ParameterConfig()
-    split: SplitConfig = SplitConfig()
-    pairs: PairConfig = PairConfig()
-    validation_pairs: int = Field(2048, ge=16)
-    augment: AugmentConfig = AugmentConfig()
-    optim: OptimConfig = OptimConfig()
-    loss: Literal["contrastive", "mse"] = "contrastive"
-    margin: float = Field(1.0, gt=0)
-    epochs: int = Field(12, ge=1)
-    pretrain_epochs: int = Field(0, ge=0)
-    freeze_encoder: bool = False
-    stretch: Literal["log", "asinh", "linear"] | None = None
-    brightness: bool = Field(
-        True,
-        description="also give the network each image's log mean intensity (absolute "
-        "brightness, which per-image normalisation removes)",
-    )
-    device: str = "auto"
-    seed: int = 0
-    num_workers: int = Field(0, ge=0)
-    checkpoint_every: int = Field(1, ge=1)
-    tensorboard: bool = False
-
-
-def load_config(
-    path: Path | None = None, overrides: Mapping[str, Any] | None = None
-) -> TrainConfig:
-    """A TrainConfig from a YAML file, then dotted-key overrides (``"optim.learning_rate"``)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(path, f"is not a readable YAML file ({exc})") from None
-        if not isinstance(raw, dict):
-            raise InputError(path, "must hold a mapping of settings")
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
-    try:
-        return TrainConfig(**raw)
-    except ValidationError as exc:
-        where = f"{path}: " if path else ""
-        raise ProtomatchError(f"{where}invalid training config: {_first_error(exc)}") from None
-
-
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = raw
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"]) or "config"
-    return f"{location}: {error['msg']}"
-
 
 @dataclass
 class TrainResult:
+    """What :func:`train_model` wrote and how training went.
+
+    Attributes
+    ----------
+    out
+        The model folder.
+    epochs_run
+        Epochs trained (fewer than configured after early stopping).
+    best_epoch
+        The epoch whose weights are the model.
+    best_val_loss
+        Its validation loss.
+    val_mse, val_mse_trivial
+        Its validation MSE of predicted vs true similarity, and that of the trivial
+        predictor (the mean label).
+    seconds
+        Wall-clock time of the run.
+    history
+        One metrics row per epoch (the columns of ``metrics.csv``).
+    """
+
     out: Path
     epochs_run: int
     best_epoch: int
@@ -156,6 +92,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(repr=False, default_factory=list)
 
     def describe(self) -> str:
+        """A few lines for the command line: epochs, best epoch, validation MSE, folder."""
         return (
             f"trained {self.epochs_run} epoch(s) in {self.seconds:.0f} s; best epoch "
             f"{self.best_epoch} (validation loss {self.best_val_loss:.4f})\n"
@@ -165,19 +102,53 @@ class TrainResult:
         )
 
 
+#: Called after every epoch with the epoch number and its metrics row.
 EpochCallback = Callable[[int, Mapping[str, float]], None]
+#: A loss: predicted and true similarities (B,) → total, similar and dissimilar parts.
+LossFunction = Callable[[torch.Tensor, torch.Tensor], LossParts]
 
 
 def train_model(
     library: str | Path,
     out: str | Path,
-    config: TrainConfig | None = None,
     *,
+    config: TrainConfig | None = None,
     resume: bool = False,
     overwrite: bool = False,
     on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train a Siamese network on a library store and write the model folder ``out``."""
+    """Train a Siamese network on a library store and write the model folder.
+
+    Parameters
+    ----------
+    library
+        The library store folder (``protomatch ingest``).
+    out
+        The model folder to write: ``model.safetensors``, ``model.json``, ``metrics.csv``,
+        ``training_curve.png`` and ``checkpoints/``.
+    config
+        The training settings (None: defaults); see :func:`~protomatch.training.config.load_config`.
+    resume
+        Continue from the last checkpoint in ``out`` (same config); the result equals an
+        uninterrupted run.
+    overwrite
+        Replace a non-empty ``out`` (ignored with ``resume``).
+    on_epoch_end
+        Called after every epoch with the epoch number and its metrics row.
+
+    Returns
+    -------
+    TrainResult
+        Epochs run, best epoch and its validation metrics, timing and history.
+
+    Raises
+    ------
+    InputError
+        For a bad store, an output that may not be replaced, or no checkpoint to resume.
+    ProtomatchError
+        If the store cannot be trained on with this config (too few systems, missing
+        parameters, an encoder that cannot take its images).
+    """
     config = config or TrainConfig()
     out = Path(out)
     if not resume:
@@ -200,10 +171,10 @@ class _Run:
     network: SiameseNetwork
     normaliser: ParameterNormaliser
     weights: np.ndarray
-    split: Any
+    split: SystemSplit
     sampler: PairSampler
-    validation: list[Any]
-    preprocess: Any
+    validation: list[PairBatch]
+    preprocess: PreprocessConfig
     brightness: ParameterNormaliser | None
     features: np.ndarray | None
 
@@ -283,7 +254,7 @@ class _Run:
         loss_fn = make_loss(
             config.loss, **({"margin": config.margin} if config.loss == "contrastive" else {})
         )
-        writer = _tensorboard(self.out) if config.tensorboard else None
+        writer = tensorboard_writer(self.out) if config.tensorboard else None
         for epoch in range(progress["epoch"] + 1, config.epochs + 1):
             if progress["stale"] >= config.optim.patience:
                 break
@@ -306,20 +277,20 @@ class _Run:
             else:
                 progress["stale"] += 1
             progress.update(epoch=epoch, scheduler=scheduler.state_dict())
-            self._write_metrics(progress["history"])
+            write_metrics(self.out / "metrics.csv", progress["history"])
             if writer is not None:
                 for key, value in row.items():
                     writer.add_scalar(key, value, epoch)
             if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
                 save_checkpoint(self.out / "checkpoints", self.network, optimizer, progress)
-            log.info(_format_row(row))
+            log.info(format_row(row))
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
         if writer is not None:
             writer.close()
         save_checkpoint(self.out / "checkpoints", self.network, optimizer, progress)
         self._save_model(progress, final=True)
-        _plot_training_curve(progress["history"], self.out / "training_curve.png")
+        plot_training_curve(progress["history"], self.out / "training_curve.png")
         best = next(r for r in progress["history"] if r["epoch"] == progress["best_epoch"])
         return TrainResult(
             self.out,
@@ -332,7 +303,7 @@ class _Run:
             progress["history"],
         )
 
-    def _batches(self, batches: list[Any], desc: str) -> Iterator[tuple[torch.Tensor, ...]]:
+    def _batches(self, batches: list[PairBatch], desc: str) -> Iterator[tuple[torch.Tensor, ...]]:
         loader = torch.utils.data.DataLoader(
             PairBatchDataset(self.store.images, batches, self.features),
             batch_size=None,
@@ -354,7 +325,7 @@ class _Run:
         return intensity_transform(images, self.preprocess).unsqueeze(1)
 
     def _train_epoch(
-        self, epoch: int, optimizer: torch.optim.Optimizer, loss_fn: Any
+        self, epoch: int, optimizer: torch.optim.Optimizer, loss_fn: LossFunction
     ) -> dict[str, float]:
         torch.manual_seed(self.config.seed * 100_003 + epoch)
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 7919 + epoch)
@@ -379,7 +350,7 @@ class _Run:
         return {"train_loss": train_loss, "train_similar": similar, "train_dissimilar": dissimilar}
 
     @torch.no_grad()
-    def _validate(self, loss_fn: Any) -> dict[str, float]:
+    def _validate(self, loss_fn: LossFunction) -> dict[str, float]:
         self.network.eval()
         preds, truths = [], []
         for batch in self._batches(self.validation, "validation"):
@@ -425,7 +396,7 @@ class _Run:
         best = next((r for r in history if r["epoch"] == progress["best_epoch"]), None)
         if final:
             # the best epoch's weights are already on disk; the manifest gains the history
-            update_model_manifest(self.out, {"metrics": _metrics_record(progress, best)})
+            update_model_manifest(self.out, {"metrics": metrics_record(progress, best)})
             return
         save_model(self.out, self.network, self._manifest(progress, best))
 
@@ -450,13 +421,8 @@ class _Run:
             },
             "split": self.split.to_dict(),
             "config": self.config.model_dump(mode="json"),
-            "metrics": _metrics_record(progress, best),
+            "metrics": metrics_record(progress, best),
         }
-
-    def _write_metrics(self, history: list[Mapping[str, float]]) -> None:
-        lines = [",".join(METRIC_COLUMNS)]
-        lines += [",".join(f"{row[c]:.6g}" for c in METRIC_COLUMNS) for row in history]
-        write_bytes_atomic(self.out / "metrics.csv", ("\n".join(lines) + "\n").encode())
 
 
 def _encoder_for(store: LibraryStore, config: TrainConfig, scalar_inputs: int) -> EncoderConfig:
@@ -467,12 +433,12 @@ def _encoder_for(store: LibraryStore, config: TrainConfig, scalar_inputs: int) -
         return EncoderConfig(**{**config.encoder.model_dump(), **settings})
     except ValidationError as exc:
         raise ProtomatchError(
-            f"encoder cannot take the library's images: {_first_error(exc)}"
+            f"encoder cannot take the library's images: {validation_message(exc)}"
         ) from None
 
 
 def _brightness_features(
-    table: Any, train_rows: np.ndarray, enabled: bool
+    table: pd.DataFrame, train_rows: np.ndarray, enabled: bool
 ) -> tuple[ParameterNormaliser | None, np.ndarray | None]:
     """Normalised log10 mean intensity per image (N, 1), statistics from training rows."""
     if not enabled:
@@ -490,10 +456,10 @@ def _brightness_features(
 
 
 def _sampler(
-    table: Any,
+    table: pd.DataFrame,
     z: np.ndarray,
     weights: np.ndarray,
-    split: Any,
+    split: SystemSplit,
     name: str,
     pairs: PairConfig,
     seed: int,
@@ -510,54 +476,3 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.float16)
     return contextlib.nullcontext()
-
-
-def _tensorboard(out: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        from protomatch.errors import OptionalDependencyError
-
-        raise OptionalDependencyError("tensorboard", "tensorboard") from None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))
-
-
-def _format_row(row: Mapping[str, float]) -> str:
-    return (
-        f"epoch {row['epoch']:>3}: train loss {row['train_loss']:.4f}, "
-        f"validation loss {row['val_loss']:.4f}, validation MSE {row['val_mse']:.4f} "
-        f"(trivial {row['val_mse_trivial']:.4f}), lr {row['learning_rate']:.2g}, "
-        f"{row['seconds']:.1f} s"
-    )
-
-
-def _metrics_record(
-    progress: Mapping[str, Any], best: Mapping[str, float] | None
-) -> dict[str, Any]:
-    return {
-        "epochs_run": progress["epoch"],
-        "best_epoch": progress["best_epoch"],
-        "best": dict(best) if best else None,
-        "history": list(progress["history"]),
-    }
-
-
-def _plot_training_curve(history: list[Mapping[str, float]], path: Path) -> None:
-    """Loss and similarity MSE per epoch, with the trivial predictor for reference."""
-    from matplotlib.figure import Figure
-
-    from protomatch._png import png_bytes
-
-    epochs = [row["epoch"] for row in history]
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
-    ax_loss, ax_mse = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="training")
-    ax_loss.plot(epochs, [r["val_loss"] for r in history], "s-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="Siamese loss")
-    ax_loss.legend()
-    ax_mse.plot(epochs, [r["val_mse"] for r in history], "s-", color="C1", label="network")
-    trivial = [r["val_mse_trivial"] for r in history]
-    ax_mse.plot(epochs, trivial, "--", color="grey", label="trivial (mean label)")
-    ax_mse.set(xlabel="epoch", ylabel="MSE", title="validation: predicted vs true similarity")
-    ax_mse.legend()
-    write_bytes_atomic(path, png_bytes(fig))

@@ -48,12 +48,34 @@ class LossParts(NamedTuple):
 
 
 def cosine_to_distance(pred: torch.Tensor) -> torch.Tensor:
-    """Distance d = (1 - pred) / 2 in [0, 1] from a cosine similarity in [-1, 1]."""
+    """Distance d = (1 - pred) / 2 from a cosine similarity.
+
+    Parameters
+    ----------
+    pred
+        (B,) predicted similarities in [-1, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) distances in [0, 1].
+    """
     return (1.0 - pred) / 2.0
 
 
 def similarity_to_target(truth: torch.Tensor) -> torch.Tensor:
-    """Soft "same" label t = (truth + 1) / 2 in [0, 1] from a similarity in [-1, 1]."""
+    """Soft "same" label t = (truth + 1) / 2 from a similarity.
+
+    Parameters
+    ----------
+    truth
+        (B,) true similarities in [-1, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) soft labels in [0, 1].
+    """
     return (truth + 1.0) / 2.0
 
 
@@ -141,6 +163,11 @@ def make_loss(name: str, **options: Any) -> ContrastiveLoss | SimilarityMSELoss:
         A key of :data:`LOSSES` (``"contrastive"`` or ``"mse"``).
     **options
         Constructor arguments of that loss (e.g. ``margin`` for ``"contrastive"``).
+
+    Returns
+    -------
+    ContrastiveLoss or SimilarityMSELoss
+        The loss, called as ``loss(pred, truth) -> LossParts``.
 
     Raises
     ------

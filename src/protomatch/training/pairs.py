@@ -8,7 +8,7 @@ similarity of the two normalised θ (:func:`protomatch.library.params.similarity
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,15 @@ SPLIT_NAMES = ("train", "validation", "test")
 
 
 class SplitConfig(BaseModel):
-    """Fractions of *systems* in each split, and the seed that draws them."""
+    """Fractions of *systems* in each split, and the seed that draws them.
+
+    Attributes
+    ----------
+    train, validation, test
+        Fractions of the systems, >= 0, summing to 1 (train > 0).
+    seed
+        Seed of the shuffle of the systems.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,19 +57,50 @@ class SystemSplit:
     test: tuple[str, ...]
 
     def rows(self, table: pd.DataFrame, split: str) -> np.ndarray:
-        """Store row ids (``image_id``) of the images of ``split``."""
+        """The images of one split.
+
+        Parameters
+        ----------
+        table
+            A store's parameter table (``system`` and ``image_id`` columns).
+        split
+            ``"train"``, ``"validation"`` or ``"test"``.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n,) store row ids (``image_id``) of the split's images, in table order.
+        """
         systems = set(getattr(self, split))
         mask = table["system"].astype(str).isin(systems).to_numpy()
         return table["image_id"].to_numpy()[mask]
 
     def to_dict(self) -> dict[str, list[str]]:
+        """The split as JSON-serialisable lists of system ids, by split name."""
         return {name: list(getattr(self, name)) for name in SPLIT_NAMES}
 
 
-def split_by_system(systems: Sequence[str], config: SplitConfig) -> SystemSplit:
+def split_by_system(systems: Iterable[object], config: SplitConfig) -> SystemSplit:
     """Shuffle the unique systems with ``config.seed`` and cut them by the split fractions.
 
     Every split with a non-zero fraction gets at least one system.
+
+    Parameters
+    ----------
+    systems
+        The system id of every image (repeats allowed; compared as strings).
+    config
+        Split fractions and seed.
+
+    Returns
+    -------
+    SystemSplit
+        The sorted system ids of each split.
+
+    Raises
+    ------
+    ProtomatchError
+        If there are fewer systems than non-empty splits.
     """
     unique = sorted({str(s) for s in systems})
     wanted = [name for name in SPLIT_NAMES if getattr(config, name) > 0]
@@ -90,7 +129,19 @@ def _split_counts(n: int, fractions: Sequence[float]) -> list[int]:
 
 
 class PairConfig(BaseModel):
-    """How pairs are drawn each epoch."""
+    """How pairs are drawn each epoch.
+
+    Attributes
+    ----------
+    pairs_per_epoch
+        Pairs drawn per epoch.
+    batch_size
+        Pairs per batch.
+    balanced
+        Draw pairs evenly over ``bins`` bins of the similarity label.
+    bins
+        Label bins over [-1, 1] for balanced sampling.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -124,6 +175,8 @@ class PairSampler:
         Pairs per epoch, batch size, and similarity-balanced sampling: with ``balanced``
         a pool of candidate pairs is drawn and pairs are taken evenly from ``bins`` label
         bins over [-1, 1], so rare very-similar pairs are seen as often as common ones.
+    seed
+        Seed of the pairs; with the epoch number it fixes each epoch's pairs.
     """
 
     def __init__(
@@ -147,6 +200,7 @@ class PairSampler:
 
     @property
     def n_units(self) -> int:
+        """Snapshots (system, snapshot) pairs are drawn from."""
         return len(self._unit_rows)
 
     def __len__(self) -> int:
@@ -154,11 +208,23 @@ class PairSampler:
         return -(-self.config.pairs_per_epoch // self.config.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[PairBatch]:
-        """The batches of pairs of ``epoch``."""
+        """The batches of pairs of one epoch.
+
+        Parameters
+        ----------
+        epoch
+            Epoch number; the same (seed, epoch) always gives the same pairs.
+
+        Returns
+        -------
+        Iterator of PairBatch
+            ``len(self)`` batches of store row ids and labels.
+        """
         rng = np.random.default_rng([self.seed, epoch])
         unit_a, unit_b = self._draw_units(rng, self.config.pairs_per_epoch)
-        labels = similarity_labels(self._unit_z[unit_a], self._unit_z[unit_b], self._weights)
-        labels = labels.numpy()
+        labels = similarity_labels(
+            self._unit_z[unit_a], self._unit_z[unit_b], self._weights
+        ).numpy()
         index_a = self._random_projection(rng, unit_a)
         index_b = self._random_projection(rng, unit_b)
         size = self.config.batch_size
@@ -197,6 +263,15 @@ class PairBatchDataset(torch.utils.data.Dataset):
     features_a (B, F), features_b (B, F))``, where the features are per-image scalars
     (``F = 0`` without them). Worker processes share the memory map: only the batch
     indices travel between them.
+
+    Parameters
+    ----------
+    images
+        (N, H, W) store images (a memory map).
+    batches
+        The epoch's pair batches.
+    features
+        (N, F) per-image scalar features (None: F = 0).
     """
 
     def __init__(

@@ -1,24 +1,20 @@
-"""Intensity units of an observation: conversion to the library's unit."""
+"""Intensity units of an image: conversion to the library's unit."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from protomatch.library.readers import Observation
-from protomatch.matching.observation import intensity_factor
+from protomatch.optics.units import intensity_factor
 
 BEAM = (0.3, 0.2, 20.0)  # arcsec, arcsec, deg
 PIXEL = 0.04  # arcsec
 
 
-def _observation(unit: str | None, beam=BEAM, pixel=PIXEL) -> Observation:
-    header = {} if unit is None else {"BUNIT": unit}
-    image = np.zeros((4, 4), np.float32)
-    return Observation(image, Path("x.fits"), header, pixel_scale_arcsec=pixel, beam_arcsec=beam)
+def _factor(unit: str | None, library: str | None, beam=BEAM, pixel=PIXEL) -> float | None:
+    return intensity_factor(unit, library, beam_arcsec=beam, pixel_scale_arcsec=pixel)
 
 
 def test_point_source_flux_is_kept_from_jy_per_beam_to_mjy_per_sr() -> None:
@@ -29,7 +25,7 @@ def test_point_source_flux_is_kept_from_jy_per_beam_to_mjy_per_sr() -> None:
     rows, cols = np.mgrid[-60:61, -60:61]
     image = flux * np.exp(-0.5 * ((rows / major) ** 2 + (cols / minor) ** 2))
     pixel_sr = (PIXEL / (180 / math.pi * 3600)) ** 2
-    factor = intensity_factor(_observation("Jy/beam"), "MJy/sr")
+    factor = _factor("Jy/beam", "MJy/sr")
     assert image.sum() * factor * 1e6 * pixel_sr == pytest.approx(flux, rel=1e-3)
 
 
@@ -48,14 +44,14 @@ def test_point_source_flux_is_kept_from_jy_per_beam_to_mjy_per_sr() -> None:
     ],
 )
 def test_flux_density_units_relative_to_jy_per_beam(unit: str, relative: float) -> None:
-    reference = intensity_factor(_observation("Jy/beam"), "MJy/sr")
-    assert intensity_factor(_observation(unit), "MJy/sr") == pytest.approx(relative * reference)
+    reference = _factor("Jy/beam", "MJy/sr")
+    assert _factor(unit, "MJy/sr") == pytest.approx(relative * reference)
 
 
 def test_mega_and_milli_are_told_apart() -> None:
-    assert intensity_factor(_observation("MJy/sr"), "MJy/sr") == 1.0
-    assert intensity_factor(_observation("Jy/sr"), "MJy/sr") == pytest.approx(1e-6)
-    assert intensity_factor(_observation("mJy/sr"), "MJy/sr") == pytest.approx(1e-9)
+    assert _factor("MJy/sr", "MJy/sr") == 1.0
+    assert _factor("Jy/sr", "MJy/sr") == pytest.approx(1e-6)
+    assert _factor("mJy/sr", "MJy/sr") == pytest.approx(1e-9)
 
 
 @pytest.mark.parametrize(
@@ -70,8 +66,8 @@ def test_mega_and_milli_are_told_apart() -> None:
     ],
 )
 def test_unknown_or_unconvertible_units_give_none(unit, library, kwargs) -> None:
-    assert intensity_factor(_observation(unit, **kwargs), library) is None
+    assert _factor(unit, library, **kwargs) is None
 
 
 def test_same_unknown_unit_is_identity() -> None:
-    assert intensity_factor(_observation("K"), "K") == 1.0
+    assert _factor("K", "K") == 1.0

@@ -1,0 +1,395 @@
+"""``protomatch ingest``: validate a library once and write it as a library store.
+
+Files (or catalog rows) are read and prepared in worker processes; the parent streams the
+small prepared images to disk in order, so memory stays bounded and image ids are
+deterministic whatever the number of workers. The store's layout is described in
+:mod:`protomatch.library.store`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from protomatch import _artefact
+from protomatch._parallel import ordered_map
+from protomatch.errors import InputError, ProtomatchError
+from protomatch.library.preprocess import PreprocessConfig, crop_box, prepare_images
+from protomatch.library.readers import (
+    LibraryImage,
+    LibraryLayout,
+    discover_library,
+    read_library_file,
+    read_library_image,
+)
+from protomatch.library.store import (
+    ID_COLUMNS,
+    IMAGES_DATASET,
+    IMAGES_FILE,
+    MANIFEST_FILE,
+    SKIPPED_FILE,
+    STORE_KIND,
+    STORE_SCHEMA_VERSION,
+    TABLE_FILE,
+)
+
+log = logging.getLogger(__name__)
+
+_COPY_BLOCK = 1024  # images per block when copying into images.h5
+_DEFAULT_MAX_WORKERS = 4
+
+
+class IngestConfig(BaseModel):
+    """How a library is turned into a store.
+
+    Attributes
+    ----------
+    size
+        Side of the stored (and model input) images, pixels (>= 16).
+    stretch
+        Intensity stretch recorded for the on-the-fly stage: ``log``, ``asinh`` or
+        ``linear``; the stored images stay linear.
+    crop_fraction
+        Side of the centred square crop as a fraction of the shorter image side, in (0, 1].
+    skip_bad
+        Skip unreadable files and list them in ``skipped.csv`` instead of stopping.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(64, ge=16)
+    stretch: Literal["log", "asinh", "linear"] = "log"
+    crop_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    skip_bad: bool = False
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """The preprocessing these settings stand for (other settings at their defaults)."""
+        return PreprocessConfig(
+            size=self.size, crop_fraction=self.crop_fraction, stretch=self.stretch
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class _Loaded:
+    """One work unit (HDF5 file or catalog row) read and prepared in a worker."""
+
+    source: str
+    images: np.ndarray  # (P, size, size) float32
+    peaks: np.ndarray  # (P,)
+    totals: np.ndarray  # (P,)
+    system: str
+    snapshot: int
+    projections: tuple[int, ...]
+    params: dict[str, float]
+    au_per_pixel: float | None  # of the prepared images
+    intensity_unit: str | None = None
+
+
+@dataclass(frozen=True)
+class _Failed:
+    source: str
+    path: str
+    problem: str
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What :func:`ingest_library` wrote.
+
+    Attributes
+    ----------
+    path
+        The store folder.
+    form
+        ``"hdf5"`` (a tree of library files) or ``"catalog"`` (images + catalog).
+    n_files
+        Files (or catalog rows) ingested.
+    n_images
+        Images in the store.
+    skipped
+        ``(file, problem)`` of every bad input skipped.
+    fingerprint
+        The store's content fingerprint.
+    seconds
+        Wall-clock time of the ingest.
+    """
+
+    path: Path
+    form: str
+    n_files: int
+    n_images: int
+    skipped: tuple[tuple[str, str], ...]
+    fingerprint: str
+    seconds: float
+
+    def describe(self) -> str:
+        """One or two lines for the command line."""
+        unit = "files" if self.form == "hdf5" else "catalog rows"
+        text = (
+            f"ingested {self.n_images} images from {self.n_files} {unit} into {self.path} "
+            f"in {self.seconds:.1f} s (fingerprint {self.fingerprint})"
+        )
+        if self.skipped:
+            text += (
+                f"\nskipped {len(self.skipped)} bad {unit}, listed in {self.path / SKIPPED_FILE}"
+            )
+        return text
+
+
+def ingest_library(
+    src: str | Path,
+    out: str | Path,
+    *,
+    config: IngestConfig | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> IngestResult:
+    """Validate a library, prepare every image once and write a library store.
+
+    Parameters
+    ----------
+    src
+        Library folder: a tree of HDF5 library files
+        (``sink<K>/output_<SSSSSS>_isink_<K>_data.hdf5``) or images + ``catalog.csv`` /
+        ``catalog.parquet``.
+    out
+        Store folder to write (atomically; must be empty or absent unless ``overwrite``).
+    config
+        Image size [px], stretch, crop and whether to skip bad files (None: defaults).
+    workers
+        Worker processes (None: min(cores, 4); 1: read in this process). The store does
+        not depend on it.
+    overwrite
+        Replace a non-empty ``out``.
+
+    Returns
+    -------
+    IngestResult
+        Counts, skipped inputs, fingerprint and timing.
+
+    Raises
+    ------
+    InputError
+        For a missing library, a bad file (unless ``skip_bad``) or an output that may not
+        be replaced; nothing is written then.
+    """
+    started = time.perf_counter()
+    config = config or IngestConfig()
+    src, out = Path(src), Path(out)
+    _artefact.ensure_writable_output(out, overwrite)
+    layout = discover_library(src)
+    if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
+        raise InputError(out, "the store must not replace the library folder")
+    workers = _worker_count(workers, len(layout))
+    log.debug("ingesting %d units from %s with %d workers", len(layout), src, workers)
+    with _artefact.atomic_directory(out, overwrite) as tmp:
+        summary = _ingest_into(tmp, layout, config.preprocess, config.skip_bad, workers)
+    result = IngestResult(
+        path=out,
+        form=layout.form,
+        n_files=summary["counts"]["files"],
+        n_images=summary["counts"]["images"],
+        skipped=summary["skipped"],
+        fingerprint=summary["fingerprint"],
+        seconds=time.perf_counter() - started,
+    )
+    log.debug("%s", result.describe())
+    return result
+
+
+def _worker_count(workers: int | None, units: int) -> int:
+    if workers is None:
+        workers = min(os.cpu_count() or 1, _DEFAULT_MAX_WORKERS)
+    if workers < 1:
+        raise ProtomatchError(f"workers must be >= 1, got {workers}")
+    return max(1, min(workers, units))
+
+
+def _ingest_into(
+    tmp: Path, layout: LibraryLayout, config: PreprocessConfig, skip_bad: bool, workers: int
+) -> dict[str, Any]:
+    """Read every unit, write the store files into ``tmp``; return the manifest."""
+    raw_path = tmp / ".images.raw"
+    rows: list[dict[str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    scales: set[float | None] = set()
+    intensity_units: set[str | None] = set()
+    n_files = 0
+    load = _loader(layout, config)
+    units: tuple[Any, ...] = layout.files if layout.form == "hdf5" else layout.images
+    outcomes = ordered_map(load, units, workers, desc="ingest", unit="file")
+    with raw_path.open("wb") as raw, contextlib.closing(outcomes):
+        for outcome in outcomes:
+            if isinstance(outcome, _Failed):
+                if not skip_bad:
+                    raise InputError(outcome.path, outcome.problem)
+                log.warning("skipping %s: %s", outcome.path, outcome.problem)
+                skipped.append((outcome.source, outcome.problem))
+                continue
+            n_files += 1
+            raw.write(outcome.images.astype("<f4", copy=False).tobytes())
+            rows.extend(_rows(outcome, len(rows), layout.param_names))
+            scales.add(outcome.au_per_pixel)
+            intensity_units.add(outcome.intensity_unit)
+    if not rows:
+        first = f"; first problem: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise InputError(layout.root, f"no usable images: all {len(units)} inputs are bad{first}")
+    table = _table(rows, layout.param_names)
+    fingerprint = _write_images(raw_path, tmp / IMAGES_FILE, len(rows), config, table)
+    raw_path.unlink()
+    table.to_parquet(tmp / TABLE_FILE, index=False, engine="pyarrow")
+    if skipped:
+        pd.DataFrame(skipped, columns=["file", "problem"]).to_csv(tmp / SKIPPED_FILE, index=False)
+    manifest = {
+        **_artefact.provenance(STORE_KIND, STORE_SCHEMA_VERSION),
+        "source": str(layout.root.resolve()),
+        "form": layout.form,
+        "preprocess": config.model_dump(),
+        "parameters": list(layout.param_names),
+        "units": dict(layout.units),
+        "image_shape": [len(rows), config.size, config.size],
+        "au_per_pixel": _common_scale(scales),
+        "intensity_unit": intensity_units.pop() if len(intensity_units) == 1 else None,
+        "counts": {"files": n_files, "images": len(rows), "skipped": len(skipped)},
+        "fingerprint": fingerprint,
+    }
+    _artefact.write_json_atomic(tmp / MANIFEST_FILE, manifest)
+    return {**manifest, "skipped": tuple(skipped)}
+
+
+def _rows(loaded: _Loaded, first_id: int, param_names: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    for k, projection in enumerate(loaded.projections):
+        yield {
+            "image_id": first_id + k,
+            "system": loaded.system,
+            "snapshot": loaded.snapshot,
+            "projection": projection,
+            "source": loaded.source,
+            "peak": float(loaded.peaks[k]),
+            "total_flux": float(loaded.totals[k]),
+            "mean_intensity": float(loaded.peaks[k] * loaded.images[k].mean(dtype=np.float64)),
+            **{name: loaded.params[name] for name in param_names},
+        }
+
+
+def _table(rows: list[dict[str, Any]], param_names: tuple[str, ...]) -> pd.DataFrame:
+    table = pd.DataFrame(rows, columns=[*ID_COLUMNS, *param_names])
+    dtypes = {"image_id": "int64", "snapshot": "int64", "projection": "int64"}
+    dtypes |= {name: "float64" for name in ("peak", "total_flux", "mean_intensity", *param_names)}
+    return table.astype(dtypes)
+
+
+def _write_images(
+    raw_path: Path, target: Path, n: int, config: PreprocessConfig, table: pd.DataFrame
+) -> str:
+    """Copy the raw image stream into a contiguous HDF5 dataset; return the fingerprint."""
+    size = config.size
+    raw = np.memmap(raw_path, dtype="<f4", mode="r", shape=(n, size, size))
+    digest_parts = [json.dumps(config.model_dump(), sort_keys=True).encode()]
+    image_hash = hashlib.sha256()
+    with h5py.File(target, "w") as handle:
+        dataset = handle.create_dataset(IMAGES_DATASET, shape=(n, size, size), dtype="<f4")
+        for start in range(0, n, _COPY_BLOCK):
+            block = np.ascontiguousarray(raw[start : start + _COPY_BLOCK])
+            dataset[start : start + len(block)] = block
+            image_hash.update(block.tobytes())
+    del raw
+    digest_parts.append(image_hash.digest())
+    digest_parts.append(table.to_csv(index=False).encode())
+    return _artefact.fingerprint_bytes(digest_parts)
+
+
+def _common_scale(scales: set[float | None]) -> float | None:
+    """The store's AU per pixel if every file agrees (within 1e-6), else None."""
+    values = sorted(s for s in scales if s is not None)
+    if not values or None in scales:
+        return None
+    if values[-1] > values[0] * (1 + 1e-6):
+        log.warning("files have different pixel scales; the store records none")
+        return None
+    return values[0]
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _loader(layout: LibraryLayout, config: PreprocessConfig) -> Callable[[Any], _Loaded | _Failed]:
+    if layout.form == "hdf5":
+        return functools.partial(
+            _load_hdf5, root=layout.root, param_names=layout.param_names, config=config
+        )
+    return functools.partial(_load_catalog_row, root=layout.root, config=config)
+
+
+def _load_hdf5(
+    path: Path, *, root: Path, param_names: tuple[str, ...], config: PreprocessConfig
+) -> _Loaded | _Failed:
+    source = _relative(path, root)
+    try:
+        record = read_library_file(path, param_names)
+    except InputError as exc:
+        return _Failed(source, str(exc.path), exc.problem)
+    images, peaks, totals = prepare_images(record.images, config)
+    return _Loaded(
+        source=source,
+        images=images,
+        peaks=peaks,
+        totals=totals,
+        system=record.system,
+        snapshot=record.snapshot,
+        projections=tuple(range(1, len(images) + 1)),
+        params=record.params,
+        au_per_pixel=_store_scale(record.au_per_pixel, record.images.shape[-1], config),
+        intensity_unit=record.intensity_unit,
+    )
+
+
+def _load_catalog_row(
+    image: LibraryImage, *, root: Path, config: PreprocessConfig
+) -> _Loaded | _Failed:
+    source = _relative(image.source, root)
+    try:
+        pixels = read_library_image(image)
+    except InputError as exc:
+        return _Failed(source, str(exc.path), exc.problem)
+    images, peaks, totals = prepare_images(pixels[None], config)
+    return _Loaded(
+        source=source,
+        images=images,
+        peaks=peaks,
+        totals=totals,
+        system=image.system,
+        snapshot=image.snapshot,
+        projections=(image.projection,),
+        params=dict(image.params),
+        au_per_pixel=None,
+    )
+
+
+def _store_scale(au_per_pixel: float | None, side: int, config: PreprocessConfig) -> float | None:
+    if au_per_pixel is None:
+        return None
+    cropped = crop_box(side, side, config.crop_fraction)[2]
+    return au_per_pixel * cropped / config.size
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)

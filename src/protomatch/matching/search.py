@@ -1,0 +1,168 @@
+"""One way to ask for a target's best matches, whichever way the library is compared.
+
+Two comparisons answer the same question through one interface (:class:`LibrarySearch`):
+
+- :class:`IndexSearch`: the prebuilt FAISS index of the library as stored: one forward pass
+  and an inner-product search per target (targets without a beam: library images, images
+  without a known beam or distance);
+- :class:`NoiseMatchedSearch`: the library convolved to the target's beam and given
+  beam-correlated noise at its level, embedded anew (:class:`BeamMatchedLibrary`); one such
+  library serves every target of a ``match`` call, and targets observed alike share its
+  cached passes.
+
+Both return a :class:`Ranking`, with the similarity that good analogues reach in the same
+comparison, against which the best match is judged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from protomatch.errors import ProtomatchError
+from protomatch.matching.conditioned import BeamMatchedLibrary
+from protomatch.matching.index import EmbeddingIndex
+from protomatch.matching.observation import PreparedObservation
+
+__all__ = ["IndexSearch", "LibrarySearch", "NoiseMatchedSearch", "Ranking"]
+
+
+@dataclass(frozen=True, eq=False)
+class Ranking:
+    """A target's best library images, best first, and how they were compared.
+
+    Attributes
+    ----------
+    similarities
+        (n,) float32 cosine similarities, descending.
+    ids
+        (n,) int64 store image ids (-1 marks an empty slot).
+    analogues
+        Quantiles (``p1``, ``p5``, ``median``) of the similarity that library images reach
+        against their nearest other system in the same comparison.
+    noise
+        Noise rms relative to the peak the comparison was made at (0: none).
+    notes
+        What the comparison did, for the report.
+    """
+
+    similarities: np.ndarray
+    ids: np.ndarray
+    analogues: Mapping[str, float]
+    noise: float = 0.0
+    notes: tuple[str, ...] = ()
+
+
+class LibrarySearch(Protocol):
+    """Anything that ranks the library for a prepared target."""
+
+    def best(self, prepared: PreparedObservation, wanted: int) -> Ranking:
+        """The ``wanted`` best matches of ``prepared`` (an observation on the library's grid).
+
+        Parameters
+        ----------
+        prepared
+            The target on the library's grid (peak-1 image, intensity scale, beam in
+            library pixels).
+        wanted
+            Number of matches.
+
+        Returns
+        -------
+        Ranking
+            The best library images, best first, with the analogue similarities to judge
+            them against.
+        """
+        ...
+
+
+class IndexSearch:
+    """Search the library as stored through its FAISS index.
+
+    Parameters
+    ----------
+    index
+        An opened index with its model and library store.
+    """
+
+    def __init__(self, index: EmbeddingIndex) -> None:
+        self._index = index
+
+    def best(self, prepared: PreparedObservation, wanted: int) -> Ranking:
+        """The ``wanted`` nearest library embeddings to the target's.
+
+        Parameters
+        ----------
+        prepared
+            The target on the library's grid; its brightness is given to brightness-aware
+            models (the library's typical one when its unit is unknown).
+        wanted
+            Number of matches.
+
+        Returns
+        -------
+        Ranking
+            Judged against the index's own neighbour statistics.
+        """
+        model = self._index.model
+        brightness = model.compared_brightness(prepared.mean_intensity)
+        intensity = None if brightness is None else np.array([brightness])
+        similarities, ids = self._index.search(model.embed(prepared.image[None], intensity), wanted)
+        return Ranking(similarities[0], ids[0], self._index.neighbour_stats)
+
+
+class NoiseMatchedSearch:
+    """Compare a target with the library seen through its beam and at its noise level.
+
+    Parameters
+    ----------
+    index
+        An opened index; its model and store are used, its vectors are not (they are the
+        noiseless library's).
+    library
+        The beam-matched library to use; by default one is made on first use and kept, so
+        that every target searched through this object shares its cached passes.
+    """
+
+    def __init__(self, index: EmbeddingIndex, library: BeamMatchedLibrary | None = None) -> None:
+        self._index = index
+        self._library = library
+
+    @property
+    def library(self) -> BeamMatchedLibrary:
+        """The beam-matched library shared by every target searched through this object."""
+        if self._library is None:
+            self._library = BeamMatchedLibrary(self._index.model, self._index.store)
+        return self._library
+
+    def best(self, prepared: PreparedObservation, wanted: int) -> Ranking:
+        """The ``wanted`` best matches in the beam- and noise-matched comparison.
+
+        Parameters
+        ----------
+        prepared
+            The target on the library's grid, with its beam in library pixels.
+        wanted
+            Number of matches.
+
+        Returns
+        -------
+        Ranking
+            Judged against library images compared the same way (a second noise
+            realisation as query), with the noise level used.
+        """
+        beam = prepared.beam
+        if beam is None:
+            raise ProtomatchError("a noise-matched comparison needs the target's beam")
+        scores, noise = self.library.noise_matched_similarities(prepared, beam)
+        order = np.argsort(-scores, kind="stable")[:wanted]
+        note = (
+            f"compared with the library convolved to the observation's beam ({beam[0]:.2g} x "
+            f"{beam[1]:.2g} library pixels, PA {beam[2]:.0f} deg) and at its noise level "
+            f"({noise:.2g} of the peak)"
+        )
+        analogues = self.library.analogue_similarity(beam, noise)
+        return Ranking(scores[order], self._index.ids[order], analogues, noise, (note,))

@@ -1,0 +1,162 @@
+"""What the match report shows, and the text formatting its figures and page share.
+
+:class:`MatchReportData` is everything the report of one target needs; :data:`STRETCH_FLOOR`
+is the display floor of the log stretch of every image shown (the match report's and the
+evaluation's). The number formatting here keeps the figures and the HTML page quoting the same
+digits. This module imports no other module of the report, so the figures
+(:mod:`protomatch.report.figures`) and the page (:mod:`protomatch.report.html`) both build on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["STRETCH_FLOOR", "MatchReportData", "cell_text", "plain_number", "shorten"]
+
+#: Display floor of the log stretch, relative to the image peak (four decades shown).
+STRETCH_FLOOR = 1e-4
+
+
+@dataclass(frozen=True, eq=False)
+class MatchReportData:
+    """Everything the report shows for one target (``eq=False``: it holds arrays).
+
+    Attributes
+    ----------
+    target_name : str
+        Name of the observation, e.g. its file name.
+    target_image : ndarray, shape (H, W)
+        Prepared target image, linear intensity with peak 1.
+    match_images : ndarray, shape (n_show, H, W)
+        Linear images of the best matches, in rank order.
+    matches : DataFrame
+        One row per match in rank order: ``rank, similarity, image_id, system, snapshot,
+        projection, source`` and one column per parameter (physical units).
+    summary : Mapping
+        Summary statistics, written verbatim as ``summary.json``: at least ``parameters``,
+        by parameter name ``unit``, ``matches`` and ``prior`` quantiles (``median``, ``q16``,
+        ``q84``, ``q2.5``, ``q97.5``) and ``truth`` (None if unknown), as
+        :func:`protomatch.matching.summary.summarise` makes them.
+    param_names : tuple of str
+        Parameters to show, in order.
+    units : Mapping
+        Unit string of each parameter ("Msun", "AU", ...).
+    log_params : frozenset of str
+        Parameters spanning several decades, shown on log axes.
+    prior : DataFrame
+        Parameters of the whole library, one column per parameter.
+    truth : Mapping or None
+        True parameters when the target is a library image.
+    warnings, notes : tuple of str
+        Messages for the reader; warnings are shown first and prominently.
+    display_floor : float
+        Lowest intensity shown, relative to each image's peak (above a noisy target's noise).
+    matches_seen_through : str
+        How the match images were altered to look like the target, e.g. "the observation's
+        beam" ("" if shown as stored).
+    """
+
+    target_name: str
+    target_image: np.ndarray
+    match_images: np.ndarray
+    matches: pd.DataFrame
+    summary: Mapping[str, Any]
+    param_names: tuple[str, ...]
+    units: Mapping[str, str]
+    log_params: frozenset[str]
+    prior: pd.DataFrame
+    truth: Mapping[str, float] | None
+    warnings: tuple[str, ...]
+    notes: tuple[str, ...]
+    display_floor: float = STRETCH_FLOOR
+    matches_seen_through: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.display_floor < 1:
+            raise ValueError(f"display_floor must be in (0, 1), got {self.display_floor}")
+        if np.ndim(self.target_image) != 2:
+            raise ValueError(f"target_image must be 2-D, got shape {np.shape(self.target_image)}")
+        if np.ndim(self.match_images) != 3:
+            raise ValueError(f"match_images must be 3-D, got shape {np.shape(self.match_images)}")
+        for frame, label in ((self.matches, "matches"), (self.prior, "prior")):
+            missing = [name for name in self.param_names if name not in frame.columns]
+            if missing:
+                raise ValueError(f"{label} lacks parameter columns {missing}")
+        if "similarity" not in self.matches.columns:
+            raise ValueError("matches lacks a 'similarity' column")
+        summarised = self.summary.get("parameters") or {}
+        missing = [name for name in self.param_names if name not in summarised]
+        if missing:
+            raise ValueError(f"summary lacks the statistics of parameters {missing}")
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in "…" when cut.
+
+    Parameters
+    ----------
+    text : str
+        Any text, e.g. a file name.
+    limit : int
+        Largest length returned (at least 1).
+
+    Returns
+    -------
+    str
+        ``text`` itself if short enough.
+    """
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plain_number(value: Any) -> str:
+    """A number with about three significant figures, as plain text.
+
+    Parameters
+    ----------
+    value : Any
+        An integer (shown whole), anything ``float`` accepts, or something else (shown as
+        ``str``).
+
+    Returns
+    -------
+    str
+        "–" for None and non-finite numbers; scientific notation as ``1.23e-5`` outside
+        [1e-3, 1e4).
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(value)
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return "–" if value is None else str(value)
+    if not math.isfinite(x):
+        return "–"
+    if x == 0:
+        return "0"
+    if 1e-3 <= abs(x) < 1e4:
+        return f"{x:.3g}"
+    return f"{x:.2e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
+
+
+def cell_text(value: Any) -> str:
+    """Text of a table cell: floats by :func:`plain_number`, anything else by ``str``.
+
+    Parameters
+    ----------
+    value : Any
+        A cell of the matches table.
+
+    Returns
+    -------
+    str
+        The cell's text.
+    """
+    if isinstance(value, (float, np.floating)):
+        return plain_number(float(value))
+    return str(value)
