@@ -47,3 +47,47 @@ def test_evaluate_observations_with_a_missing_folder_is_one_line(tmp_path) -> No
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+#: Public before the package was split into subpackages: these must keep working.
+EARLIER_PUBLIC_NAMES = (
+    "simulate_library",
+    "SimulationResult",
+    "ingest_library",
+    "LibraryStore",
+    "read_observation",
+    "read_library_file",
+    "PreprocessConfig",
+    "ParameterNormaliser",
+    "similarity_labels",
+    "EncoderConfig",
+    "SiameseNetwork",
+    "ContrastiveLoss",
+    "AugmentConfig",
+    "TrainConfig",
+    "load_config",
+    "train_model",
+    "load_model",
+    "TrainedModel",
+    "IndexConfig",
+    "build_index",
+    "EmbeddingIndex",
+    "match_observations",
+    "score_pairwise",
+    "EvaluateConfig",
+    "evaluate_model",
+    "run_demo",
+    "evaluate_observations",
+    "BeamMatchedLibrary",
+    "ObserveConfig",
+    "make_observations",
+    "prepare_observation",
+    "ProtomatchError",
+    "InputError",
+)
+
+
+@pytest.mark.parametrize("name", EARLIER_PUBLIC_NAMES)
+def test_earlier_public_names_still_import(name: str) -> None:
+    assert name in protomatch.__all__
+    assert getattr(protomatch, name) is not None

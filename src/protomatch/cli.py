@@ -26,6 +26,7 @@ app = typer.Typer(
 #: The package's root logger; every module logs to a child (``logging.getLogger(__name__)``).
 log = logging.getLogger("protomatch")
 
+
 @app.callback()
 def _configure(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
@@ -36,6 +37,7 @@ def _configure(
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
+
 
 @app.command()
 def simulate(
@@ -57,6 +59,7 @@ def simulate(
     )
     typer.echo(result.describe())
 
+
 @app.command()
 def ingest(
     src: Annotated[Path, typer.Argument(help="Library folder (HDF5 tree, or images + catalog).")],
@@ -75,6 +78,7 @@ def ingest(
         src, output, config=config, workers=workers or None, overwrite=overwrite
     )
     typer.echo(result.describe())
+
 
 @app.command()
 def train(
@@ -121,6 +125,7 @@ def train(
     result = train_model(library, output, config=resolved, resume=resume, overwrite=overwrite)
     typer.echo(result.describe())
 
+
 @app.command()
 def index(
     model: Annotated[Path, typer.Argument(help="Model folder written by `train`.")],
@@ -136,6 +141,7 @@ def index(
 
     config = validated(IndexConfig, kind=kind)
     typer.echo(build_index(model, library, output, config=config, overwrite=overwrite).describe())
+
 
 @app.command()
 def match(
@@ -183,6 +189,7 @@ def match(
         overwrite=overwrite,
     )
     typer.echo(result.describe())
+
 
 @app.command()
 def evaluate(
@@ -251,6 +258,7 @@ def evaluate(
         evaluate_model(model, library, output, config=config, overwrite=overwrite).describe()
     )
 
+
 @app.command()
 def observe(
     library: Annotated[Path, typer.Argument(help="Simulated library (or its store) to avoid.")],
@@ -276,6 +284,7 @@ def observe(
     )
     typer.echo(result.describe())
 
+
 @app.command()
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for every stage.")] = Path(
@@ -287,6 +296,7 @@ def demo(
     from protomatch.demo import run_demo
 
     typer.echo(run_demo(output, workers=workers or None).describe())
+
 
 def _parse_settings(settings: list[str]) -> dict[str, Any]:
     """KEY=VALUE pairs with YAML-typed values (numbers, booleans, lists)."""
@@ -300,6 +310,7 @@ def _parse_settings(settings: list[str]) -> dict[str, Any]:
         parsed[key.strip()] = yaml.safe_load(value)
     return parsed
 
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2.
 
@@ -311,6 +322,7 @@ def main() -> None:
     except ProtomatchError as exc:
         typer.echo(f"protomatch: error: {exc}", err=True)
         sys.exit(2)
+
 
 if __name__ == "__main__":
     main()

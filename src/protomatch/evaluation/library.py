@@ -18,7 +18,10 @@ every system outside the model's training and validation splits. It measures
   coverage of the 68 % and 95 % intervals.
 
 The output folder holds ``metrics.json``, ``metrics.md`` (tables for a README) and PNG
-figures. The library is streamed in blocks, so memory stays bounded for large libraries.
+figures. The library is streamed in blocks, so memory stays bounded for large libraries:
+that pass, with the pixel and PCA baselines and the rankings of every method, is in
+:mod:`protomatch.evaluation._baselines`; the metric functions are in
+:mod:`protomatch.evaluation.metrics` and :mod:`protomatch.evaluation.recovery`.
 """
 
 from __future__ import annotations
@@ -32,13 +35,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from pydantic import BaseModel, Field, field_validator
-from tqdm import tqdm
 
 from protomatch import _artefact
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.evaluation import metrics as M
+from protomatch.evaluation import recovery as R
+from protomatch.evaluation._baselines import library_pass, method_rankings, pca_fit_rows
 from protomatch.evaluation._library_figures import (
     FigureData,
     describe_metrics,
@@ -46,7 +49,6 @@ from protomatch.evaluation._library_figures import (
     render_figures,
 )
 from protomatch.evaluation._markdown import json_safe
-from protomatch.library.preprocess import PreprocessConfig, intensity_transform
 from protomatch.library.store import LibraryStore
 from protomatch.matching.summary import DEFAULT_MATCHES, QUANTILES, unit_rows
 from protomatch.neural_nets.trained import TrainedModel, load_model
@@ -58,10 +60,6 @@ EVALUATION_SCHEMA_VERSION = 1
 METHODS = ("protomatch", "pixels", "pca", "random")
 #: "oracle" ranks by the true similarity itself: the best any network could do with the label.
 RECOVERY_METHODS = ("protomatch", "pixels", "pca", "oracle")
-#: Training-split images used to fit the PCA baseline (a random subset keeps it fast).
-_PCA_FIT_MAX = 2000
-#: Store images read per block of the library pass.
-_READ_BLOCK = 1024
 
 
 class EvaluateConfig(BaseModel, extra="forbid", frozen=True):
@@ -166,8 +164,8 @@ def evaluate_model(
     store = LibraryStore.open(library)
     setup = _Setup.build(trained, store, config)
     log.info("%s", setup.summary())
-    vectors = _library_pass(setup)
-    rankings = _rankings(setup, vectors)
+    vectors = library_pass(setup)
+    rankings = method_rankings(setup, vectors)
     pairs = _similarity_pairs(setup, vectors.embeddings)
     metrics: dict[str, Any] = {
         **_artefact.provenance("evaluation", EVALUATION_SCHEMA_VERSION),
@@ -242,7 +240,7 @@ class _Setup:
         queries = eval_rows
         if len(eval_rows) > config.max_queries:
             queries = np.sort(rng.choice(eval_rows, config.max_queries, replace=False))
-        pca_rows, pca_note = _pca_rows(trained, system, systems, rng)
+        pca_rows, pca_note = pca_fit_rows(trained, system, systems, rng)
         if pca_note:
             notes = (*notes, pca_note)
         return cls(
@@ -322,99 +320,6 @@ def _evaluated_systems(
     return systems, "unseen", (note,)
 
 
-def _pca_rows(
-    trained: TrainedModel, system: np.ndarray, evaluated: tuple[str, ...], rng: np.random.Generator
-) -> tuple[np.ndarray, str | None]:
-    """Rows to fit the PCA baseline on: training-split images (at most ``_PCA_FIT_MAX``)."""
-    train = list((trained.manifest.get("split") or {}).get("train", []))
-    others = ~np.isin(system, list(evaluated))
-    rows, note = np.flatnonzero(np.isin(system, train) & others), None
-    if len(rows) < 2:
-        rows = np.flatnonzero(others) if others.sum() >= 2 else np.arange(len(system))
-        note = "no training-split images in this library: PCA fitted on " + (
-            "its other images" if others.sum() >= 2 else "all of it, queries included"
-        )
-    if len(rows) > _PCA_FIT_MAX:
-        rows = np.sort(rng.choice(rows, _PCA_FIT_MAX, replace=False))
-    return rows, note
-
-
-# --------------------------------------------------------------------------- library pass
-
-
-@dataclass(frozen=True, eq=False)
-class _Vectors:
-    embeddings: np.ndarray  # (N, D) float32 unit rows
-    pca: np.ndarray  # (N, C) float32 unit rows
-    pixel_top: tuple[np.ndarray, np.ndarray]  # raw-pixel cosine top-k scores, ids (Q, K)
-
-
-def _pixels(images: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
-    """The model's input pixels, flattened: (B, H, W) linear images -> (B, H*W) float32."""
-    batch = torch.from_numpy(np.require(images, np.float32, ["C", "W"]))
-    return intensity_transform(batch, preprocess).reshape(len(batch), -1).numpy()
-
-
-def _read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Images at sorted ``rows`` of a memory map, read in order."""
-    return np.asarray(images[np.sort(rows)], dtype=np.float32)
-
-
-def _fit_pca(setup: _Setup) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and components (D, C) of training-split pixels (randomised PCA, seeded)."""
-    pixels = _pixels(_read_rows(setup.store.images, setup.pca_rows), setup.trained.preprocess)
-    wanted = max(1, min(setup.config.pca_components, len(pixels) - 1, pixels.shape[1]))
-    if wanted < setup.config.pca_components:
-        log.warning("PCA baseline limited to %d components by its fit sample", wanted)
-    data = torch.from_numpy(pixels)
-    mean = data.mean(dim=0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(setup.config.seed)
-        _, _, basis = torch.pca_lowrank(data - mean, q=min(wanted + 8, len(pixels)), center=False)
-    return mean.numpy(), basis[:, :wanted].numpy()
-
-
-def _library_pass(setup: _Setup) -> _Vectors:
-    """Embed every library image, project it on the PCA basis, and rank it by pixel cosine."""
-    store, trained, config = setup.store, setup.trained, setup.config
-    mean, basis = _fit_pca(setup)
-    query_pixels = unit_rows(_pixels(_read_rows(store.images, setup.queries), trained.preprocess))
-    query_groups = setup.group[setup.queries]
-    pixel_top = M.RunningTopK(len(setup.queries), setup.k_max)
-    n = len(store)
-    embeddings = np.empty((n, trained.encoder_config.embedding_dim), dtype=np.float32)
-    pca = np.empty((n, basis.shape[1]), dtype=np.float32)
-    step = max(_READ_BLOCK, config.batch_size)
-    for start in tqdm(range(0, n, step), desc="evaluate: library", leave=False, disable=None):
-        block = np.array(store.images[start : start + step], dtype=np.float32)
-        stop = start + len(block)
-        brightness = store.table["mean_intensity"].to_numpy()[start:stop]
-        embeddings[start:stop] = trained.embed(block, brightness, config.batch_size)
-        pixels = _pixels(block, trained.preprocess)
-        pca[start:stop] = unit_rows((pixels - mean) @ basis)
-        scores = query_pixels @ unit_rows(pixels).T
-        scores[M.own_group_mask(query_groups, setup.group[start:stop])] = -np.inf
-        pixel_top.push(scores, np.arange(start, stop))
-    return _Vectors(embeddings, pca, pixel_top.result())
-
-
-def _rankings(setup: _Setup, vectors: _Vectors) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Top-k (scores, rows) per method, and the ideal ranking by true similarity."""
-    q, groups, k = setup.queries, setup.group, setup.k_max
-    rankings = {
-        "protomatch": M.top_k_excluding(
-            vectors.embeddings[q], vectors.embeddings, groups[q], groups, k
-        ),
-        "pixels": vectors.pixel_top,
-        "pca": M.top_k_excluding(vectors.pca[q], vectors.pca, groups[q], groups, k),
-        "random": M.random_top_k(
-            groups[q], groups, k, np.random.default_rng([setup.config.seed, 1])
-        ),
-        "ideal": M.top_k_excluding(setup.z_unit[q], setup.z_unit, groups[q], groups, k),
-    }
-    return rankings
-
-
 # --------------------------------------------------------------------------- metrics
 
 
@@ -465,10 +370,10 @@ def _recovery_metrics(
     ours = np.empty((len(setup.queries), len(names), len(QUANTILES)))
     parameters: dict[str, Any] = {}
     for p, (name, log10) in enumerate(zip(names, setup.log10)):
-        values = M.error_space(setup.theta[:, p], log10)
+        values = R.error_space(setup.theta[:, p], log10)
         truth[:, p] = values[setup.queries]
-        prior = M.held_out_prior(values, setup.queries, setup.group)
-        recovery, estimates = M.parameter_recovery(values, truth[:, p], prior, sources, k)
+        prior = R.held_out_prior(values, setup.queries, setup.group)
+        recovery, estimates = R.parameter_recovery(values, truth[:, p], prior, sources, k)
         ours[:, p] = estimates["protomatch"]
         parameters[name] = {
             "unit": units.get(name, ""),

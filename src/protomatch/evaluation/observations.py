@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from protomatch import _artefact
 from protomatch.errors import InputError
-from protomatch.evaluation import metrics as M
+from protomatch.evaluation import recovery as R
 from protomatch.evaluation._markdown import json_safe
 from protomatch.evaluation._observation_figures import describe, markdown_tables, render_figures
 from protomatch.library.store import LibraryStore
@@ -347,10 +347,10 @@ def _recovery(
     estimates = {m: np.empty(shape) for m in [*rankings, "prior"]}
     record: dict[str, Any] = {}
     for p, (name, log10) in enumerate(zip(names, flags)):
-        values = M.error_space(theta[:, p], log10)
-        true = M.error_space(truth[name].to_numpy(dtype=np.float64), log10)
-        prior = np.quantile(values[np.isfinite(values)], M.LEVELS)  # the whole library's
-        recovery, recovered = M.parameter_recovery(values, true, prior, rankings)
+        values = R.error_space(theta[:, p], log10)
+        true = R.error_space(truth[name].to_numpy(dtype=np.float64), log10)
+        prior = np.quantile(values[np.isfinite(values)], R.LEVELS)  # the whole library's
+        recovery, recovered = R.parameter_recovery(values, true, prior, rankings)
         for method, quantiles in recovered.items():
             estimates[method][:, p] = quantiles
         record[name] = {
@@ -382,7 +382,7 @@ def _by_condition(
     """
     names, flags = trained.normaliser.names, trained.normaliser.log10
     truths = np.stack(
-        [M.error_space(truth[n].to_numpy(dtype=np.float64), f) for n, f in zip(names, flags)], 1
+        [R.error_space(truth[n].to_numpy(dtype=np.float64), f) for n, f in zip(names, flags)], 1
     )
     spreads = [recovery[name]["prior_spread"] for name in names]
     record: dict[str, dict[str, Any]] = {}
@@ -414,7 +414,7 @@ def _part_scores(
     methods = {}
     for method, values in estimates.items():
         scores = [
-            M.recovery_scores(values[chosen, p], truths[chosen, p], spread)
+            R.recovery_scores(values[chosen, p], truths[chosen, p], spread)
             for p, spread in enumerate(spreads)
         ]
         methods[method] = {

@@ -332,9 +332,7 @@ def _shown_matches(
     }
 
 
-def _note_brightness(
-    trained: TrainedModel, mean_intensity: float | None, notes: list[str]
-) -> None:
+def _note_brightness(trained: TrainedModel, mean_intensity: float | None, notes: list[str]) -> None:
     """Say so when the target's brightness could not be given to the network as it is."""
     brightness = trained.compared_brightness(mean_intensity)
     if brightness is not None and brightness != mean_intensity:

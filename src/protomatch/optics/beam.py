@@ -124,8 +124,7 @@ def _fft_convolve_same(images: torch.Tensor, kernels: torch.Tensor) -> torch.Ten
 def _check_batch(images: torch.Tensor) -> None:
     if images.ndim != 3 or not images.is_floating_point():
         raise ProtomatchError(
-            f"expected a float tensor of shape (B, H, W); got {images.dtype} "
-            f"{tuple(images.shape)}"
+            f"expected a float tensor of shape (B, H, W); got {images.dtype} {tuple(images.shape)}"
         )
 
 

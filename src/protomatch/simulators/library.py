@@ -8,8 +8,9 @@ snapshot in the schema of real simulation libraries::
     OUT/manifest.json            settings, parameter names and units, counts, ranges
     OUT/preview.png              with ``preview=True``
 
-The forward model (accretion history, disk growth, luminosity, density and emission) is
-documented in :mod:`protomatch.simulators._physics`; its reusable pieces are re-exported here:
+The forward model is documented in :mod:`protomatch.simulators._physics` (accretion history,
+disk growth, luminosity) and :mod:`protomatch.simulators._emission` (density, emission,
+images); its reusable pieces are re-exported here:
 :func:`draw_system`, :func:`evolve`, :func:`snapshot_state`, :func:`render_projection`,
 :func:`render_projections`, :func:`stellar_radius`, :func:`accretion_luminosity`.
 
@@ -37,19 +38,21 @@ from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch._parallel import unordered_map
 from protomatch.errors import ProtomatchError
 from protomatch.library import schema
-from protomatch.simulators._physics import (
+from protomatch.simulators._emission import (
     FIELD_OF_VIEW_AU,
     INTENSITY_UNIT,
+    camera_basis,
+    clump_field,
+    render_projection,
+)
+from protomatch.simulators._physics import (
     SnapshotState,
     SystemHistory,
     accretion_luminosity,
-    camera_basis,
-    clump_field,
     draw_system,
     evolve,
     photospheric_luminosity,
     reference_temperature,
-    render_projection,
     snapshot_ages,
     snapshot_state,
     stellar_radius,

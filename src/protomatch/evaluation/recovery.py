@@ -1,0 +1,304 @@
+"""Pure metric functions of parameter recovery: the matches' parameters against the truth.
+
+Everything here works on plain arrays (no files, no model), so each metric can be checked
+by hand on tiny inputs. Used by :mod:`protomatch.evaluation.library` and
+:mod:`protomatch.evaluation.observations`; the similarity and retrieval metrics are in
+:mod:`protomatch.evaluation.metrics`.
+
+Errors are measured in the error space (:func:`error_space`: log10, i.e. dex, for log-scaled
+parameters). A query's estimate is the similarity-weighted quantiles of its matches'
+parameters (:func:`recovered_quantiles`), in the order of
+:data:`protomatch.matching.summary.QUANTILES`; the prior's quantiles are the baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TypedDict
+
+import numpy as np
+
+from protomatch.matching.summary import QUANTILES, weighted_quantiles
+
+#: Quantile levels of :func:`recovered_quantiles`, in :data:`QUANTILES` order.
+LEVELS = tuple(QUANTILES.values())
+
+
+def error_space(values: np.ndarray, log10: bool) -> np.ndarray:
+    """Parameter values where errors are measured: log10 (dex) for log-scaled ones.
+
+    Parameters
+    ----------
+    values : ndarray
+        A parameter in physical units, any shape.
+    log10 : bool
+        Whether the parameter is log-scaled.
+
+    Returns
+    -------
+    ndarray, float64
+        Same shape; NaN where a log-scaled value is not positive.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not log10:
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
+
+
+def recovered_quantiles(
+    values: np.ndarray, weights: np.ndarray, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Similarity-weighted quantiles of each query's matches.
+
+    Parameters
+    ----------
+    values : ndarray, shape (Q, K)
+        A parameter of each query's K matches (in the error space).
+    weights : ndarray, shape (Q, K)
+        Match similarities (negatives count as 0; uniform if none is positive).
+    valid : ndarray, shape (Q, K), bool, optional
+        Filled match slots (default: all).
+
+    Returns
+    -------
+    ndarray, shape (Q, 5), float64
+        Quantiles in the order of :data:`protomatch.matching.summary.QUANTILES` (median,
+        q16, q84, q2.5, q97.5); NaN rows for queries without matches.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    valid = np.ones(values.shape, bool) if valid is None else np.asarray(valid, bool)
+    valid = valid & np.isfinite(values)
+    out = np.full((len(values), len(LEVELS)), np.nan)
+    for q in range(len(values)):
+        if valid[q].any():
+            out[q] = weighted_quantiles(values[q, valid[q]], weights[q, valid[q]], LEVELS)
+    return out
+
+
+def quantile_index(name: str) -> int:
+    """Column of :func:`recovered_quantiles` holding one quantile.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`protomatch.matching.summary.QUANTILES` ("median", "q16", ...).
+
+    Returns
+    -------
+    int
+        The column.
+    """
+    return list(QUANTILES).index(name)
+
+
+def interval_coverage(truth: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
+    """Fraction of finite cases with ``low <= truth <= high``.
+
+    Parameters
+    ----------
+    truth, low, high : ndarray, shape (Q,)
+        True values and interval bounds (same units).
+
+    Returns
+    -------
+    float
+        NaN if no case is finite.
+    """
+    truth, low, high = (np.asarray(a, dtype=np.float64) for a in (truth, low, high))
+    finite = np.isfinite(truth) & np.isfinite(low) & np.isfinite(high)
+    if not finite.any():
+        return math.nan
+    inside = (low[finite] <= truth[finite]) & (truth[finite] <= high[finite])
+    return float(inside.mean())
+
+
+def median_absolute_error(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """Median over queries of ``|estimate - truth|``.
+
+    Parameters
+    ----------
+    estimate, truth : ndarray, shape (Q,)
+        Estimated and true values (same units, e.g. dex).
+
+    Returns
+    -------
+    float
+        Over the finite cases; NaN if there is none.
+    """
+    error = np.abs(np.asarray(estimate, np.float64) - np.asarray(truth, np.float64))
+    error = error[np.isfinite(error)]
+    return float(np.median(error)) if error.size else math.nan
+
+
+def prior_spread(values: np.ndarray) -> float:
+    """Half the 16-84 % width of a distribution (the 1-sigma scale of a Gaussian).
+
+    Parameters
+    ----------
+    values : ndarray, shape (N,)
+        Samples of the distribution (non-finite ones are ignored).
+
+    Returns
+    -------
+    float
+        Same units as ``values``; NaN if none is finite.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan
+    low, high = np.quantile(values, [0.16, 0.84])
+    return float((high - low) / 2)
+
+
+def group_quantiles(
+    values: np.ndarray, groups: np.ndarray, wanted: Sequence[str], levels: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Quantiles of ``values`` over all rows NOT in each group of ``wanted``.
+
+    This is the prior a query of group g sees when its own group is left out.
+
+    Parameters
+    ----------
+    values : ndarray, shape (N,)
+        A parameter of every row (non-finite values are ignored).
+    groups : ndarray, shape (N,)
+        Group (system) of every row.
+    wanted : sequence of str
+        Groups whose held-out quantiles are wanted.
+    levels : sequence of float
+        Quantile levels in [0, 1].
+
+    Returns
+    -------
+    dict of str to ndarray
+        Per wanted group, the quantiles (len(levels),); NaN if no other row is finite.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups)
+    result = {}
+    for group in wanted:
+        others = values[(groups != group) & np.isfinite(values)]
+        result[group] = (
+            np.quantile(others, list(levels)) if others.size else np.full(len(levels), np.nan)
+        )
+    return result
+
+
+def recovery_scores(quantiles: np.ndarray, truth: np.ndarray, spread: float) -> dict[str, float]:
+    """Error and interval coverage of recovered quantiles against the truth.
+
+    Parameters
+    ----------
+    quantiles : ndarray, shape (Q, 5)
+        Recovered quantiles per query, as :func:`recovered_quantiles` gives them.
+    truth : ndarray, shape (Q,)
+        True values, same space (e.g. dex).
+    spread : float
+        The prior's spread (:func:`prior_spread`), same space.
+
+    Returns
+    -------
+    dict of str to float
+        ``median_abs_error`` of the median, that error over ``spread``
+        (``error_over_prior_spread``), and the coverage of the 16-84 % and 2.5-97.5 %
+        intervals (``coverage68``, ``coverage95``).
+    """
+    column = {name: quantile_index(name) for name in QUANTILES}
+    error = median_absolute_error(quantiles[:, column["median"]], truth)
+    return {
+        "median_abs_error": error,
+        "error_over_prior_spread": error / spread if spread > 0 else math.nan,
+        "coverage68": interval_coverage(
+            truth, quantiles[:, column["q16"]], quantiles[:, column["q84"]]
+        ),
+        "coverage95": interval_coverage(
+            truth, quantiles[:, column["q2.5"]], quantiles[:, column["q97.5"]]
+        ),
+    }
+
+
+def held_out_prior(values: np.ndarray, query_rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """The prior each query of the library sees: quantiles of the rows of other systems.
+
+    Parameters
+    ----------
+    values : ndarray, shape (N,)
+        A parameter of every library row, in the error space.
+    query_rows : ndarray, shape (Q,)
+        Library rows of the queries.
+    groups : ndarray, shape (N,)
+        System of every row.
+
+    Returns
+    -------
+    ndarray, shape (Q, 5), float64
+        Quantiles in the order of :data:`protomatch.matching.summary.QUANTILES`.
+    """
+    query_groups = groups[query_rows]
+    prior = group_quantiles(values, groups, np.unique(query_groups).tolist(), LEVELS)
+    return np.stack([prior[g] for g in query_groups.tolist()])
+
+
+class ParameterRecovery(TypedDict):
+    """How well one parameter is recovered, as in the metrics records.
+
+    Attributes
+    ----------
+    prior_spread : float
+        :func:`prior_spread` of the library's values (error space).
+    methods : dict of str to dict of str to float
+        :func:`recovery_scores` by method, the prior's under "prior".
+    """
+
+    prior_spread: float
+    methods: dict[str, dict[str, float]]
+
+
+def parameter_recovery(
+    values: np.ndarray,
+    truth: np.ndarray,
+    prior: np.ndarray,
+    rankings: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    k: int | None = None,
+) -> tuple[ParameterRecovery, dict[str, np.ndarray]]:
+    """One parameter recovered by each ranking's top ``k`` matches, and by the prior.
+
+    Parameters
+    ----------
+    values : ndarray, shape (N,)
+        The parameter of every library row, in the error space.
+    truth : ndarray, shape (Q,)
+        The queries' true values, same space (``values[query_rows]`` for library queries).
+    prior : ndarray, shape (Q, 5) or (5,)
+        Quantiles of the prior each query sees (:func:`held_out_prior` for library queries,
+        the whole library's for observations), in the order of
+        :data:`protomatch.matching.summary.QUANTILES`.
+    rankings : Mapping of str to (scores, rows)
+        Method -> similarity scores and library rows, each (Q, K >= k), best first, rows
+        -1 for empty slots.
+    k : int, optional
+        Matches summarised per query (default: all K).
+
+    Returns
+    -------
+    recovery : ParameterRecovery
+        The prior's spread and the scores per method (the prior under "prior").
+    estimates : dict of str to ndarray, shape (Q, 5)
+        The recovered quantiles per method, the prior last.
+    """
+    estimates = {}
+    for method, (scores, rows) in rankings.items():
+        scores, rows = scores[:, :k], rows[:, :k]
+        matched = values[np.where(rows >= 0, rows, 0)]
+        estimates[method] = recovered_quantiles(matched, scores, rows >= 0)
+    shape = (len(truth), len(LEVELS))
+    estimates["prior"] = np.broadcast_to(np.asarray(prior, dtype=np.float64), shape).copy()
+    spread = prior_spread(values)
+    return {
+        "prior_spread": spread,
+        "methods": {m: recovery_scores(e, truth, spread) for m, e in estimates.items()},
+    }, estimates
