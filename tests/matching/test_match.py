@@ -13,12 +13,12 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from protomatch._quantiles import weighted_quantiles
 from protomatch.errors import InputError
 from protomatch.library.store import LibraryStore
 from protomatch.matching.index import EmbeddingIndex, IndexConfig, build_index
 from protomatch.matching.match import MatchConfig, match_observations, score_pairwise
 from protomatch.matching.observation import prepare_observation, read_observation
-from protomatch.matching.summary import weighted_quantiles
 from protomatch.training.config import load_config
 from protomatch.training.engine import train_model
 from tests.conftest import tiny_training_overrides

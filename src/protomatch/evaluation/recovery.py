@@ -19,7 +19,8 @@ from typing import TypedDict
 
 import numpy as np
 
-from protomatch.matching.summary import QUANTILES, weighted_quantiles
+from protomatch._quantiles import weighted_quantiles
+from protomatch.matching.summary import QUANTILES
 
 #: Quantile levels of :func:`recovered_quantiles`, in :data:`QUANTILES` order.
 LEVELS = tuple(QUANTILES.values())

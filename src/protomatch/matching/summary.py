@@ -12,41 +12,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike
+
+from protomatch._quantiles import weighted_quantiles
 
 #: Summary quantiles of a parameter distribution, by name.
 QUANTILES = MappingProxyType(
     {"median": 0.5, "q16": 0.16, "q84": 0.84, "q2.5": 0.025, "q97.5": 0.975}
 )
-
-
-def weighted_quantiles(values: ArrayLike, weights: ArrayLike, qs: Sequence[float]) -> np.ndarray:
-    """Quantiles of ``values`` with non-negative ``weights`` (uniform if all are zero).
-
-    Parameters
-    ----------
-    values
-        (n,) values.
-    weights
-        (n,) weights; negative ones count as 0.
-    qs
-        Quantile levels in [0, 1].
-
-    Returns
-    -------
-    numpy.ndarray
-        (len(qs),) float64 quantiles, interpolated between the weighted midpoints of the
-        sorted values and clamped to their range.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    weights = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
-    if not weights.any():
-        weights = np.ones_like(values)
-    values, weights = values[weights > 0], weights[weights > 0]
-    order = np.argsort(values)
-    values, weights = values[order], weights[order]
-    cdf = (np.cumsum(weights) - 0.5 * weights) / weights.sum()
-    return np.interp(qs, cdf, values)
 
 
 #: Best matches summarised by default. On mock observations against a 4,096-image library,

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from protomatch._png import png_bytes as _png_bytes
-from protomatch.matching.summary import weighted_quantiles
+from protomatch._quantiles import weighted_quantiles
 from protomatch.report.data import (
     STRETCH_FLOOR,
     MatchReportData,
