@@ -31,7 +31,7 @@ from protomatch.library.store import LibraryStore
 from protomatch.matching.conditioned import BeamMatchedLibrary
 from protomatch.matching.observation import prepare_observation, read_observation
 from protomatch.neural_nets.trained import load_model
-from protomatch.simulators.observations import make_observations
+from protomatch.simulators.observations import ObserveConfig, make_observations
 
 
 def timed(fn):
@@ -60,7 +60,7 @@ def main() -> None:
     index.add(vectors)
     with tempfile.TemporaryDirectory() as tmp:
         observed = make_observations(
-            args.demo / "library", Path(tmp) / "obs", config={"n": args.n, "seed": 77}
+            args.demo / "library", Path(tmp) / "obs", config=ObserveConfig(n=args.n, seed=77)
         )
         rows = [
             time_one(path, trained, store, library, index)

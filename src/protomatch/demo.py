@@ -25,7 +25,7 @@ from protomatch.library.schema import library_file_path
 from protomatch.matching.index import build_index
 from protomatch.matching.match import MatchResult, match_observations
 from protomatch.simulators.library import SimulateConfig, simulate_library
-from protomatch.simulators.observations import make_observations
+from protomatch.simulators.observations import ObserveConfig, make_observations
 from protomatch.training.config import TrainConfig, load_config
 from protomatch.training.engine import train_model
 
@@ -34,14 +34,14 @@ log = logging.getLogger(__name__)
 #: The demo's library: 96 systems x 6 snapshots x 8 projections of 64 x 64 px.
 DEMO_LIBRARY = SimulateConfig(systems=96, snapshots=6, size=64, seed=0)
 #: One mock observation at a middling beam and signal-to-noise ratio.
-DEMO_OBSERVATION = {
-    "n": 1,
-    "seed": 2026,
-    "beam_range_au": (40.0, 40.0),
-    "snr_range": (60.0, 60.0),
-    "npix_range": (128, 128),
-    "nan_border_fraction": 0.0,
-}
+DEMO_OBSERVATION = ObserveConfig(
+    n=1,
+    seed=2026,
+    beam_range_au=(40.0, 40.0),
+    snr_range=(60.0, 60.0),
+    npix_range=(128, 128),
+    nan_border_fraction=0.0,
+)
 #: The demo's training settings (dotted keys) on top of the training defaults.
 DEMO_TRAINING = {
     "epochs": 15,

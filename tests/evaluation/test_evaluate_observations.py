@@ -16,7 +16,7 @@ from protomatch.evaluation.observations import (
     ObservationEvaluationConfig,
     evaluate_observations,
 )
-from protomatch.simulators.observations import make_observations
+from protomatch.simulators.observations import ObserveConfig, make_observations
 
 SMALL = {
     "n": 5,
@@ -32,7 +32,7 @@ K = 12
 @pytest.fixture(scope="module")
 def observations(tiny_library, tmp_path_factory):
     out = tmp_path_factory.mktemp("obs-eval") / "obs"
-    make_observations(tiny_library, out, config=SMALL, workers=1)
+    make_observations(tiny_library, out, config=ObserveConfig(**SMALL), workers=1)
     return out
 
 

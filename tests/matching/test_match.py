@@ -314,10 +314,10 @@ def test_header_distance_accepts_only_positive_finite_values(value, expected, tm
 def test_mock_observation_report_shows_the_truth_of_its_truth_csv(
     tiny_index: Path, tiny_library: Path, tmp_path: Path
 ) -> None:
-    from protomatch.simulators.observations import make_observations
+    from protomatch.simulators.observations import ObserveConfig, make_observations
 
     config = {"n": 2, "seed": 9, "npix_range": (40, 48), "nan_border_fraction": 0.0}
-    make_observations(tiny_library, tmp_path / "obs", config=config, workers=1)
+    make_observations(tiny_library, tmp_path / "obs", config=ObserveConfig(**config), workers=1)
     truth = pd.read_csv(tmp_path / "obs" / "truth.csv").set_index("file")
     match_observations(
         tiny_index, [tmp_path / "obs" / "obs_001.fits"], tmp_path / "r", config=MatchConfig(k=5)

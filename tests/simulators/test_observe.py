@@ -11,7 +11,7 @@ import pydantic
 import pytest
 from astropy.io import fits
 
-from protomatch.errors import InputError, ProtomatchError
+from protomatch.errors import InputError, ProtomatchError, validated
 from protomatch.library import schema
 from protomatch.library.readers import discover_library, read_library_file
 from protomatch.matching.observation import read_observation
@@ -36,7 +36,7 @@ SMALL = {
 @pytest.fixture(scope="module")
 def observed(tiny_library, tmp_path_factory):
     out = tmp_path_factory.mktemp("observe") / "obs"
-    result = make_observations(tiny_library, out, config=SMALL, workers=1)
+    result = make_observations(tiny_library, out, config=ObserveConfig(**SMALL), workers=1)
     return result, pd.read_csv(out / "truth.csv")
 
 
@@ -188,8 +188,8 @@ def test_beam_position_angle_is_east_of_north():
 # --- seeds and refusals ------------------------------------------------------------------------
 
 
-def _tiny(seed: int) -> dict:
-    return {"n": 3, "seed": seed, "npix_range": (32, 40)}
+def _tiny(seed: int) -> ObserveConfig:
+    return ObserveConfig(n=3, seed=seed, npix_range=(32, 40))
 
 
 def test_same_seed_same_files_other_seed_different(tiny_library, tmp_path):
@@ -240,7 +240,8 @@ def test_the_library_seed_is_refused(tiny_library, tmp_path):
 )
 def test_bad_options_are_one_line_errors_and_write_nothing(tiny_library, tmp_path, change, message):
     with pytest.raises(ProtomatchError, match=message) as caught:
-        make_observations(tiny_library, tmp_path / "obs", config=_tiny(5) | change)
+        config = validated(ObserveConfig, **(_tiny(5).model_dump() | change))
+        make_observations(tiny_library, tmp_path / "obs", config=config)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "obs").exists()
 
@@ -266,13 +267,15 @@ def test_bad_library_and_workers(tiny_library, tmp_path):
 def test_offset_sources_sit_where_truth_says(tiny_library, tmp_path):
     from protomatch.matching.observation import source_position
 
-    config = _tiny(5) | {
-        "n": 4,
-        "max_offset_au": 400.0,
-        "snr_range": (1000.0, 1000.0),
-        "nan_border_fraction": 0.0,
-        "beam_range_au": (20.0, 20.0),
-    }
+    config = _tiny(5).model_copy(
+        update={
+            "n": 4,
+            "max_offset_au": 400.0,
+            "snr_range": (1000.0, 1000.0),
+            "nan_border_fraction": 0.0,
+            "beam_range_au": (20.0, 20.0),
+        }
+    )
     out = make_observations(tiny_library, tmp_path / "obs", config=config, workers=1).out
     truth = pd.read_csv(out / "truth.csv")
     moved = 0

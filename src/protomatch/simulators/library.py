@@ -14,8 +14,8 @@ images); its reusable pieces are re-exported here:
 :func:`draw_system`, :func:`evolve`, :func:`snapshot_state`, :func:`render_projection`,
 :func:`render_projections`, :func:`stellar_radius`, :func:`accretion_luminosity`.
 
-Systems are simulated in parallel worker processes (spawned, one task per system); results do
-not depend on the number of workers.
+Systems are simulated in parallel worker processes (:mod:`protomatch._parallel`, one task per
+system); results do not depend on the number of workers.
 """
 
 from __future__ import annotations

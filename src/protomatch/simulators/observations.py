@@ -313,7 +313,7 @@ def make_observations(
     library: str | Path,
     out: str | Path,
     *,
-    config: ObserveConfig | Mapping[str, Any] | None = None,
+    config: ObserveConfig | None = None,
     workers: int | None = None,
     overwrite: bool = False,
 ) -> ObserveResult:
@@ -339,7 +339,7 @@ def make_observations(
     ProtomatchError : bad configuration, library or output folder; nothing is written then.
     """
     started = time.perf_counter()
-    config = _as_config(config)
+    config = config or ObserveConfig()
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1
     ):
@@ -372,19 +372,6 @@ def make_observations(
     )
     log.debug("observe: %s", result)
     return result
-
-
-def _as_config(config: ObserveConfig | Mapping[str, Any] | None) -> ObserveConfig:
-    if config is None:
-        return ObserveConfig()
-    if isinstance(config, ObserveConfig):
-        return config
-    try:
-        return ObserveConfig(**config)
-    except pydantic.ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        where = ".".join(map(str, error["loc"])) or "config"
-        raise ProtomatchError(f"invalid observe option {where}: {error['msg']}") from None
 
 
 def _write_truth(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
