@@ -68,3 +68,24 @@ def tiny_model(tiny_store, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("tiny-model") / "model"
     train_model(tiny_store, out, config=load_config(None, tiny_training_overrides()))
     return out
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Run ``protomatch ARGS...`` in this process: returns (exit status, stdout, stderr)."""
+    import sys
+
+    from protomatch.cli import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["protomatch", *map(str, args)])
+        try:
+            main()
+            status = 0
+        except SystemExit as stop:
+            status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run

@@ -46,6 +46,9 @@ def simulate(
     snapshots: Annotated[int, typer.Option(help="Snapshots per system.")] = 6,
     size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    field_of_view_au: Annotated[
+        float, typer.Option(help="Image side in AU (pixel scale: this / size).")
+    ] = 1600.0,
     workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).")] = 0,
     preview: Annotated[bool, typer.Option(help="Also write preview.png.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
@@ -53,7 +56,14 @@ def simulate(
     """Write a simulated library in the HDF5 schema of real simulation libraries."""
     from protomatch.simulators.library import SimulateConfig, simulate_library
 
-    config = validated(SimulateConfig, systems=systems, snapshots=snapshots, size=size, seed=seed)
+    config = validated(
+        SimulateConfig,
+        systems=systems,
+        snapshots=snapshots,
+        size=size,
+        seed=seed,
+        field_of_view_au=field_of_view_au,
+    )
     result = simulate_library(
         out, config=config, workers=workers or None, preview=preview, overwrite=overwrite
     )
@@ -67,15 +77,45 @@ def ingest(
     size: Annotated[int, typer.Option(help="Image side in pixels after crop/resize.")] = 64,
     stretch: Annotated[str, typer.Option(help="Intensity stretch: log, asinh or linear.")] = "log",
     skip_bad: Annotated[bool, typer.Option(help="Skip unreadable files; report them.")] = False,
+    au_per_pixel: Annotated[
+        float | None, typer.Option(help="Pixel side of the library's images as written, AU.")
+    ] = None,
+    field_of_view_au: Annotated[
+        float | None, typer.Option(help="Or: side of the library's images, AU.")
+    ] = None,
+    intensity_unit: Annotated[
+        str | None, typer.Option(help="Unit of the library's image values, e.g. Jy/sr.")
+    ] = None,
+    description: Annotated[
+        Path | None, typer.Option(help="Library description YAML (default: SRC/library.yaml).")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
-    """Validate a library, preprocess every image once and write a fast library store."""
+    """Validate a library, preprocess every image once and write a fast library store.
+
+    The library's pixel scale, intensity unit and parameters are taken from these options,
+    else from the description file, else from the files' attributes; what is still unknown
+    is said, with what it disables.
+    """
+    from protomatch.library.description import LibraryDescription
     from protomatch.library.ingest import IngestConfig, ingest_library
 
     config = validated(IngestConfig, size=size, stretch=stretch, skip_bad=skip_bad)
+    described = validated(
+        LibraryDescription,
+        au_per_pixel=au_per_pixel,
+        field_of_view_au=field_of_view_au,
+        intensity_unit=intensity_unit,
+    )
     result = ingest_library(
-        src, output, config=config, workers=workers or None, overwrite=overwrite
+        src,
+        output,
+        config=config,
+        described=described,
+        description_file=description,
+        workers=workers or None,
+        overwrite=overwrite,
     )
     typer.echo(result.describe())
 

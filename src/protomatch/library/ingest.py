@@ -15,9 +15,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import h5py
@@ -28,10 +29,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from protomatch import _artefact
 from protomatch._parallel import ordered_map
 from protomatch.errors import InputError, ProtomatchError
+from protomatch.library._resolve import ResolvedDescription, resolve_description
+from protomatch.library.description import (
+    GivenFacts,
+    Known,
+    LibraryDescription,
+    describe_library,
+    find_description,
+)
 from protomatch.library.preprocess import PreprocessConfig, crop_box, prepare_images
 from protomatch.library.readers import (
     LibraryImage,
-    LibraryLayout,
     discover_library,
     read_library_file,
     read_library_image,
@@ -96,8 +104,9 @@ class _Loaded:
     snapshot: int
     projections: tuple[int, ...]
     params: dict[str, float]
-    au_per_pixel: float | None  # of the prepared images
-    intensity_unit: str | None = None
+    scale: Known | None  # AU per pixel of the prepared images, and its source
+    unit: Known | None = None
+    ambiguous: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,9 +145,10 @@ class IngestResult:
     skipped: tuple[tuple[str, str], ...]
     fingerprint: str
     seconds: float
+    description: Mapping[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """One or two lines for the command line."""
+        """What was ingested, and what the store knows (and does not) about the library."""
         unit = "files" if self.form == "hdf5" else "catalog rows"
         text = (
             f"ingested {self.n_images} images from {self.n_files} {unit} into {self.path} "
@@ -148,7 +158,7 @@ class IngestResult:
             text += (
                 f"\nskipped {len(self.skipped)} bad {unit}, listed in {self.path / SKIPPED_FILE}"
             )
-        return text
+        return "\n".join([text, *describe_library(self.description)])
 
 
 def ingest_library(
@@ -156,6 +166,8 @@ def ingest_library(
     out: str | Path,
     *,
     config: IngestConfig | None = None,
+    described: LibraryDescription | None = None,
+    description_file: str | Path | None = None,
     workers: int | None = None,
     overwrite: bool = False,
 ) -> IngestResult:
@@ -171,6 +183,12 @@ def ingest_library(
         Store folder to write (atomically; must be empty or absent unless ``overwrite``).
     config
         Image size [px], stretch, crop and whether to skip bad files (None: defaults).
+    described
+        What the user says about the library on the command line (pixel scale, unit,
+        parameters); it wins over the description file and the files' attributes.
+    description_file
+        A description YAML (None: ``src/library.yaml`` when present); see
+        :mod:`protomatch.library.description`.
     workers
         Worker processes (None: min(cores, 4); 1: read in this process). The store does
         not depend on it.
@@ -180,13 +198,13 @@ def ingest_library(
     Returns
     -------
     IngestResult
-        Counts, skipped inputs, fingerprint and timing.
+        Counts, skipped inputs, fingerprint, timing and what the store knows of the library.
 
     Raises
     ------
     InputError
-        For a missing library, a bad file (unless ``skip_bad``) or an output that may not
-        be replaced; nothing is written then.
+        For a missing library, a bad description or file (unless ``skip_bad``) or an output
+        that may not be replaced; nothing is written then.
     """
     started = time.perf_counter()
     config = config or IngestConfig()
@@ -195,10 +213,16 @@ def ingest_library(
     layout = discover_library(src)
     if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
         raise InputError(out, "the store must not replace the library folder")
+    description = resolve_description(
+        layout,
+        described or LibraryDescription(),
+        find_description(src, None if description_file is None else Path(description_file)),
+    )
+    layout = description.layout
     workers = _worker_count(workers, len(layout))
     log.debug("ingesting %d units from %s with %d workers", len(layout), src, workers)
     with _artefact.atomic_directory(out, overwrite) as tmp:
-        summary = _ingest_into(tmp, layout, config.preprocess, config.skip_bad, workers)
+        summary = _ingest_into(tmp, description, config.preprocess, config.skip_bad, workers)
     result = IngestResult(
         path=out,
         form=layout.form,
@@ -207,6 +231,7 @@ def ingest_library(
         skipped=summary["skipped"],
         fingerprint=summary["fingerprint"],
         seconds=time.perf_counter() - started,
+        description=MappingProxyType(summary["description"]),
     )
     log.debug("%s", result.describe())
     return result
@@ -220,17 +245,37 @@ def _worker_count(workers: int | None, units: int) -> int:
     return max(1, min(workers, units))
 
 
+@dataclass
+class _Collected:
+    """What the ingest loop gathers from the workers' outcomes."""
+
+    rows: list[dict[str, Any]]
+    skipped: list[tuple[str, str]]
+    scales: set[tuple[float, str] | None]
+    units: set[tuple[str, str] | None]
+    ambiguous: set[str]
+    n_files: int = 0
+
+    def add(self, loaded: _Loaded, param_names: tuple[str, ...]) -> None:
+        self.n_files += 1
+        self.rows.extend(_rows(loaded, len(self.rows), param_names))
+        self.scales.add(None if loaded.scale is None else (loaded.scale.value, loaded.scale.source))
+        self.units.add(None if loaded.unit is None else (loaded.unit.value, loaded.unit.source))
+        self.ambiguous.update(loaded.ambiguous)
+
+
 def _ingest_into(
-    tmp: Path, layout: LibraryLayout, config: PreprocessConfig, skip_bad: bool, workers: int
+    tmp: Path,
+    description: ResolvedDescription,
+    config: PreprocessConfig,
+    skip_bad: bool,
+    workers: int,
 ) -> dict[str, Any]:
     """Read every unit, write the store files into ``tmp``; return the manifest."""
+    layout = description.layout
     raw_path = tmp / ".images.raw"
-    rows: list[dict[str, Any]] = []
-    skipped: list[tuple[str, str]] = []
-    scales: set[float | None] = set()
-    intensity_units: set[str | None] = set()
-    n_files = 0
-    load = _loader(layout, config)
+    collected = _Collected([], [], set(), set(), set())
+    load = _loader(description, config)
     units: tuple[Any, ...] = layout.files if layout.form == "hdf5" else layout.images
     outcomes = ordered_map(load, units, workers, desc="ingest", unit="file")
     with raw_path.open("wb") as raw, contextlib.closing(outcomes):
@@ -239,13 +284,11 @@ def _ingest_into(
                 if not skip_bad:
                     raise InputError(outcome.path, outcome.problem)
                 log.warning("skipping %s: %s", outcome.path, outcome.problem)
-                skipped.append((outcome.source, outcome.problem))
+                collected.skipped.append((outcome.source, outcome.problem))
                 continue
-            n_files += 1
             raw.write(outcome.images.astype("<f4", copy=False).tobytes())
-            rows.extend(_rows(outcome, len(rows), layout.param_names))
-            scales.add(outcome.au_per_pixel)
-            intensity_units.add(outcome.intensity_unit)
+            collected.add(outcome, layout.param_names)
+    rows, skipped = collected.rows, collected.skipped
     if not rows:
         first = f"; first problem: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise InputError(layout.root, f"no usable images: all {len(units)} inputs are bad{first}")
@@ -255,6 +298,7 @@ def _ingest_into(
     table.to_parquet(tmp / TABLE_FILE, index=False, engine="pyarrow")
     if skipped:
         pd.DataFrame(skipped, columns=["file", "problem"]).to_csv(tmp / SKIPPED_FILE, index=False)
+    scale, unit = _common(collected.scales, "pixel scales"), _common(collected.units, "units")
     manifest = {
         **_artefact.provenance(STORE_KIND, STORE_SCHEMA_VERSION),
         "source": str(layout.root.resolve()),
@@ -263,9 +307,10 @@ def _ingest_into(
         "parameters": list(layout.param_names),
         "units": dict(layout.units),
         "image_shape": [len(rows), config.size, config.size],
-        "au_per_pixel": _common_scale(scales),
-        "intensity_unit": intensity_units.pop() if len(intensity_units) == 1 else None,
-        "counts": {"files": n_files, "images": len(rows), "skipped": len(skipped)},
+        "au_per_pixel": None if scale is None else scale.value,
+        "intensity_unit": None if unit is None else unit.value,
+        "description": description.manifest(scale, unit, sorted(collected.ambiguous), config.size),
+        "counts": {"files": collected.n_files, "images": len(rows), "skipped": len(skipped)},
         "fingerprint": fingerprint,
     }
     _artefact.write_json_atomic(tmp / MANIFEST_FILE, manifest)
@@ -314,30 +359,53 @@ def _write_images(
     return _artefact.fingerprint_bytes(digest_parts)
 
 
-def _common_scale(scales: set[float | None]) -> float | None:
-    """The store's AU per pixel if every file agrees (within 1e-6), else None."""
-    values = sorted(s for s in scales if s is not None)
-    if not values or None in scales:
+def _common(values: set[tuple[Any, str] | None], what: str) -> Known | None:
+    """The store-wide value if every file agrees (scales within 1e-6), else None."""
+    known = [v for v in values if v is not None]
+    if not known or None in values:
+        if known:
+            log.warning("some files record no %s; the store records none", what[:-1])
         return None
-    if values[-1] > values[0] * (1 + 1e-6):
-        log.warning("files have different pixel scales; the store records none")
+    first = known[0][0]
+    if isinstance(first, float):
+        numbers = sorted(float(v) for v, _ in known)
+        agree = numbers[-1] <= numbers[0] * (1 + 1e-6)
+    else:
+        agree = len({v for v, _ in known}) == 1
+    if not agree:
+        log.warning("files have different %s; the store records none", what)
         return None
-    return values[0]
+    sources = sorted({s for _, s in known})
+    return Known(first, sources[0] if len(sources) == 1 else ", ".join(sources))
 
 
 # --------------------------------------------------------------------------- workers
 
 
-def _loader(layout: LibraryLayout, config: PreprocessConfig) -> Callable[[Any], _Loaded | _Failed]:
+def _loader(
+    description: ResolvedDescription, config: PreprocessConfig
+) -> Callable[[Any], _Loaded | _Failed]:
+    layout = description.layout
     if layout.form == "hdf5":
         return functools.partial(
-            _load_hdf5, root=layout.root, param_names=layout.param_names, config=config
+            _load_hdf5,
+            root=layout.root,
+            param_names=layout.param_names,
+            config=config,
+            given=description.given,
         )
-    return functools.partial(_load_catalog_row, root=layout.root, config=config)
+    return functools.partial(
+        _load_catalog_row, root=layout.root, config=config, given=description.given
+    )
 
 
 def _load_hdf5(
-    path: Path, *, root: Path, param_names: tuple[str, ...], config: PreprocessConfig
+    path: Path,
+    *,
+    root: Path,
+    param_names: tuple[str, ...],
+    config: PreprocessConfig,
+    given: GivenFacts,
 ) -> _Loaded | _Failed:
     source = _relative(path, root)
     try:
@@ -345,6 +413,8 @@ def _load_hdf5(
     except InputError as exc:
         return _Failed(source, str(exc.path), exc.problem)
     images, peaks, totals = prepare_images(record.images, config)
+    side = record.images.shape[-1]
+    attributes = record.attributes
     return _Loaded(
         source=source,
         images=images,
@@ -354,13 +424,14 @@ def _load_hdf5(
         snapshot=record.snapshot,
         projections=tuple(range(1, len(images) + 1)),
         params=record.params,
-        au_per_pixel=_store_scale(record.au_per_pixel, record.images.shape[-1], config),
-        intensity_unit=record.intensity_unit,
+        scale=_store_scale(given.file_scale(side) or attributes.au_per_pixel, side, config),
+        unit=given.unit or attributes.intensity_unit,
+        ambiguous=() if given.scale else attributes.ambiguous,
     )
 
 
 def _load_catalog_row(
-    image: LibraryImage, *, root: Path, config: PreprocessConfig
+    image: LibraryImage, *, root: Path, config: PreprocessConfig, given: GivenFacts
 ) -> _Loaded | _Failed:
     source = _relative(image.source, root)
     try:
@@ -368,6 +439,7 @@ def _load_catalog_row(
     except InputError as exc:
         return _Failed(source, str(exc.path), exc.problem)
     images, peaks, totals = prepare_images(pixels[None], config)
+    side = pixels.shape[-1]
     return _Loaded(
         source=source,
         images=images,
@@ -377,15 +449,17 @@ def _load_catalog_row(
         snapshot=image.snapshot,
         projections=(image.projection,),
         params=dict(image.params),
-        au_per_pixel=None,
+        scale=_store_scale(given.file_scale(side), side, config),
+        unit=given.unit,
     )
 
 
-def _store_scale(au_per_pixel: float | None, side: int, config: PreprocessConfig) -> float | None:
-    if au_per_pixel is None:
+def _store_scale(file_scale: Known | None, side: int, config: PreprocessConfig) -> Known | None:
+    """The prepared images' AU per pixel, from the file's (cropped, then resized to size)."""
+    if file_scale is None:
         return None
     cropped = crop_box(side, side, config.crop_fraction)[2]
-    return au_per_pixel * cropped / config.size
+    return Known(float(file_scale.value) * cropped / config.size, file_scale.source)
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +30,7 @@ import numpy as np
 from protomatch.errors import InputError
 from protomatch.library import schema
 from protomatch.library._catalog import read_catalog
+from protomatch.library.description import FileAttributes, read_file_attributes
 from protomatch.library.formats import (
     HDF5_ERRORS,
     as_image,
@@ -83,14 +84,25 @@ class LibraryLayout:
 
 @dataclass(frozen=True, eq=False)
 class LibraryRecord:
-    """One validated library file: (P, H, W) float32 images and its scalar parameters."""
+    """One validated library file: (P, H, W) float32 images, scalar parameters, attributes."""
 
     images: np.ndarray
     params: dict[str, float]
     system: str
     snapshot: int
-    au_per_pixel: float | None
-    intensity_unit: str | None = None
+    attributes: FileAttributes = field(default_factory=FileAttributes)
+
+    @property
+    def au_per_pixel(self) -> float | None:
+        """Pixel side [AU] recorded in the file's attributes, if any."""
+        known = self.attributes.au_per_pixel
+        return None if known is None else float(known.value)
+
+    @property
+    def intensity_unit(self) -> str | None:
+        """Intensity unit recorded in the file's attributes, if any."""
+        known = self.attributes.intensity_unit
+        return None if known is None else str(known.value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,11 +146,10 @@ def read_library_file(
         with h5py.File(path, "r") as handle:
             images = _read_projections(path, handle)
             params = {name: _read_scalar(path, handle, name) for name in param_names}
-            au_per_pixel = _pixel_scale_attribute(handle)
-            unit = _intensity_unit_attribute(handle)
+            attributes = read_file_attributes(handle.attrs, images.shape[-1])
     except HDF5_ERRORS as exc:
         raise unreadable(path, "HDF5", exc) from None
-    return LibraryRecord(images, params, system, snapshot, au_per_pixel, unit)
+    return LibraryRecord(images, params, system, snapshot, attributes)
 
 
 def _system_snapshot(path: Path) -> tuple[str, int]:
@@ -192,23 +203,6 @@ def _read_scalar(path: Path, handle: h5py.File, name: str) -> float:
     if not np.isfinite(value):
         raise InputError(path, f"parameter '{name}' is not finite ({value})")
     return value
-
-
-def _intensity_unit_attribute(handle: h5py.File) -> str | None:
-    """The unit's first word (e.g. "MJy/sr" of "MJy/sr (1.3 mm dust ...)"), if recorded."""
-    raw = handle.attrs.get(schema.INTENSITY_UNIT_ATTRIBUTE)
-    if isinstance(raw, bytes):
-        raw = raw.decode(errors="replace")
-    return raw.split()[0] if isinstance(raw, str) and raw.strip() else None
-
-
-def _pixel_scale_attribute(handle: h5py.File) -> float | None:
-    raw = handle.attrs.get(schema.PIXEL_SCALE_ATTRIBUTE)
-    try:
-        value = float(np.asarray(raw).reshape(()))
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) and value > 0 else None
 
 
 # --------------------------------------------------------------------------- discovery
@@ -339,9 +333,16 @@ def read_library_projection(path: str | Path, projection: int | None) -> Library
     try:
         with h5py.File(path, "r") as handle:
             image = _read_projection(path, handle, projection)
-            au_per_pixel = _pixel_scale_attribute(handle)
-            unit = _intensity_unit_attribute(handle)
+            attributes = read_file_attributes(handle.attrs, image.shape[-1])
     except HDF5_ERRORS as exc:
         raise unreadable(path, "HDF5", exc) from None
     system, snapshot = _system_snapshot(path)
-    return LibraryProjection(image, system, snapshot, projection, au_per_pixel, unit)
+    scale, unit = attributes.au_per_pixel, attributes.intensity_unit
+    return LibraryProjection(
+        image,
+        system,
+        snapshot,
+        projection,
+        None if scale is None else float(scale.value),
+        None if unit is None else str(unit.value),
+    )

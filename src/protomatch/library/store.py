@@ -162,6 +162,12 @@ class LibraryStore:
         unit = self._manifest.get("intensity_unit")
         return None if unit is None else str(unit)
 
+    @property
+    def described_log10(self) -> dict[str, bool]:
+        """Parameters the library's description says to compare in log10 (True) or not."""
+        described = (self._manifest.get("description") or {}).get("parameters", {})
+        return {name: bool(p["log"]) for name, p in described.items() if p.get("log") is not None}
+
     def systems(self) -> tuple[str, ...]:
         """Unique system ids in order of first appearance."""
         return tuple(pd.unique(self._table["system"].astype(str)))

@@ -13,10 +13,10 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -189,8 +189,9 @@ class _Run:
         split = split_by_system(table["system"], config.split)
         theta = table[list(names)].to_numpy(dtype=np.float64)
         train_rows = split.rows(table, "train")
+        log10 = _log10_setting(store, config, theta[train_rows], names)
         normaliser = ParameterNormaliser.fit(
-            theta[train_rows], names, config.parameters.method, config.parameters.log10
+            theta[train_rows], names, config.parameters.method, log10
         )
         z = normaliser.transform(theta)
         brightness, features = _brightness_features(table, train_rows, config.brightness)
@@ -423,6 +424,21 @@ class _Run:
             "config": self.config.model_dump(mode="json"),
             "metrics": metrics_record(progress, best),
         }
+
+
+def _log10_setting(
+    store: LibraryStore, config: TrainConfig, theta: np.ndarray, names: Sequence[str]
+) -> Literal["auto"] | tuple[str, ...]:
+    """The parameters to log-scale: the setting, or "auto" amended by the library's description.
+
+    ``log: true`` / ``log: false`` of a parameter in ``library.yaml`` wins over "auto".
+    """
+    setting = config.parameters.log10
+    described = store.described_log10
+    if setting != "auto" or not described:
+        return setting
+    auto = ParameterNormaliser.fit(theta, names, config.parameters.method, "auto").log10
+    return tuple(n for n, flag in zip(names, auto) if described.get(n, flag))
 
 
 def _encoder_for(store: LibraryStore, config: TrainConfig, scalar_inputs: int) -> EncoderConfig:
