@@ -5,6 +5,10 @@ on two CPU cores. Each stage's artefact lands in its own sub-folder of ``out``, 
 existing library of the same settings is reused. Two targets are matched: a library
 projection of a system held out from training, and a mock interferometric observation (FITS,
 beam, noise; ``protomatch observe``) of a system outside the library.
+
+The demo claims its folder with a ``manifest.json`` of kind ``"demo"`` before any stage
+runs. A folder holding anything else is refused, so the demo never replaces a user's files;
+a folder it wrote (even one it did not finish) is reused.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protomatch.errors import ProtomatchError
+from protomatch._artefact import provenance, write_json_atomic
+from protomatch.errors import InputError, ProtomatchError
 from protomatch.evaluation.library import EvaluationResult, evaluate_model
 from protomatch.library.ingest import IngestConfig, ingest_library
 from protomatch.library.schema import library_file_path
@@ -42,6 +47,16 @@ DEMO_OBSERVATION = ObserveConfig(
     npix_range=(128, 128),
     nan_border_fraction=0.0,
 )
+#: Kind and layout version of the manifest that marks a folder the demo wrote.
+DEMO_KIND = "demo"
+DEMO_SCHEMA_VERSION = 1
+#: The manifest's name in the demo folder.
+DEMO_MANIFEST = "manifest.json"
+#: The sub-folders the demo writes, one per stage's artefact.
+DEMO_FOLDERS = ("library", "store", "model", "index", "observations", "report", "evaluation")
+#: Kind of the manifest of a library that ``protomatch simulate`` wrote.
+_SIMULATED_LIBRARY_KIND = "simulated-library"
+
 #: The demo's training settings (dotted keys) on top of the training defaults.
 DEMO_TRAINING = {
     "epochs": 15,
@@ -114,8 +129,9 @@ def run_demo(
     ----------
     out
         Folder for every stage's artefact (``library``, ``store``, ``model``, ``index``,
-        ``observations``, ``report``, ``evaluation``); an existing library of the same
-        settings is reused, everything else is replaced.
+        ``observations``, ``report``, ``evaluation``) and the demo's ``manifest.json``. It
+        must be absent, empty or a folder the demo wrote (:func:`is_demo_folder`); there an
+        existing library of the same settings is reused, everything else is replaced.
     workers
         Worker processes for simulating and ingesting (None: the stages' defaults).
     library
@@ -127,10 +143,18 @@ def run_demo(
     -------
     DemoResult
         The match report, the evaluation and the time per stage.
+
+    Raises
+    ------
+    InputError
+        If ``out`` is a file, or a non-empty folder the demo did not write.
     """
     out = Path(out)
+    check_demo_output(out)
     seconds: dict[str, float] = {}
     library = library or DEMO_LIBRARY
+    config = training or demo_config()
+    write_demo_manifest(out, library, config)
     folder = out / "library"
     if not _reusable_library(folder, library):
         with _stage("simulate", seconds):
@@ -144,7 +168,6 @@ def run_demo(
             overwrite=True,
         )
     with _stage("train", seconds):
-        config = training or demo_config()
         trained = train_model(out / "store", out / "model", config=config, overwrite=True)
     log.info("%s", trained.describe())
     with _stage("index", seconds):
@@ -161,7 +184,114 @@ def run_demo(
         evaluation = evaluate_model(
             out / "model", out / "store", out / "evaluation", overwrite=True
         )
+    write_demo_manifest(out, library, config, seconds)
     return DemoResult(out, report, evaluation, seconds)
+
+
+def is_demo_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder that :func:`run_demo` wrote.
+
+    It is when its ``manifest.json`` declares kind ``"demo"``, or (a folder of a demo
+    that predates that manifest) when it holds only the demo's stage folders and its
+    ``library`` is a simulated library.
+
+    Parameters
+    ----------
+    path
+        A folder.
+
+    Returns
+    -------
+    bool
+        True for a demo folder.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    manifest = _read_json(path / DEMO_MANIFEST)
+    if manifest is not None:
+        return manifest.get("kind") == DEMO_KIND
+    entries = [entry.name for entry in path.iterdir() if not _leftover_temporary(entry.name)]
+    library = _read_json(path / "library" / "manifest.json") or {}
+    return (
+        bool(entries)
+        and set(entries) <= set(DEMO_FOLDERS)
+        and library.get("kind") == _SIMULATED_LIBRARY_KIND
+    )
+
+
+def check_demo_output(out: str | Path) -> None:
+    """Refuse an output the demo must not write into.
+
+    Parameters
+    ----------
+    out
+        The demo folder: absent, empty or written by the demo are accepted.
+
+    Raises
+    ------
+    InputError
+        Naming ``out``, if it is a file or a non-empty folder the demo did not write.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder; give a new or empty folder")
+    if out.is_dir() and any(out.iterdir()) and not is_demo_folder(out):
+        raise InputError(
+            out,
+            "is not empty and is not a folder protomatch demo wrote; give a new or empty "
+            "folder (the demo replaces what it finds in its folder)",
+        )
+
+
+def write_demo_manifest(
+    out: Path,
+    library: SimulateConfig,
+    training: TrainConfig,
+    seconds: dict[str, float] | None = None,
+) -> None:
+    """Mark ``out`` as a demo folder: its manifest with the demo's settings.
+
+    Parameters
+    ----------
+    out
+        The demo folder (created if needed).
+    library
+        The simulated library's settings.
+    training
+        The training settings.
+    seconds
+        Wall-clock seconds per stage, once the demo has finished (None before).
+    """
+    write_json_atomic(
+        out / DEMO_MANIFEST,
+        {
+            **provenance(DEMO_KIND, DEMO_SCHEMA_VERSION),
+            "folders": list(DEMO_FOLDERS),
+            "settings": {
+                "library": library.model_dump(mode="json"),
+                "training": training.model_dump(mode="json"),
+            },
+            "finished": seconds is not None,
+            "seconds": seconds or {},
+        },
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file's content; None when it is missing or not a JSON object."""
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return content if isinstance(content, dict) else None
+
+
+def _leftover_temporary(name: str) -> bool:
+    """A temporary file or folder an interrupted atomic write can leave (``.name.x.tmp``)."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 @contextlib.contextmanager
