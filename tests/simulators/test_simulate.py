@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import struct
@@ -126,6 +127,8 @@ def test_manifest_and_result(library: tuple[SimulationResult, dict]) -> None:
     assert manifest["parameters"] == dict(schema.PARAMETER_UNITS)
     assert manifest["counts"]["images"] == result.n_images == SYSTEMS * SNAPSHOTS * 8
     assert manifest["settings"]["seed"] == SEED
+    assert manifest["settings"]["field_of_view_au"] == FIELD_OF_VIEW_AU
+    assert manifest["settings"]["au_per_pixel"] == FIELD_OF_VIEW_AU / SIZE
     assert next(p["inclination_deg"] for p in manifest["projections"]) == 0.0
     text = result.describe()
     assert str(result.out) in text and "images/s" in text and str(result.preview) in text
@@ -193,6 +196,53 @@ def test_parameters_span_realistic_ranges() -> None:
     assert values["accretion_rate"].min() > 1e-10 and values["accretion_rate"].max() < 1e-3
     cavity = [[s.cavity_angle for s in evolve(draw_system(rng), 5)] for _ in range(5)]
     assert all(np.all(np.diff(c) >= 0) for c in cavity)
+
+
+def test_progress_bar_counts_systems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    config = SimulateConfig(systems=2, snapshots=1, size=16)
+    simulate_library(tmp_path / "lib", config=config, workers=1)
+    assert "simulate: 100%" in terminal.getvalue() and "2/2" in terminal.getvalue()
+
+
+# --- field of view ----------------------------------------------------------------------------
+
+
+def test_field_of_view_sets_the_pixel_scale_and_what_a_pixel_sees(tmp_path: Path) -> None:
+    """Half the field at the same side: 25 AU pixels, and the system twice as large in pixels.
+
+    ``narrow`` (800 AU over 32 px) and ``wide`` (1600 AU over 64 px) both have 25 AU pixels at
+    the same offsets from the star, so the narrow image is the centre of the wide one, less the
+    line of sight between 400 and 800 AU in front and behind, which only the wider (deeper)
+    cube integrates: never fainter, and within 1 % at the peak, where the disk dominates.
+    """
+    settings = {"systems": 1, "snapshots": 2, "seed": SEED}
+    narrow_config = SimulateConfig(size=SIZE, field_of_view_au=800.0, **settings)
+    wide_config = SimulateConfig(size=2 * SIZE, field_of_view_au=1600.0, **settings)
+    simulate_library(tmp_path / "narrow", config=narrow_config, workers=1)
+    simulate_library(tmp_path / "wide", config=wide_config, workers=1)
+    narrow, wide = _read_library(tmp_path / "narrow"), _read_library(tmp_path / "wide")
+    manifest = json.loads((tmp_path / "narrow" / "manifest.json").read_text())
+    assert manifest["settings"]["field_of_view_au"] == 800.0
+    assert manifest["settings"]["au_per_pixel"] == 800.0 / SIZE == narrow_config.au_per_pixel
+    assert narrow.keys() == wide.keys() and len(narrow) == 2
+    quarter = SIZE // 2
+    for key, entry in narrow.items():
+        assert entry["_attrs"][schema.PIXEL_SCALE_ATTRIBUTE] == 25.0
+        assert entry["_attrs"]["field_of_view_au"] == 800.0
+        assert wide[key]["_attrs"]["field_of_view_au"] == 1600.0
+        assert all(entry[name] == wide[key][name] for name in SCALARS)
+        for name in PROJECTIONS:
+            image = entry[name]
+            centre = wide[key][name][quarter : quarter + SIZE, quarter : quarter + SIZE]
+            assert np.all(centre >= image * (1 - 1e-5)), (key, name)
+            peak = np.unravel_index(np.argmax(image), image.shape)
+            assert centre[peak] == pytest.approx(image[peak], rel=0.01), (key, name)
 
 
 # --- images -----------------------------------------------------------------------------------
@@ -287,6 +337,13 @@ def test_other_seed_gives_other_library(
         ({"seed": -1}, "seed: must be a non-negative"),
         ({"systems": 2.5}, "systems: must be an integer"),
         ({"size": True}, "size: must be an integer"),
+        ({"field_of_view_au": 700.0}, "field_of_view_au: must be at least 800 AU, got 700"),
+        ({"field_of_view_au": 4096}, "field_of_view_au: must be at most 2048 AU, got 4096"),
+        ({"field_of_view_au": math.nan}, "field_of_view_au: must be a finite number of AU"),
+        ({"field_of_view_au": -math.inf}, "field_of_view_au: must be a finite number of AU"),
+        ({"field_of_view_au": "wide"}, "field_of_view_au: must be a number of AU"),
+        ({"field_of_view_au": True}, "field_of_view_au: must be a number of AU"),
+        ({"size": 16, "field_of_view_au": 2000.0}, r"config: pixels of 125 AU .* size >= 20"),
         ({"sistems": 2}, "sistems: Extra inputs are not permitted"),
     ],
 )
@@ -330,7 +387,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--systems", "0"], "systems: must be at least 1"), (["--size", "4"], "at least 16")],
+    [
+        (["--systems", "0"], "systems: must be at least 1"),
+        (["--size", "4"], "at least 16"),
+        (["--size", "16", "--field-of-view-au", "1700"], "too coarse to resolve disks"),
+    ],
 )
 def test_cli_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "out"
@@ -344,7 +405,12 @@ def test_cli_bad_arguments(tmp_path: Path, args: list[str], message: str) -> Non
 
 def test_cli_writes_a_library(tmp_path: Path) -> None:
     out = tmp_path / "lib"
-    done = _cli(str(out), "--systems", "1", "--snapshots", "2", "--size", "16", "--workers", "1")
+    args = ("--systems", "1", "--snapshots", "2", "--size", "16", "--field-of-view-au", "960")
+    done = _cli(str(out), *args, "--workers", "1")
     assert done.returncode == 0, done.stderr
     assert "16 images" in done.stdout and str(out) in done.stdout
-    assert len(list(out.glob("sink1/output_*_isink_1_data.hdf5"))) == 2
+    files = sorted(out.glob("sink1/output_*_isink_1_data.hdf5"))
+    assert len(files) == 2
+    with h5py.File(files[0], "r") as f:
+        assert f.attrs[schema.PIXEL_SCALE_ATTRIBUTE] == 60.0
+        assert f.attrs["field_of_view_au"] == 960.0

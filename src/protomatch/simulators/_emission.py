@@ -66,7 +66,9 @@ INTENSITY_UNIT = "MJy/sr (optically thin 1.3 mm dust continuum, Rayleigh-Jeans)"
 BACKGROUND_TEMPERATURE_K = 10.0
 #: Field of view of the library images [AU]: the largest disks (~300 AU radius) fit well.
 FIELD_OF_VIEW_AU = 1600.0
-_CLUMP_GRID, _CLUMP_BOX_AU = 32, 2048.0
+#: Side of the periodic clump grid [AU]: a field wider than this shows the same clumps twice.
+CLUMP_BOX_AU = 2048.0
+_CLUMP_GRID = 32
 _CAVITY_CONTRAST, _CAVITY_WIDTH, _WALL_BOOST, _WALL_WIDTH = 0.02, 0.04, 1.5, 0.06
 _ENVELOPE_FLATTENING = 1.5
 _BLOCK_SAMPLES = 16384
@@ -164,7 +166,7 @@ def _sample_clumps(
     offsets: list[NDArray[np.int32]] = []
     fractions: list[NDArray[np.float32]] = []
     for coord, stride in zip((x, y, z), (n * n, n, 1), strict=True):
-        s = coord * f32(n / _CLUMP_BOX_AU)
+        s = coord * f32(n / CLUMP_BOX_AU)
         s += f32(64 * n)  # positive for |coord| < 64 boxes, so the wrap is a bit mask
         cell = np.floor(s)
         fractions.append((s - cell).ravel())

@@ -14,8 +14,13 @@ images); its reusable pieces are re-exported here:
 :func:`draw_system`, :func:`evolve`, :func:`snapshot_state`, :func:`render_projection`,
 :func:`render_projections`, :func:`stellar_radius`, :func:`accretion_luminosity`.
 
+Every image covers ``field_of_view_au`` (1600 AU by default) over ``size`` pixels, and its
+line of sight is integrated over the same depth; the files record ``au_per_pixel`` and
+``field_of_view_au``.
+
 Systems are simulated in parallel worker processes (:mod:`protomatch._parallel`, one task per
-system); results do not depend on the number of workers.
+system), counted on the same progress bar as ingest (on stderr, when it is a terminal);
+results do not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -32,13 +37,14 @@ from typing import Any
 import h5py
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch._parallel import unordered_map
 from protomatch.errors import ProtomatchError
 from protomatch.library import schema
 from protomatch.simulators._emission import (
+    CLUMP_BOX_AU,
     FIELD_OF_VIEW_AU,
     INTENSITY_UNIT,
     camera_basis,
@@ -61,6 +67,9 @@ from protomatch.simulators._physics import (
 __all__ = [
     "FIELD_OF_VIEW_AU",
     "INTENSITY_UNIT",
+    "MAX_AU_PER_PIXEL",
+    "MAX_FIELD_OF_VIEW_AU",
+    "MIN_FIELD_OF_VIEW_AU",
     "MIN_SIZE",
     "VIEWING_DIRECTIONS_DEG",
     "SimulateConfig",
@@ -99,8 +108,14 @@ VIEWING_DIRECTIONS_DEG: tuple[tuple[float, float], ...] = (
 )
 MANIFEST_KIND = "simulated-library"
 MANIFEST_VERSION = 1
-#: Smallest image side: below 16 px a pixel exceeds 100 AU and disks and cavities vanish.
+#: Smallest image side [px]: fewer pixels cannot show a disk, its cavity and the envelope.
 MIN_SIZE = 16
+#: Widest pixel [AU]: coarser pixels blur disks and cavities away (1600 AU over 16 px).
+MAX_AU_PER_PIXEL = FIELD_OF_VIEW_AU / MIN_SIZE
+#: Narrowest field [AU]: the largest disks (~300 AU in radius) fit with a margin.
+MIN_FIELD_OF_VIEW_AU = 800.0
+#: Widest field [AU]: one period of the clump field, so no clump is seen twice in an image.
+MAX_FIELD_OF_VIEW_AU = CLUMP_BOX_AU
 #: Simulation output cadence [yr] used to number snapshots like a real run's output files.
 _OUTPUT_INTERVAL_YR = 500.0
 _PREVIEW_ROWS = 5
@@ -117,9 +132,12 @@ class SimulateConfig(BaseModel):
     snapshots
         Snapshots per system, >= 1, log-spaced in age.
     size
-        Image side [px], >= 16; the field of view is ``FIELD_OF_VIEW_AU`` for every size.
+        Image side [px], >= 16.
     seed
         Seed of the whole library, >= 0; each system gets its own spawned seed.
+    field_of_view_au
+        Side of the images [AU], 800 ... 2048, and depth of the integrated line of sight;
+        the pixel scale ``field_of_view_au / size`` must be at most 100 AU.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -128,6 +146,7 @@ class SimulateConfig(BaseModel):
     snapshots: int = 6
     size: int = 64
     seed: int = 0
+    field_of_view_au: float = FIELD_OF_VIEW_AU
 
     @field_validator("systems", "snapshots", "size", "seed", mode="before")
     @classmethod
@@ -145,14 +164,53 @@ class SimulateConfig(BaseModel):
 
     @field_validator("size")
     @classmethod
-    def _resolvable(cls, value: int) -> int:
+    def _enough_pixels(cls, value: int) -> int:
         if value < MIN_SIZE:
             raise ValueError(
-                f"must be at least {MIN_SIZE} pixels, got {value}: smaller images have pixels "
-                f"wider than {FIELD_OF_VIEW_AU / MIN_SIZE:.0f} AU and cannot show disks or "
-                "cavities"
+                f"must be at least {MIN_SIZE} pixels, got {value}: smaller images cannot show "
+                "disks or cavities"
             )
         return value
+
+    @field_validator("field_of_view_au", mode="before")
+    @classmethod
+    def _real_number(cls, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+            raise ValueError(f"must be a number of AU, got {value!r}")
+        return float(value)
+
+    @field_validator("field_of_view_au")
+    @classmethod
+    def _field_in_range(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number of AU, got {value}")
+        if value < MIN_FIELD_OF_VIEW_AU:
+            raise ValueError(
+                f"must be at least {MIN_FIELD_OF_VIEW_AU:.0f} AU, got {value:g}: a narrower "
+                "field cuts the largest disks (~300 AU in radius)"
+            )
+        if value > MAX_FIELD_OF_VIEW_AU:
+            raise ValueError(
+                f"must be at most {MAX_FIELD_OF_VIEW_AU:.0f} AU, got {value:g}: the clump field "
+                f"repeats every {CLUMP_BOX_AU:.0f} AU, so a wider image shows the same clumps twice"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _resolvable(self) -> SimulateConfig:
+        if self.au_per_pixel > MAX_AU_PER_PIXEL:
+            raise ValueError(
+                f"pixels of {self.au_per_pixel:.4g} AU (field_of_view_au {self.field_of_view_au:g}"
+                f" / size {self.size}) are too coarse to resolve disks or cavities: at most "
+                f"{MAX_AU_PER_PIXEL:.0f} AU, so size >= "
+                f"{math.ceil(self.field_of_view_au / MAX_AU_PER_PIXEL)} for this field"
+            )
+        return self
+
+    @property
+    def au_per_pixel(self) -> float:
+        """Pixel scale [AU/px], ``field_of_view_au / size``."""
+        return self.field_of_view_au / self.size
 
     @field_validator("seed")
     @classmethod
@@ -208,6 +266,7 @@ class _SystemTask:
     seed: np.random.SeedSequence
     snapshots: int
     size: int
+    field_of_view_au: float
     root: Path
 
 
@@ -233,7 +292,8 @@ def simulate_library(
     out
         Folder to create (refused if it exists and is not empty, unless ``overwrite``).
     config
-        Systems, snapshots, image size [px] and seed (None: the defaults).
+        Systems, snapshots, image size [px], field of view [AU] and seed (None: the
+        defaults).
     workers
         Worker processes (None: one per core); the output does not depend on it.
     preview
@@ -254,18 +314,21 @@ def simulate_library(
     """
     config = config or SimulateConfig()
     _check_workers(workers)
-    systems, snapshots, size = config.systems, config.snapshots, config.size
+    systems, snapshots = config.systems, config.snapshots
     n_workers = min(systems, workers if workers is not None else os.cpu_count() or 1)
     started = time.perf_counter()
     out = Path(out)
     system_seeds = np.random.SeedSequence(config.seed).spawn(systems)
     with atomic_directory(out, overwrite) as tmp:
-        tasks = [_SystemTask(k + 1, s, snapshots, size, tmp) for k, s in enumerate(system_seeds)]
+        tasks = [
+            _SystemTask(k + 1, s, snapshots, config.size, config.field_of_view_au, tmp)
+            for k, s in enumerate(system_seeds)
+        ]
         records = sorted(_run(tasks, n_workers), key=lambda r: (r.system, r.number))
         write_json_atomic(tmp / "manifest.json", _manifest(records, config))
         preview_path = None
         if preview:
-            _write_preview(tmp, records, tmp / "preview.png")
+            _write_preview(tmp, records, tmp / "preview.png", config.field_of_view_au)
             preview_path = out / "preview.png"
     seconds = time.perf_counter() - started
     result = SimulationResult(
@@ -347,7 +410,7 @@ def _simulate_system(task: _SystemTask) -> list[_SnapshotRecord]:
     records = []
     for number, state in zip(numbers, states, strict=True):
         path = schema.library_file_path(task.root, task.system, number)
-        _write_snapshot(path, state, task.size, task.system, number)
+        _write_snapshot(path, state, task, number)
         records.append(_SnapshotRecord(task.system, number, state.parameters()))
     return records
 
@@ -361,14 +424,15 @@ def _snapshot_numbers(formation_time: float, ages: Sequence[float]) -> list[int]
     return numbers
 
 
-def _write_snapshot(path: Path, state: SnapshotState, size: int, system: int, number: int) -> None:
-    images = render_projections(state, size=size, fov_au=FIELD_OF_VIEW_AU)
+def _write_snapshot(path: Path, state: SnapshotState, task: _SystemTask, number: int) -> None:
+    fov_au = task.field_of_view_au
+    images = render_projections(state, size=task.size, fov_au=fov_au)
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
-        f.attrs[schema.PIXEL_SCALE_ATTRIBUTE] = FIELD_OF_VIEW_AU / size
-        f.attrs["field_of_view_au"] = FIELD_OF_VIEW_AU
-        f.attrs["intensity_unit"] = INTENSITY_UNIT
-        f.attrs["system"] = system
+        f.attrs[schema.PIXEL_SCALE_ATTRIBUTE] = fov_au / task.size
+        f.attrs["field_of_view_au"] = fov_au
+        f.attrs[schema.INTENSITY_UNIT_ATTRIBUTE] = INTENSITY_UNIT
+        f.attrs["system"] = task.system
         f.attrs["snapshot"] = number
         for index, (image, angles) in enumerate(zip(images, VIEWING_DIRECTIONS_DEG, strict=True)):
             dataset = f.create_dataset(schema.projection_dataset(index + 1), data=image)
@@ -392,8 +456,8 @@ def _manifest(records: Sequence[_SnapshotRecord], config: SimulateConfig) -> dic
             "snapshots": snapshots,
             "size": size,
             "seed": config.seed,
-            "field_of_view_au": FIELD_OF_VIEW_AU,
-            "au_per_pixel": FIELD_OF_VIEW_AU / size,
+            "field_of_view_au": config.field_of_view_au,
+            "au_per_pixel": config.au_per_pixel,
             "line_of_sight_samples": size,
         },
         "layout": "sink<K>/output_<SSSSSS>_isink_<K>_data.hdf5",
@@ -414,7 +478,9 @@ def _manifest(records: Sequence[_SnapshotRecord], config: SimulateConfig) -> dic
     }
 
 
-def _write_preview(root: Path, records: Sequence[_SnapshotRecord], path: Path) -> None:
+def _write_preview(
+    root: Path, records: Sequence[_SnapshotRecord], path: Path, fov_au: float
+) -> None:
     """One system (the one with the largest final disk) at up to 5 ages x the 8 projections."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -451,7 +517,7 @@ def _write_preview(root: Path, records: Sequence[_SnapshotRecord], path: Path) -
         )
     fig.suptitle(
         f"system {system}: log intensity ({_PREVIEW_DECADES:.0f} decades per row), "
-        f"{FIELD_OF_VIEW_AU:.0f} AU field",
+        f"{fov_au:.0f} AU field",
         color="white",
         fontsize=10,
     )
