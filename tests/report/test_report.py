@@ -247,7 +247,8 @@ def test_report_quotes_the_summary_statistics(tmp_path: Path):
 
 def test_noisy_target_is_shown_above_its_noise():
     from protomatch.report.data import STRETCH_FLOOR
-    from protomatch.report.figures import _log_stretch, render_figures
+    from protomatch.report.figures import render_figures
+    from protomatch.report.images import _log_stretch
 
     assert STRETCH_FLOOR == 1e-4  # four decades below the peak by default
 

@@ -1,6 +1,7 @@
 """What the match report shows, and the text formatting its figures and page share.
 
-:class:`MatchReportData` is everything the report of one target needs; :data:`STRETCH_FLOOR`
+:class:`MatchReportData` is everything the report of one target needs, :class:`ObservedView`
+the observation as it was read (before it was cut to the library's field); :data:`STRETCH_FLOOR`
 is the display floor of the log stretch of every image shown (the match report's and the
 evaluation's). The number formatting here keeps the figures and the HTML page quoting the same
 digits. This module imports no other module of the report, so the figures
@@ -17,10 +18,68 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["STRETCH_FLOOR", "MatchReportData", "cell_text", "plain_number", "shorten"]
+__all__ = [
+    "MATCH_COLOUR",
+    "PRIOR_COLOUR",
+    "STRETCH_FLOOR",
+    "TRUTH_COLOUR",
+    "MatchReportData",
+    "ObservedView",
+    "cell_text",
+    "plain_number",
+    "shorten",
+]
 
 #: Display floor of the log stretch, relative to the image peak (four decades shown).
 STRETCH_FLOOR = 1e-4
+
+#: Colours the figures share: the matches, the library prior, the truth and the target.
+MATCH_COLOUR = "#d1495b"
+PRIOR_COLOUR = "0.72"
+TRUTH_COLOUR = "#1b6ca8"
+
+
+@dataclass(frozen=True, eq=False)
+class ObservedView:
+    """The observation as read, on its own pixel grid, and what says how large things are on it.
+
+    Image coordinates are 0-based (row, column) array indices with pixel centres at whole
+    numbers; rows go up (north up, east left when no WCS says otherwise).
+
+    Attributes
+    ----------
+    image : ndarray, shape (H, W)
+        The observation as read, float32, NaN (blanked pixels) kept.
+    wcs_header : Mapping or None
+        Celestial WCS keywords (an ``astropy.io.fits.Header``, or any mapping of FITS
+        keywords) of ``image``; None for a plain array.
+    au_per_pixel : float or None
+        Physical side of one observation pixel [AU]; None when unknown (no distance).
+    beam_arcsec : tuple of 3 floats or None
+        (major FWHM [arcsec], minor FWHM [arcsec], position angle [deg east of north]).
+    pixel_scale_arcsec : float or None
+        Side of one observation pixel [arcsec].
+    field_box : tuple of 3 floats or None
+        (centre row, centre column, side) [observation pixels] of the square that was cut,
+        resampled and compared with the library.
+    """
+
+    image: np.ndarray
+    wcs_header: Mapping[str, Any] | None = None
+    au_per_pixel: float | None = None
+    beam_arcsec: tuple[float, float, float] | None = None
+    pixel_scale_arcsec: float | None = None
+    field_box: tuple[float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if np.ndim(self.image) != 2:
+            raise ValueError(f"observed image must be 2-D, got shape {np.shape(self.image)}")
+        for label, value in (
+            ("au_per_pixel", self.au_per_pixel),
+            ("pixel_scale_arcsec", self.pixel_scale_arcsec),
+        ):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{label} must be positive and finite, got {value}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +119,8 @@ class MatchReportData:
     matches_seen_through : str
         How the match images were altered to look like the target, e.g. "the observation's
         beam" ("" if shown as stored).
+    observed : ObservedView or None
+        The observation as read, for the figure of what was compared (None: not drawn).
     """
 
     target_name: str
@@ -76,6 +137,7 @@ class MatchReportData:
     notes: tuple[str, ...]
     display_floor: float = STRETCH_FLOOR
     matches_seen_through: str = ""
+    observed: ObservedView | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.display_floor < 1:

@@ -1,7 +1,10 @@
-"""Figures of the match report: the target beside its matches, parameter histograms, corner.
+"""Figures of the match report: parameter histograms and the corner plot; all figures by name.
 
 Drawn on Agg canvases without pyplot, so no global backend or figure registry is touched and
-nothing needs closing. Used by :mod:`protomatch.report.html` only.
+nothing needs closing (the corner plot is drawn by the ``corner`` package onto a figure made
+here). The target beside its matches is drawn by :mod:`protomatch.report.images`, the
+observation as read by :mod:`protomatch.report.observed`. Used by
+:mod:`protomatch.report.html` only.
 """
 
 from __future__ import annotations
@@ -10,32 +13,31 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import corner  # type: ignore[import-untyped]
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from protomatch._png import png_bytes as _png_bytes
-from protomatch._quantiles import weighted_quantiles
 from protomatch.report.data import (
-    STRETCH_FLOOR,
+    MATCH_COLOUR,
+    PRIOR_COLOUR,
+    TRUTH_COLOUR,
     MatchReportData,
-    cell_text,
     plain_number,
     shorten,
 )
+from protomatch.report.images import matches_figure
+from protomatch.report.observed import observation_figure
 
 __all__ = ["parameter_stats", "render_figures"]
 
 _N_BINS = 30
-_MATCH_COLOUR = "#d1495b"
-_PRIOR_COLOUR = "0.72"
-_TRUTH_COLOUR = "#1b6ca8"
 
 
 def render_figures(data: MatchReportData) -> dict[str, bytes]:
-    """Draw the report's three figures.
+    """Draw the report's figures.
 
     Parameters
     ----------
@@ -45,14 +47,19 @@ def render_figures(data: MatchReportData) -> dict[str, bytes]:
     Returns
     -------
     dict of str to bytes
-        PNG bytes of ``matches.png``, ``parameters.png`` and ``corner.png``, by file name.
+        PNG bytes by file name: ``matches.png``, ``parameters.png``, ``corner.png`` and, when
+        ``data.observed`` is given, ``observation.png``.
     """
-    makers = {
-        "matches.png": _matches_figure,
-        "parameters.png": _parameters_figure,
-        "corner.png": _corner_figure,
+    figures = {
+        "matches.png": matches_figure(data),
+        "parameters.png": _parameters_figure(data),
+        "corner.png": _corner_figure(data),
     }
-    return {name: _png_bytes(make(data)) for name, make in makers.items()}
+    if data.observed is not None:
+        figures["observation.png"] = observation_figure(
+            data.observed, data.display_floor, data.target_name
+        )
+    return {name: _png_bytes(fig) for name, fig in figures.items()}
 
 
 # --------------------------------------------------------------------------- statistics
@@ -83,7 +90,9 @@ def parameter_stats(data: MatchReportData, name: str) -> dict[str, Any]:
     -------
     dict
         ``matches`` and ``prior`` (quantiles by name: ``median``, ``q16``, ...; physical
-        units), ``truth`` (float, or None if unknown or not finite) and ``unit``.
+        units), ``truth`` (float, or None if unknown or not finite), ``unit`` and
+        ``constraint`` (the summary's, see :func:`protomatch.matching.summary.constraint`;
+        None when the summary has none).
     """
     given = data.summary["parameters"][name]
     truth = given["truth"]
@@ -92,82 +101,16 @@ def parameter_stats(data: MatchReportData, name: str) -> dict[str, Any]:
         "prior": dict(given["prior"]),
         "truth": None if truth is None or not np.isfinite(truth) else float(truth),
         "unit": given["unit"],
+        "constraint": given.get("constraint"),
     }
 
 
 # --------------------------------------------------------------------------- figures
 
 
-def _log_stretch(image: np.ndarray, floor: float = STRETCH_FLOOR) -> np.ndarray:
-    """log10 of the image relative to its peak, floored at ``floor``; shape kept."""
-    image = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
-    peak = image.max()
-    scaled = image / peak if peak > 0 else np.zeros_like(image)
-    return np.log10(np.maximum(scaled, floor))
-
-
 def _label(data: MatchReportData, name: str) -> str:
     unit = data.units.get(name, "")
     return f"{name} [{unit}]" if unit else name
-
-
-def _matches_figure(data: MatchReportData) -> Figure:
-    images = np.asarray(data.match_images)[: len(data.matches)]
-    n_panels = 1 + len(images)
-    n_rows = 1 if n_panels <= 4 else 2
-    n_cols = math.ceil(n_panels / n_rows)
-    width = max(2.15 * n_cols + 1.0, 5.5)  # inches; 1 inch on the right for the colour bar
-    height = 2.55 * n_rows + 0.6
-    fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(
-        left=0.01,
-        right=1 - 1.0 / width,
-        top=1 - 0.7 / height,
-        bottom=0.3 / height,
-        wspace=0.06,
-        hspace=0.32,
-    )
-    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    floor = data.display_floor
-    style = {"cmap": "inferno", "vmin": math.log10(floor), "vmax": 0.0}
-    shown = axes[0].imshow(_log_stretch(data.target_image, floor), origin="lower", **style)
-    axes[0].set_title("target", fontsize=11, fontweight="bold", color=_TRUTH_COLOUR)
-    axes[0].text(
-        0.5,
-        -0.07,
-        shorten(data.target_name, 28),
-        transform=axes[0].transAxes,
-        ha="center",
-        va="top",
-        fontsize=7.5,
-    )
-    for spine in axes[0].spines.values():
-        spine.set_edgecolor(_TRUTH_COLOUR)
-        spine.set_linewidth(4)
-    top = data.matches.head(len(images))
-    labels = {c: top[c].tolist() for c in ("rank", "system", "snapshot", "projection") if c in top}
-    for k, (ax, image) in enumerate(zip(axes[1:], images)):
-        ax.imshow(_log_stretch(image, floor), origin="lower", **style)
-        rank = cell_text(labels["rank"][k]) if "rank" in labels else str(k + 1)
-        ax.set_title(f"#{rank}  s={float(top['similarity'].iloc[k]):.3f}", fontsize=10)
-        where = "  ".join(
-            f"{short} {cell_text(labels[col][k])}"
-            for short, col in (("sys", "system"), ("snap", "snapshot"), ("proj", "projection"))
-            if col in labels
-        )
-        ax.text(0.5, -0.07, where, transform=ax.transAxes, ha="center", va="top", fontsize=7.5)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes[n_panels:]:
-        ax.set_axis_off()
-    cax = fig.add_axes((1 - 0.8 / width, 0.15, 0.15 / width, 0.6))
-    fig.colorbar(shown, cax=cax).set_label("log$_{10}$ I / I$_{peak}$", fontsize=9)
-    shown_text = f"best {len(images)} matches" if len(images) else "no matches to show"
-    if data.matches_seen_through and len(images):
-        shown_text += f", seen through {data.matches_seen_through}"
-    fig.suptitle(f"{shorten(data.target_name, 70)}: {shown_text}", fontsize=12)
-    return fig
 
 
 def _positive_on_log(values: np.ndarray, log: bool) -> tuple[np.ndarray, int]:
@@ -222,20 +165,20 @@ def _parameter_panel(ax: Axes, data: MatchReportData, name: str) -> None:
             _density(prior, None, edges, log),
             edges,
             fill=True,
-            color=_PRIOR_COLOUR,
+            color=PRIOR_COLOUR,
             label="library prior",
         )
     if matched.size:
         dens = _density(matched, match_weights, edges, log)
-        ax.stairs(dens, edges, fill=True, color=_MATCH_COLOUR, alpha=0.35, label="matches")
-        ax.stairs(dens, edges, color=_MATCH_COLOUR, linewidth=1.4)
+        ax.stairs(dens, edges, fill=True, color=MATCH_COLOUR, alpha=0.35, label="matches")
+        ax.stairs(dens, edges, color=MATCH_COLOUR, linewidth=1.4)
     med, q16, q84 = (stats["matches"].get(k) for k in ("median", "q16", "q84"))
     if _drawable(q16, log) and _drawable(q84, log):
-        ax.axvspan(q16, q84, color=_MATCH_COLOUR, alpha=0.12, lw=0, label="matches 16–84%")
+        ax.axvspan(q16, q84, color=MATCH_COLOUR, alpha=0.12, lw=0, label="matches 16–84%")
     if _drawable(med, log):
-        ax.axvline(med, color=_MATCH_COLOUR, lw=2, label="matches median")
+        ax.axvline(med, color=MATCH_COLOUR, lw=2, label="matches median")
     if _drawable(stats["truth"], log):
-        ax.axvline(stats["truth"], color=_TRUTH_COLOUR, lw=2, ls="--", label="truth")
+        ax.axvline(stats["truth"], color=TRUTH_COLOUR, lw=2, ls="--", label="truth")
     if log:
         ax.set_xscale("log")
     dropped = prior_dropped + int((np.isfinite(raw) & ~keep).sum())
@@ -294,129 +237,161 @@ def _parameters_figure(data: MatchReportData) -> Figure:
     return fig
 
 
+#: Contour levels of the corner plot's 2-D panels: mass enclosed within 1 and 2 sigma of a
+#: 2-D Gaussian.
+_CORNER_LEVELS = (1 - math.exp(-0.5), 1 - math.exp(-2.0))
+_CORNER_BINS = 20
+#: Fewest matches whose 2-D density is drawn as contours (fewer: points only).
+_MIN_CONTOUR_MATCHES = 30
+
+
+def _corner_column(
+    data: MatchReportData, name: str
+) -> tuple[np.ndarray, np.ndarray, float | None, str]:
+    """One corner axis: (matches (n,), prior (N,), truth, label), log10 values if log.
+
+    A log parameter with no positive value at all is kept linear; values <= 0 on a log10
+    axis become NaN.
+    """
+    matched = data.matches[name].to_numpy(np.float64)
+    prior = data.prior[name].to_numpy(np.float64)
+    truth = parameter_stats(data, name)["truth"]
+    unit = data.units.get(name, "")
+    label = f"{name}\n[{unit}]" if unit else name
+    if name in data.log_params and ((matched > 0).any() or (prior > 0).any()):
+        matched, prior = _log10_or_nan(matched), _log10_or_nan(prior)
+        truth = math.log10(truth) if truth is not None and truth > 0 else None
+        label = f"log$_{{10}}$ {label}"
+    return matched, prior, truth, label
+
+
+def _log10_or_nan(values: np.ndarray) -> np.ndarray:
+    positive = values > 0
+    return np.where(positive, np.log10(np.where(positive, values, 1.0)), np.nan)
+
+
+def _finite_rows(table: np.ndarray) -> np.ndarray:
+    """Mask (n,) of the rows of a (n, K) table with every value finite."""
+    return np.isfinite(table).all(axis=1)
+
+
+def _enough_rows(
+    table: np.ndarray, weights: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows repeated until there are at least as many as columns, weights shared out.
+
+    ``corner`` refuses fewer samples than dimensions; repeating each row r times with 1/r of
+    its weight leaves every weighted histogram unchanged.
+    """
+    n, dims = table.shape
+    repeats = math.ceil(dims / n) if n < dims else 1
+    if repeats == 1:
+        return table, weights
+    shared = None if weights is None else np.repeat(weights / repeats, repeats)
+    return np.repeat(table, repeats, axis=0), shared
+
+
+def _corner_message(text: str) -> Figure:
+    fig = Figure(figsize=(6, 2))
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=14)
+    return fig
+
+
 def _corner_figure(data: MatchReportData) -> Figure:
-    """Lower triangle: matches coloured by similarity; diagonal: weighted 1-D densities.
+    """Pairs of parameters: matches (red, weighted by similarity) over the library prior (grey).
 
     Log parameters are drawn as log10 values on linear axes, which keeps the small panels'
     ticks readable (a log axis spanning less than a decade has no labelled major tick).
     """
     names = data.param_names
-    n = len(names)
-    if data.matches.empty or n == 0:
-        fig = Figure(figsize=(6, 2))
-        fig.text(0.5, 0.5, "no matches to show", ha="center", va="center", fontsize=14)
-        return fig
-    table = data.matches.iloc[np.argsort(data.matches["similarity"].to_numpy(np.float64))]
-    similarity = table["similarity"].to_numpy(np.float64)  # ascending: best drawn last
-    weights = _match_weights(table)
-    axis = {name: _corner_axis(data, table, name) for name in names}
-    fig = Figure(figsize=(1.7 * n + 1.0, 1.7 * n + 0.8))
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.95, wspace=0.1, hspace=0.1)
-    axes = fig.subplots(n, n, squeeze=False)
-    scatter = None
-    for i, y_name in enumerate(names):
-        for j, x_name in enumerate(names):
-            ax = axes[i, j]
-            if j > i:
-                ax.set_axis_off()
-                continue
-            x, x_span, x_truth, _ = axis[x_name]
-            if i == j:
-                _corner_diagonal(ax, x, weights, x_span, x_truth)
-            else:
-                y, y_span, y_truth, _ = axis[y_name]
-                scatter = ax.scatter(
-                    x,
-                    y,
-                    c=similarity,
-                    s=float(np.clip(900 / len(x), 5, 36)),
-                    cmap="viridis",
-                    vmin=similarity.min(),
-                    vmax=similarity.max(),
-                    edgecolors="none",
-                )
-                _corner_truth(ax, x_truth, y_truth)
-                ax.set_ylim(*y_span)
-            ax.set_xlim(*x_span)
-            _corner_ticks(ax, i, j, n, axis[x_name][3], axis[y_name][3])
-    if scatter is not None:
-        cax = fig.add_axes((0.6, 0.86, 0.3, 0.018))
-        fig.colorbar(scatter, cax=cax, orientation="horizontal").set_label("similarity")
-    fig.text(0.6, 0.79, "——  weighted median", color=_MATCH_COLOUR, fontsize=11)
-    if any(entry[2] is not None for entry in axis.values()):
-        fig.text(0.6, 0.75, "- - -  truth", color=_TRUTH_COLOUR, fontsize=11)
-    fig.text(
-        0.6,
-        0.93,
-        f"{shorten(data.target_name, 40)}\n{len(table)} matches",
-        fontsize=12,
-        va="bottom",
+    if data.matches.empty or not names:
+        return _corner_message("no matches to show")
+    columns = [_corner_column(data, name) for name in names]
+    matched = np.column_stack([c[0] for c in columns])
+    prior = np.column_stack([c[1] for c in columns])
+    keep, prior_keep = _finite_rows(matched), _finite_rows(prior)
+    if not keep.any():
+        return _corner_message("no match has a value of every parameter to show")
+    matched, weights = matched[keep], _match_weights(data.matches)[keep]
+    weights = weights if weights.sum() > 0 else np.ones_like(weights)
+    prior = prior[prior_keep]
+    truths = [c[2] for c in columns]
+    spans = [
+        _span([matched[:, j], prior[:, j], _finite([t] if t is not None else [])], False)
+        for j, t in enumerate(truths)
+    ]
+    ranges = [(low - 0.04 * (high - low), high + 0.04 * (high - low)) for low, high in spans]
+    labels = [c[3] for c in columns]
+    side = 1.75 * len(names) + 1.2
+    fig = Figure(figsize=(side, side))
+    common = {
+        "range": ranges,
+        "bins": _CORNER_BINS,
+        "labels": labels,
+        "label_kwargs": {"fontsize": 9},
+        "max_n_ticks": 3,
+        "smooth": 1.0,
+        "levels": _CORNER_LEVELS,
+        "plot_density": False,
+        "no_fill_contours": True,
+        "quiet": True,
+    }
+    if len(prior):
+        table, _ = _enough_rows(prior, None)
+        corner.corner(
+            table,
+            fig=fig,
+            color=PRIOR_COLOUR,
+            plot_datapoints=False,
+            hist_kwargs={"density": True, "histtype": "stepfilled", "color": PRIOR_COLOUR},
+            **common,
+        )
+    table, shared = _enough_rows(matched, weights)
+    corner.corner(
+        table,
+        fig=fig,
+        weights=shared,
+        color=MATCH_COLOUR,
+        plot_datapoints=True,
+        plot_contours=len(matched) >= _MIN_CONTOUR_MATCHES,
+        data_kwargs={"alpha": 0.55, "ms": 3.0},
+        hist_kwargs={"density": True, "histtype": "step", "linewidth": 1.6},
+        truths=truths if any(t is not None for t in truths) else None,
+        truth_color=TRUTH_COLOUR,
+        **common,
     )
+    fig.subplots_adjust(left=0.1, bottom=0.1, right=0.98, top=0.98)  # room for 2-line labels
+    _corner_diagonals(fig, data, len(names))
+    _corner_legend(fig, data, len(matched), len(data.matches) - len(matched), truths)
     return fig
 
 
-def _corner_axis(
-    data: MatchReportData, table: pd.DataFrame, name: str
-) -> tuple[np.ndarray, tuple[float, float], float | None, str]:
-    """(values, span, truth, label) of one corner axis; log10 of positive values if log."""
-    values = table[name].to_numpy(np.float64)
-    truth = parameter_stats(data, name)["truth"]
-    unit = data.units.get(name, "")
-    label = f"{name}\n[{unit}]" if unit else name
-    if name in data.log_params and (values > 0).any():
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values = np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
-        truth = math.log10(truth) if truth is not None and truth > 0 else None
-        label = f"log$_{{10}}$ {label}"
-    low, high = _span([_finite(values)], False)
-    margin = 0.05 * (high - low)
-    return values, (low - margin, high + margin), truth, label
+def _corner_diagonals(fig: Figure, data: MatchReportData, n: int) -> None:
+    """The matches' weighted median on each 1-D panel, and heights fitting both histograms."""
+    axes = np.asarray(fig.axes).reshape(n, n)
+    for j, name in enumerate(data.param_names):
+        ax = axes[j, j]
+        median = parameter_stats(data, name)["matches"].get("median")
+        if name in data.log_params and median is not None:
+            median = math.log10(median) if median > 0 else None
+        if median is not None and np.isfinite(median):
+            ax.axvline(median, color=MATCH_COLOUR, lw=1.2, ls=":")
+        heights = [p.get_path().vertices[:, 1].max() for p in ax.patches if len(p.get_path())]
+        top = max((h for h in heights if np.isfinite(h)), default=1.0)
+        ax.set_ylim(0.0, 1.08 * top if top > 0 else 1.0)
 
 
-def _corner_diagonal(
-    ax: Axes,
-    x: np.ndarray,
-    weights: np.ndarray,
-    span: tuple[float, float],
-    truth: float | None,
+def _corner_legend(
+    fig: Figure, data: MatchReportData, n_shown: int, n_dropped: int, truths: list[float | None]
 ) -> None:
-    """Weighted density of one parameter (values ``x``, (n,)) and its weighted median."""
-    keep = np.isfinite(x)
-    edges = _edges(span, False, n_bins=int(np.clip(2 * np.sqrt(keep.sum()), 6, _N_BINS)))
-    if keep.any():
-        dens = _density(x[keep], weights[keep], edges, False)
-        ax.stairs(dens, edges, fill=True, color=_MATCH_COLOUR, alpha=0.35)
-        ax.stairs(dens, edges, color=_MATCH_COLOUR, linewidth=1.2)
-        if weights[keep].sum() > 0:  # no median of matches that all weigh nothing
-            median = weighted_quantiles(x[keep], weights[keep], (0.5,))[0]
-            ax.axvline(float(median), color=_MATCH_COLOUR)
-    if truth is not None:
-        ax.axvline(truth, color=_TRUTH_COLOUR, lw=1.5, ls="--")
-    ax.set_yticks([])
-
-
-def _corner_truth(ax: Axes, tx: float | None, ty: float | None) -> None:
-    if tx is not None:
-        ax.axvline(tx, color=_TRUTH_COLOUR, lw=1, ls="--")
-    if ty is not None:
-        ax.axhline(ty, color=_TRUTH_COLOUR, lw=1, ls="--")
-    if tx is not None and ty is not None:
-        ax.plot([tx], [ty], marker="s", color=_TRUTH_COLOUR, ms=5)
-
-
-def _corner_ticks(ax: Axes, i: int, j: int, n: int, x_label: str, y_label: str) -> None:
-    ax.tick_params(labelsize=7.5)
-    ax.xaxis.set_major_locator(MaxNLocator(4, prune="both"))
-    if i != j:
-        ax.yaxis.set_major_locator(MaxNLocator(3))
-    if i == n - 1:
-        ax.set_xlabel(x_label, fontsize=9)
-        for label in ax.get_xticklabels():
-            label.set_rotation(35)
-            label.set_horizontalalignment("right")
-    else:
-        ax.xaxis.set_major_formatter(NullFormatter())
-    if j == 0 and i > 0:
-        ax.set_ylabel(y_label, fontsize=9)
-    elif i != j:
-        ax.yaxis.set_major_formatter(NullFormatter())
+    lines = [
+        (f"{shorten(data.target_name, 40)}: {n_shown} matches", "black"),
+        ("red: matches, weighted by similarity (dotted: median)", MATCH_COLOUR),
+        ("grey: the library (prior); contours hold 39 % and 86 %", "0.45"),
+    ]
+    if any(t is not None for t in truths):
+        lines.append(("blue: truth", TRUTH_COLOUR))
+    if n_dropped:
+        lines.append((f"{n_dropped} matches with a value ≤ 0 on a log axis not shown", "0.3"))
+    for k, (text, colour) in enumerate(lines):
+        fig.text(0.55, 0.95 - 0.03 * k, text, color=colour, fontsize=11, va="top")

@@ -3,11 +3,15 @@
 ``write_match_report`` turns what the search found for one target (its best matches, their
 similarities and physical parameters θ, and the summary statistics of
 :func:`protomatch.matching.summary.summarise`) into a folder a person can read first:
-``matches.png`` (the target beside its best matches), ``parameters.png`` (each parameter's
-match distribution over the library prior), ``corner.png`` (pairs of parameters among the
-matches), ``matches.csv``, ``summary.json`` and an ``index.html`` that embeds the figures so
-it works when moved alone. Figures are drawn on Agg canvases without pyplot, so no global
-backend or figure registry is touched. What the report shows is a
+``matches.png`` (the target beside its best matches and the residual of the best),
+``parameters.png`` (each parameter's match distribution over the library prior),
+``corner.png`` (pairs of parameters among the matches over the prior), ``observation.png``
+(the observation as read, when given), ``matches.csv``, ``summary.json`` and an
+``index.html`` that embeds the figures so it works when moved alone. The page says what was
+compared (``summary["compared"]``), where the model, index and library came from
+(``summary["provenance"]``) and, per parameter, whether the image constrains it at all.
+Figures are drawn on Agg canvases without pyplot, so no global backend or figure registry is
+touched. What the report shows is a
 :class:`protomatch.report.data.MatchReportData`.
 """
 
@@ -69,6 +73,10 @@ table{border-collapse:collapse;background:#fff;font-size:.9em;margin:8px 0}
 th,td{border:1px solid #dfe3ea;padding:4px 9px;text-align:right;white-space:nowrap}
 th{background:#e9edf3}td.name,th.name{text-align:left}tr:nth-child(even) td{background:#fafbfc}
 .scroll{overflow-x:auto}a{color:#1b6ca8}.thumb{width:420px;max-width:100%;border:1px solid #ccc}
+.unscaled{background:#fff4d6;border:3px solid #e09f3e;border-radius:6px;padding:12px 18px;
+ margin:0 0 16px;font-size:1.05em}
+td.prior{color:#8a919c}td.verdict{text-align:left;white-space:normal;max-width:340px}
+table.facts td{text-align:left;white-space:normal}
 """
 
 
@@ -89,6 +97,25 @@ def _message_list(items: Sequence[str]) -> str:
     return "<ul>" + "".join(f"<li>{html.escape(str(item))}</li>" for item in items) + "</ul>"
 
 
+#: Text of a parameter the matches do not constrain (summary ``constraint``).
+NOT_CONSTRAINED = "not constrained by this image: this is the prior"
+
+
+def _verdict(constraint: Mapping[str, Any] | None) -> tuple[str, bool]:
+    """HTML of a parameter's constraint cell, and whether the image leaves it at the prior."""
+    if not constraint or constraint.get("constrained") is None:
+        return "–", False
+    ratio, shift = constraint.get("width_ratio"), constraint.get("shift")
+    scale = " (log10)" if constraint.get("scale") == "log10" else ""
+    numbers = (
+        f"68% width {_num(ratio)}× the prior's, median shifted {_num(shift)} prior "
+        f"half-widths{html.escape(scale)}"
+    )
+    if constraint["constrained"]:
+        return f"constrained: {numbers}", False
+    return f"<b>{html.escape(NOT_CONSTRAINED)}</b><br><small>{numbers}</small>", True
+
+
 def _summary_table(data: MatchReportData) -> str:
     stats = {name: parameter_stats(data, name) for name in data.param_names}
     has_truth = any(s["truth"] is not None for s in stats.values())
@@ -96,12 +123,14 @@ def _summary_table(data: MatchReportData) -> str:
         "<tr><th class='name' rowspan='2'>parameter</th><th class='name' rowspan='2'>unit</th>"
         + ("<th rowspan='2'>truth</th>" if has_truth else "")
         + "<th colspan='3'>matches (weighted)</th><th colspan='3'>library prior</th>"
-        + "</tr><tr>"
+        + "<th class='name' rowspan='2'>what the image says</th></tr><tr>"
         + "<th>median</th><th>68% interval</th><th>95% interval</th>" * 2
         + "</tr>"
     )
     rows = []
     for name, s in stats.items():
+        verdict, at_prior = _verdict(s["constraint"])
+        css = " class='prior'" if at_prior else ""
         cells = [
             f"<td class='name'><b>{html.escape(name)}</b></td>",
             f"<td class='name'>{html.escape(str(s['unit']))}</td>",
@@ -110,10 +139,11 @@ def _summary_table(data: MatchReportData) -> str:
             cells.append(f"<td>{_num(s['truth'])}</td>")
         for key in ("matches", "prior"):
             cells += [
-                f"<td>{_num(s[key].get('median'))}</td>",
-                f"<td>{_interval(s[key], 'q16', 'q84')}</td>",
-                f"<td>{_interval(s[key], 'q2.5', 'q97.5')}</td>",
+                f"<td{css}>{_num(s[key].get('median'))}</td>",
+                f"<td{css}>{_interval(s[key], 'q16', 'q84')}</td>",
+                f"<td{css}>{_interval(s[key], 'q2.5', 'q97.5')}</td>",
             ]
+        cells.append(f"<td class='verdict'>{verdict}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<div class='scroll'><table>{head}{''.join(rows)}</table></div>"
 
@@ -140,20 +170,148 @@ def _matches_table(matches: pd.DataFrame) -> str:
     return f"<div class='scroll'><table><tr>{head}</tr>{''.join(rows)}</table></div>{more}"
 
 
+def _meta_line(data: MatchReportData) -> str:
+    """How many matches, how they were chosen (top k or a similarity threshold), the best."""
+    summary = data.summary
+    n = len(data.matches)
+    k, threshold = summary.get("k"), summary.get("threshold")
+    meta = [f"<b>{n}</b> matches"]
+    if threshold is not None:
+        meta.append(f"similarity ≥ <b>{_num(threshold)}</b>")
+    elif k is not None:
+        meta.append(f"k = <b>{html.escape(str(k))}</b>")
+    meta.append(f"best similarity = <b>{_num(summary.get('best_similarity'))}</b>")
+    systems = summary.get("distinct_systems")
+    if systems is not None:
+        plural = "" if systems == 1 else "s"
+        meta.append(
+            f"<b>{html.escape(str(systems))}</b> distinct system{plural} among the {n} matches"
+        )
+    return f"<p class='meta'>{' · '.join(meta)}</p>"
+
+
+def _unscaled_banner(compared: Mapping[str, Any]) -> str:
+    """The banner of a match made without physical scale ("" when it had one)."""
+    if not compared.get("unscaled"):
+        return ""
+    missing = [str(m) for m in compared.get("missing") or []]
+    lacking = f"missing {'; '.join(missing)}. " if missing else ""
+    return (
+        "<div class='unscaled'><b>⚠ Matched without physical scale (--unscaled):</b> "
+        f"{html.escape(lacking)}The comparison went ahead without it, so the field, the beam "
+        "or the brightness may not be on the library's scale, and the matches and their "
+        "parameters say less than a physically scaled match would.</div>"
+    )
+
+
+def _numbers(value: Any, n: int) -> list[Any] | None:
+    """The first ``n`` items of a list or tuple, or None if ``value`` has fewer."""
+    if isinstance(value, (list, tuple)) and len(value) >= n:
+        return list(value[:n])
+    return None
+
+
+def _compared_rows(compared: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """(label, HTML or None when unknown) of each fact of what was compared."""
+    get = compared.get
+    distance = get("distance_pc")
+    where = f" ({html.escape(str(get('distance_from')))})" if get("distance_from") else ""
+    beam, beam_au = _numbers(get("beam_arcsec"), 3), _numbers(get("beam_au"), 2)
+    beam_text = None
+    if beam is not None:
+        beam_text = f"{_num(beam[0])}″ × {_num(beam[1])}″, PA {_num(beam[2])}°"
+        if beam_au is not None:
+            beam_text += f" = {_num(beam_au[0])} × {_num(beam_au[1])} AU"
+    noise, unit = get("noise_rms"), get("noise_unit") or get("intensity_unit") or ""
+    missing = [str(m) for m in get("missing") or []]
+    known = {
+        "distance": None if distance is None else f"{_num(distance)} pc{where}",
+        "pixel scale": _unit(get("pixel_scale_arcsec"), "″ per pixel"),
+        "observation pixel": _unit(get("observation_au_per_pixel"), " AU"),
+        "library pixel": _unit(get("library_au_per_pixel"), " AU"),
+        "field compared": _unit(get("field_au"), " AU square"),
+        "beam": beam_text,
+        "noise rms": None if noise is None else f"{_num(noise)} {html.escape(str(unit))}",
+        "peak S/N": _unit(get("peak_snr"), ""),
+        "intensity unit": None
+        if get("intensity_unit") is None
+        else html.escape(str(get("intensity_unit"))),
+    }
+    rows = list(known.items())
+    if missing:
+        rows.append(("missing", html.escape("; ".join(missing))))
+    return rows
+
+
+def _unit(value: Any, unit: str) -> str | None:
+    return None if value is None else f"{_num(value)}{html.escape(unit)}"
+
+
+def _facts_table(rows: Sequence[tuple[str, str | None]]) -> str:
+    cells = "".join(
+        f"<tr><th class='name'>{html.escape(label)}</th><td>{value or 'unknown'}</td></tr>"
+        for label, value in rows
+    )
+    return f"<table class='facts'>{cells}</table>"
+
+
+def _plain(value: Any, depth: int = 0) -> str:
+    """Escaped HTML of a value; mappings as nested ``key: value`` lists (three levels)."""
+    if isinstance(value, Mapping) and depth < 3:
+        items = "".join(
+            f"<li><b>{html.escape(str(k))}</b>: {_plain(v, depth + 1)}</li>"
+            for k, v in value.items()
+        )
+        return f"<ul>{items}</ul>"
+    return html.escape("–" if value is None else str(value))
+
+
+def _provenance(provenance: Any) -> str:
+    if not isinstance(provenance, Mapping) or not provenance:
+        return ""
+    rows = [(str(key), _plain(value)) for key, value in provenance.items()]
+    return "<h2>Provenance</h2>" + _facts_table(rows)
+
+
+_CAPTIONS = {
+    "observation.png": "The observation as read, on its own pixels, log stretch above the "
+    "same display floor. Ellipse: the beam; bar: physical scale; dashed square: the field "
+    "that was cut out, resampled to the library's pixels and compared.",
+    "matches.png": "The target (framed, as compared: on the library's grid) beside its best "
+    "matches in rank order, all at the same log stretch relative to each image's peak; s is "
+    "the predicted similarity. Below the target: target − best match, each over its peak.",
+    "parameters.png": "Each parameter among the matches (weighted by similarity) over the "
+    "whole library (grey). Line: weighted median; band: 16–84%; dashed: truth.",
+    "corner.png": "Pairs of parameters among the matches (red, weighted by similarity) over "
+    "the whole library (grey); diagonal: 1-D distributions.",
+}
+
+
+def _figure(figures: Mapping[str, bytes], name: str, extra: str = "") -> str:
+    if name not in figures:
+        return ""
+    return (
+        f"<figure><img src='{_data_uri(figures[name])}' alt='{html.escape(name)}'>"
+        f"<figcaption>{html.escape(_CAPTIONS[name] + extra)}</figcaption></figure>"
+    )
+
+
+def _compared_section(data: MatchReportData, figures: Mapping[str, bytes]) -> str:
+    compared = data.summary.get("compared")
+    table = _facts_table(_compared_rows(compared)) if isinstance(compared, Mapping) else ""
+    shown = _figure(figures, "observation.png")
+    return f"<h2>What was compared</h2>{table}{shown}" if table or shown else ""
+
+
 def _report_html(data: MatchReportData, figures: Mapping[str, bytes]) -> str:
     summary = data.summary
     warnings = list(data.warnings) + [
         w for w in summary.get("warnings") or [] if w not in data.warnings
     ]
     notes = list(data.notes) + [n for n in summary.get("notes") or [] if n not in data.notes]
-    threshold = summary.get("threshold")
-    meta = [
-        f"<b>{len(data.matches)}</b> matches",
-        f"k = <b>{html.escape(str(summary.get('k', '–')))}</b>",
-        f"threshold = <b>{_num(threshold) if threshold is not None else 'none'}</b>",
-        f"best similarity = <b>{_num(summary.get('best_similarity'))}</b>",
-    ]
-    parts = [f"<h1>{html.escape(data.target_name)}</h1>", f"<p class='meta'>{' · '.join(meta)}</p>"]
+    compared = summary.get("compared")
+    banner = _unscaled_banner(compared) if isinstance(compared, Mapping) else ""
+    parts = [banner, f"<h1>{html.escape(data.target_name)}</h1>", _meta_line(data)]
     if warnings:
         parts.append(f"<div class='warnings'><h2>⚠ Warnings</h2>{_message_list(warnings)}</div>")
     if notes:
@@ -165,30 +323,21 @@ def _report_html(data: MatchReportData, figures: Mapping[str, bytes]) -> str:
             f"compared, down to {plain_number(data.display_floor)} of the peak (above the "
             "target's noise)."
         )
-    captions = {
-        "matches.png": "The target (framed) beside its best matches in rank order; log stretch "
-        f"relative to each image's peak. s is the predicted similarity.{shown_as}",
-        "parameters.png": "Each parameter among the matches (weighted by similarity) over the "
-        "whole library (grey). Line: weighted median; band: 16–84%; dashed: truth.",
-        "corner.png": "Pairs of parameters among the matches, coloured by similarity; diagonal: "
-        "weighted 1-D distributions.",
-    }
-    figure = {
-        name: f"<figure><img src='{_data_uri(figures[name])}' alt='{html.escape(name)}'>"
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        for name, caption in captions.items()
-    }
-    parts.append("<h2>Best matches</h2>" + figure["matches.png"])
+    parts.append(_compared_section(data, figures))
+    parts.append("<h2>Best matches</h2>" + _figure(figures, "matches.png", shown_as))
     parts.append("<h2>Parameter summary</h2>" + _summary_table(data))
     parts.append(
-        "<h2>Parameter distributions</h2>" + figure["parameters.png"] + figure["corner.png"]
+        "<h2>Parameter distributions</h2>"
+        + _figure(figures, "parameters.png")
+        + _figure(figures, "corner.png")
     )
     parts.append("<h2>Top matches</h2>" + _matches_table(data.matches))
+    parts.append(_provenance(summary.get("provenance")))
     parts.append(
         "<p>Files: <a href='matches.csv'>matches.csv</a> · "
         "<a href='summary.json'>summary.json</a></p>"
     )
-    return _page(f"protomatch: {data.target_name}", "\n".join(parts))
+    return _page(f"protomatch: {data.target_name}", "\n".join(p for p in parts if p))
 
 
 # --------------------------------------------------------------------------- public API
@@ -211,7 +360,7 @@ def write_match_report(out: Path, data: MatchReportData) -> list[Path]:
     -------
     list of Path
         The files written: matches.csv, summary.json, matches.png, parameters.png,
-        corner.png, index.html.
+        corner.png, observation.png (when ``data.observed`` is given), index.html.
     """
     out = Path(out)
     figures = render_figures(data)
