@@ -262,3 +262,155 @@ def test_noisy_target_is_shown_above_its_noise():
     assert noisy != plain
     with pytest.raises(ValueError, match="display_floor"):
         dataclasses.replace(data, display_floor=0.0)
+
+
+# --------------------------------------------------------------------------- what was compared
+
+
+def _page_of(tmp_path: Path, data: MatchReportData) -> str:
+    write_match_report(tmp_path, data)
+    return _visible((tmp_path / "index.html").read_text())
+
+
+def _with_summary(data: MatchReportData, **extra) -> MatchReportData:
+    return dataclasses.replace(data, summary={**data.summary, **extra})
+
+
+COMPARED = {
+    "distance_pc": 140.0,
+    "distance_from": "header DISTANCE",
+    "pixel_scale_arcsec": 0.02,
+    "observation_au_per_pixel": 2.8,
+    "library_au_per_pixel": 4.0,
+    "field_au": 128.0,
+    "beam_arcsec": [0.1, 0.07, 30.0],
+    "beam_au": [14.0, 9.8],
+    "noise_rms": 0.05,
+    "noise_unit": "mJy/beam",
+    "peak_snr": 120.0,
+    "intensity_unit": "Jy/beam",
+    "unscaled": False,
+    "missing": [],
+}
+
+
+def test_observation_figure_is_written_and_embedded(tmp_path: Path):
+    from protomatch.report.data import ObservedView
+
+    image = make_report_data(n_matches=3, n_prior=30).target_image.copy()
+    image[0, 0] = np.nan
+    observed = ObservedView(
+        image=image,
+        au_per_pixel=3.0,
+        beam_arcsec=(0.2, 0.1, 45.0),
+        pixel_scale_arcsec=0.02,
+        field_box=(16.0, 16.0, 20.0),
+    )
+    data = dataclasses.replace(make_report_data(n_matches=5, n_prior=40), observed=observed)
+    written = write_match_report(tmp_path, data)
+    assert tmp_path / "observation.png" in written
+    _check_png(tmp_path / "observation.png")
+    raw = (tmp_path / "index.html").read_text()
+    assert raw.count("data:image/png;base64,") == 4
+    page = _visible(raw)
+    assert "What was compared" in page
+    assert page.index("alt='observation.png'") < page.index("alt='matches.png'")
+
+
+def test_what_was_compared_lists_the_facts(tmp_path: Path):
+    page = _page_of(tmp_path, _with_summary(make_report_data(n_matches=4), compared=COMPARED))
+    assert "What was compared" in page
+    for text in (
+        "140 pc (header DISTANCE)",
+        "0.02″ per pixel",
+        "128 AU square",
+        "0.1″ × 0.07″, PA 30° = 14 × 9.8 AU",
+        "0.05 mJy/beam",
+    ):
+        assert text in page
+    assert "class='unscaled'" not in page
+
+
+def test_unknown_facts_and_hostile_text_do_not_break_the_page(tmp_path: Path):
+    compared = {key: None for key in COMPARED}
+    compared.update(distance_from="<b>", missing=["the <distance>"], beam_arcsec=[1.0])
+    provenance = {"model": {"path": "<script>m</script>", "fingerprint": None}, "index": "<i>"}
+    data = _with_summary(make_report_data(n_matches=4), compared=compared, provenance=provenance)
+    page = _page_of(tmp_path, data)
+    start = page.index("What was compared")
+    assert page[start : page.index("</table>", start)].count("unknown") >= 8
+    assert "the &lt;distance&gt;" in page
+    assert "<script>" not in page and "&lt;script&gt;m&lt;/script&gt;" in page
+    assert "<b>fingerprint</b>: –" in page and "&lt;i&gt;" in page
+
+
+def test_unscaled_match_has_a_banner_at_the_top(tmp_path: Path):
+    compared = {**COMPARED, "unscaled": True, "missing": ["the distance", "the beam"]}
+    data = make_report_data(
+        n_matches=4, warnings=("no good simulated analogue: best similarity 0.41",)
+    )
+    page = _page_of(tmp_path, _with_summary(data, compared=compared))
+    banner = page.index("class='unscaled'")
+    assert banner < page.index("<h1>") < page.index("class='warnings'")
+    text = page[banner : page.index("</div>", banner)]
+    assert "Matched without physical scale (--unscaled)" in text
+    assert "the distance; the beam" in text
+
+
+def test_a_parameter_the_image_leaves_at_the_prior_says_so(tmp_path: Path):
+    data = make_report_data(n_matches=300, n_prior=300)
+    matches = data.matches.copy()
+    matches["temperature"] = data.prior["temperature"].to_numpy()  # the matches are the prior
+    matches["similarity"] = 0.9
+    summary = _summary(data.target_name, matches, data.prior, data.truth)
+    assert summary["parameters"]["temperature"]["constraint"]["constrained"] is False
+    assert summary["parameters"]["age"]["constraint"]["constrained"] is True
+    data = dataclasses.replace(data, matches=matches, summary=summary)
+    page = _page_of(tmp_path, data)
+    row_of = {}
+    for name in ("temperature", "age"):
+        start = page.index(f"<b>{name}</b>")
+        row_of[name] = page[start : page.index("</tr>", start)]
+    assert "not constrained by this image: this is the prior" in row_of["temperature"]
+    assert "not constrained" not in row_of["age"] and "constrained: 68% width" in row_of["age"]
+
+
+def test_meta_line_names_how_the_matches_were_chosen():
+    from protomatch.report.html import _meta_line
+
+    data = make_report_data(n_matches=20)
+    meta = _meta_line(data)
+    assert "k = <b>20</b>" in meta and "threshold" not in meta and "none" not in meta
+    systems = data.matches["system"].nunique()
+    assert f"<b>{systems}</b> distinct systems among the 20 matches" in meta
+
+    meta = _meta_line(_with_summary(data, k=None, threshold=0.9))
+    assert "similarity ≥ <b>0.9</b>" in meta and "k =" not in meta
+    assert "1</b> distinct system among" in _meta_line(_with_summary(data, distinct_systems=1))
+
+
+def test_residual_is_the_difference_of_peak_normalised_images():
+    from protomatch.report.images import residual
+
+    target = np.array([[2.0, 0.0], [np.nan, 1.0]])
+    match = np.array([[4.0, 4.0], [0.0, 2.0]])
+    np.testing.assert_allclose(residual(target, match), [[0.0, -1.0], [0.0, 0.0]])
+
+
+def test_corner_plot_is_drawn_by_corner_over_the_prior():
+    from protomatch.report.figures import _corner_figure
+
+    data = make_report_data(n_matches=40, n_prior=200)
+    fig = _corner_figure(data)
+    n = len(data.param_names)
+    assert len(fig.axes) == n * n
+    assert fig.axes[n].get_ylabel().startswith("log$_{10}$ accretion_rate")  # row 1, column 0
+    assert fig.axes[n * n - 1].get_xlabel() == "log$_{10}$ age\n[yr]"
+
+
+def test_corner_plot_of_a_single_parameter_and_a_single_match():
+    from protomatch.report.figures import render_figures
+
+    data = make_report_data(n_matches=1, n_prior=10)
+    figures = render_figures(dataclasses.replace(data, param_names=("mass",)))
+    assert figures["corner.png"][:8] == PNG_SIGNATURE

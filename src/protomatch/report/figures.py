@@ -356,19 +356,26 @@ def _corner_figure(data: MatchReportData) -> Figure:
         plot_contours=len(matched) >= _MIN_CONTOUR_MATCHES,
         data_kwargs={"alpha": 0.55, "ms": 3.0},
         hist_kwargs={"density": True, "histtype": "step", "linewidth": 1.6},
-        truths=truths if any(t is not None for t in truths) else None,
+        # corner cannot draw truths on a single panel: _corner_diagonals does it then
+        truths=truths if len(names) > 1 and any(t is not None for t in truths) else None,
         truth_color=TRUTH_COLOUR,
         **common,
     )
     fig.subplots_adjust(left=0.1, bottom=0.1, right=0.98, top=0.98)  # room for 2-line labels
-    _corner_diagonals(fig, data, len(names))
+    _corner_diagonals(fig, data, truths)
     _corner_legend(fig, data, len(matched), len(data.matches) - len(matched), truths)
     return fig
 
 
-def _corner_diagonals(fig: Figure, data: MatchReportData, n: int) -> None:
-    """The matches' weighted median on each 1-D panel, and heights fitting both histograms."""
+def _corner_diagonals(fig: Figure, data: MatchReportData, truths: list[float | None]) -> None:
+    """Finish the 1-D panels: matches' median, heights fitting both histograms, lone truth.
+
+    corner draws the truths itself except on a single panel, which gets its truth here.
+    """
+    n = len(data.param_names)
     axes = np.asarray(fig.axes).reshape(n, n)
+    if n == 1 and truths[0] is not None:
+        axes[0, 0].axvline(truths[0], color=TRUTH_COLOUR)
     for j, name in enumerate(data.param_names):
         ax = axes[j, j]
         median = parameter_stats(data, name)["matches"].get("median")

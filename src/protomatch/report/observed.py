@@ -121,7 +121,6 @@ def observation_figure(view: ObservedView, floor: float, name: str) -> Figure:
         cmap=cmap,
         vmin=math.log10(floor),
         vmax=0.0,
-        interpolation="nearest",
     )
     n_rows, n_columns = np.shape(view.image)
     ax.set_xlim(-0.5, n_columns - 0.5)  # patches outside the image must not widen the view
