@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +90,33 @@ def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch)
         return status, out, err
 
     return run
+
+
+def write_foreign_library(
+    root: Path, attrs: dict[str, object] | None = None, systems: int = 2, side: int = 40
+) -> Path:
+    """A research-schema library as another code writes it: float64 Jy/sr, no protomatch attrs.
+
+    Each system's images are round Gaussians whose width grows with the system number and
+    the projection; every parameter is drawn uniformly in [1, 10].
+    """
+    import h5py
+
+    from protomatch.library import schema
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:side, 0:side] - side / 2
+    for system in range(1, systems + 1):
+        for snapshot in (10, 20):
+            path = schema.library_file_path(root, system, snapshot)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with h5py.File(path, "w") as handle:
+                for k in range(1, 9):
+                    width = 2.0 + k + system
+                    image = 1e6 * np.exp(-(x**2 + y**2) / (2 * width**2)) + 1.0
+                    handle[schema.projection_dataset(k)] = image.astype(np.float64)
+                for name in schema.DEFAULT_PARAMETERS:
+                    handle[name] = float(rng.uniform(1, 10))
+                for key, value in (attrs or {}).items():
+                    handle.attrs[key] = value
+    return root

@@ -27,9 +27,23 @@ app = typer.Typer(
 log = logging.getLogger("protomatch")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from protomatch import __version__
+
+        typer.echo(f"protomatch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _configure(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     """Send the package's log messages to stderr, one line each."""
     handler = logging.StreamHandler(sys.stderr)
@@ -197,6 +211,30 @@ def match(
     distance: Annotated[
         float | None, typer.Option(help="Distance to the observed system, pc.")
     ] = None,
+    distance_range: Annotated[
+        tuple[float, float] | None,
+        typer.Option(help="Match across distances LO HI (pc), pooled; reports which fit best."),
+    ] = None,
+    distance_steps: Annotated[
+        int, typer.Option(help="Distances tried across --distance-range (log-spaced).")
+    ] = 7,
+    pixel_scale: Annotated[
+        float | None, typer.Option(help="The observation's pixel side, arcsec (no WCS).")
+    ] = None,
+    au_per_pixel: Annotated[
+        float | None, typer.Option(help="Or: the observation's pixel side at the source, AU.")
+    ] = None,
+    beam: Annotated[
+        tuple[float, float, float] | None,
+        typer.Option(help="Beam: major and minor FWHM (arcsec) and PA (deg east of north)."),
+    ] = None,
+    intensity_unit: Annotated[
+        str | None, typer.Option(help="Unit of the observation's values, e.g. mJy/beam.")
+    ] = None,
+    unscaled: Annotated[
+        bool,
+        typer.Option(help="Match even without pixel scale, distance, beam or unit (said on top)."),
+    ] = False,
     model: Annotated[Path | None, typer.Option(help="Model folder, if moved.")] = None,
     library: Annotated[Path | None, typer.Option(help="Library store, if moved.")] = None,
     include_own_system: Annotated[
@@ -208,14 +246,31 @@ def match(
     ] = "source",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
-    """Find the best-matching simulated images of each observation and write a report."""
+    """Find the best-matching simulated images of each observation and write a report.
+
+    The observation is compared at the library's physical pixel scale, through its beam; when
+    its pixel scale, distance or beam (or the library's pixel scale) is unknown, match stops
+    and names the option that supplies it, unless --unscaled.
+    """
+    from protomatch.matching.facts import ObservationFacts
     from protomatch.matching.match import MatchConfig, match_observations
 
+    facts = validated(
+        ObservationFacts,
+        pixel_scale_arcsec=pixel_scale,
+        au_per_pixel=au_per_pixel,
+        beam_arcsec=beam,
+        intensity_unit=intensity_unit,
+    )
     config = validated(
         MatchConfig,
         k=k,
         threshold=threshold,
         distance_pc=distance,
+        distance_range_pc=distance_range,
+        distance_steps=distance_steps,
+        facts=facts,
+        unscaled=unscaled,
         include_own_system=include_own_system,
         centre=centre,
     )
@@ -336,6 +391,18 @@ def demo(
     from protomatch.demo import run_demo
 
     typer.echo(run_demo(output, workers=workers or None).describe())
+
+
+@app.command()
+def info(
+    artefact: Annotated[
+        Path, typer.Argument(help="A store, model, index, library, observations or report folder.")
+    ],
+) -> None:
+    """Say what an artefact knows (pixel scale, unit, parameters, their sources) and its origin."""
+    from protomatch.info import describe_artefact
+
+    typer.echo(describe_artefact(artefact))
 
 
 def _parse_settings(settings: list[str]) -> dict[str, Any]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
 from protomatch.errors import InputError
-from protomatch.library import schema
 from protomatch.library.description import (
     LibraryDescription,
     read_description,
@@ -17,28 +15,9 @@ from protomatch.library.description import (
 )
 from protomatch.library.ingest import IngestConfig, ingest_library
 from protomatch.library.store import LibraryStore
+from tests.conftest import write_foreign_library
 
 SIDE = 40
-
-
-def _foreign_library(root: Path, attrs: dict[str, object] | None = None, systems: int = 2) -> Path:
-    """A research-schema library written by another code: float64 Jy/sr, no protomatch attrs."""
-    rng = np.random.default_rng(3)
-    y, x = np.mgrid[0:SIDE, 0:SIDE] - SIDE / 2
-    for system in range(1, systems + 1):
-        for snapshot in (10, 20):
-            path = schema.library_file_path(root, system, snapshot)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with h5py.File(path, "w") as handle:
-                for k in range(1, 9):
-                    width = 2.0 + k + system
-                    image = 1e6 * np.exp(-(x**2 + y**2) / (2 * width**2)) + 1.0
-                    handle[schema.projection_dataset(k)] = image.astype(np.float64)
-                for name in schema.DEFAULT_PARAMETERS:
-                    handle[name] = float(rng.uniform(1, 10))
-                for key, value in (attrs or {}).items():
-                    handle.attrs[key] = value
-    return root
 
 
 def _ingest(src: Path, out: Path, **kwargs: object) -> LibraryStore:
@@ -47,7 +26,7 @@ def _ingest(src: Path, out: Path, **kwargs: object) -> LibraryStore:
 
 
 def test_no_attributes_means_unknown_and_says_what_it_disables(tmp_path: Path) -> None:
-    lib = _foreign_library(tmp_path / "lib", {"pixel_size": 12.5})
+    lib = write_foreign_library(tmp_path / "lib", {"pixel_size": 12.5})
     result = ingest_library(lib, tmp_path / "store", config=IngestConfig(size=32), workers=1)
     store = LibraryStore.open(tmp_path / "store")
     assert store.au_per_pixel is None
@@ -62,7 +41,7 @@ def test_no_attributes_means_unknown_and_says_what_it_disables(tmp_path: Path) -
 
 
 def test_option_sets_scale_and_unit_with_source(tmp_path: Path) -> None:
-    lib = _foreign_library(tmp_path / "lib")
+    lib = write_foreign_library(tmp_path / "lib")
     given = LibraryDescription(au_per_pixel=20.0, intensity_unit="Jy/sr")
     store = _ingest(lib, tmp_path / "store", described=given)
     # 40 px of 20 AU resized to 32 px: 25 AU per stored pixel
@@ -75,7 +54,7 @@ def test_option_sets_scale_and_unit_with_source(tmp_path: Path) -> None:
 
 
 def test_description_file_field_of_view_and_parameters(tmp_path: Path) -> None:
-    lib = _foreign_library(tmp_path / "lib")
+    lib = write_foreign_library(tmp_path / "lib")
     (lib / "library.yaml").write_text(
         "field_of_view_au: 1200\nintensity_unit: MJy/sr\n"
         "parameters:\n  mass: {unit: Msun, log: true}\n  disk_size: {unit: au}\n"
@@ -91,7 +70,7 @@ def test_description_file_field_of_view_and_parameters(tmp_path: Path) -> None:
 
 
 def test_options_win_over_file_and_file_over_attributes(tmp_path: Path) -> None:
-    lib = _foreign_library(tmp_path / "lib", {"AU_per_pixel": 5.0, "BUNIT": "mJy/sr"})
+    lib = write_foreign_library(tmp_path / "lib", {"AU_per_pixel": 5.0, "BUNIT": "mJy/sr"})
     plain = _ingest(lib, tmp_path / "s1")
     assert plain.au_per_pixel == pytest.approx(5.0 * SIDE / 32)
     assert (
@@ -139,7 +118,7 @@ def test_bad_description_file(tmp_path: Path, text: str, problem: str) -> None:
 
 
 def test_cli_ingest_bad_description_exits_2_and_writes_nothing(tmp_path: Path, run_cli) -> None:
-    lib = _foreign_library(tmp_path / "lib")
+    lib = write_foreign_library(tmp_path / "lib")
     (lib / "library.yaml").write_text("au_per_pixel: 0\n")
     status, _, err = run_cli("ingest", lib, "-o", tmp_path / "store")
     assert status == 2
@@ -150,7 +129,7 @@ def test_cli_ingest_bad_description_exits_2_and_writes_nothing(tmp_path: Path, r
 
 
 def test_cli_ingest_both_scales_exits_2(tmp_path: Path, run_cli) -> None:
-    lib = _foreign_library(tmp_path / "lib")
+    lib = write_foreign_library(tmp_path / "lib")
     status, _, err = run_cli(
         "ingest", lib, "-o", tmp_path / "s", "--au-per-pixel", 3, "--field-of-view-au", 9
     )
@@ -159,7 +138,7 @@ def test_cli_ingest_both_scales_exits_2(tmp_path: Path, run_cli) -> None:
 
 
 def test_cli_ingest_prints_the_description(tmp_path: Path, run_cli) -> None:
-    lib = _foreign_library(tmp_path / "lib")
+    lib = write_foreign_library(tmp_path / "lib")
     status, out, _ = run_cli(
         "ingest", lib, "-o", tmp_path / "s", "--au-per-pixel", 20, "--intensity-unit", "Jy/sr",
         "--size", 32,

@@ -186,10 +186,18 @@ def test_fits_with_pixel_scale_and_distance_is_resampled(tiny_index, tmp_path) -
     blob = np.exp(-((xx - 50) ** 2 + (yy - 50) ** 2) / 50.0)
     blob[:5] = np.nan
     path = _fits_observation(tmp_path / "obs.fits", blob, cdelt_deg=0.05 / 3600)
-    match_observations(tiny_index, [path], tmp_path / "r", config=MatchConfig(k=5, distance_pc=140))
-    notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
+    with pytest.raises(InputError, match="has no beam"):
+        match_observations(tiny_index, [path], tmp_path / "r", config=MatchConfig(distance_pc=140))
+    assert not (tmp_path / "r").exists()
+    config = MatchConfig(k=5, distance_pc=140, unscaled=True)
+    match_observations(tiny_index, [path], tmp_path / "r", config=config)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    notes = summary["notes"]
     assert any("AU/pixel" in note for note in notes)
     assert any("validated on mock observations" in note for note in notes)
+    # no BUNIT either, and the tiny model compares brightness
+    assert summary["compared"]["missing"] == ["the beam", "the brightness in the library's unit"]
+    assert summary["compared"]["unscaled"] is True
 
 
 def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tmp_path) -> None:
@@ -208,7 +216,14 @@ def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tm
     assert summary["n_matches"] == 5
     sims = pd.read_csv(tmp_path / "r" / "matches.csv")["similarity"].to_numpy()
     assert (np.diff(sims) <= 1e-6).all()
-    match_observations(tiny_index, [path], tmp_path / "r2", config=MatchConfig(k=5))
+    compared = summary["compared"]
+    assert compared["distance_pc"] == 140 and compared["distance_from"] == "given"
+    assert compared["beam_au"] == pytest.approx([0.4 * 140, 0.3 * 140])
+    assert compared["noise_rms"] > 0 and compared["peak_snr"] > 1
+    assert compared["missing"] == [] and compared["unscaled"] is False
+    with pytest.raises(InputError, match="has no distance"):
+        match_observations(tiny_index, [path], tmp_path / "r2", config=MatchConfig(k=5))
+    match_observations(tiny_index, [path], tmp_path / "r2", config=MatchConfig(k=5, unscaled=True))
     notes = json.loads((tmp_path / "r2" / "summary.json").read_text())["notes"]
     assert any("distance" in note and "shorter side" in note for note in notes)
 
@@ -250,7 +265,7 @@ def test_bad_observations_are_clear_errors(tiny_index, tmp_path, content, messag
     else:
         np.save(path, content)
     with pytest.raises(InputError, match=message):
-        match_observations(tiny_index, [path], tmp_path / "r")
+        match_observations(tiny_index, [path], tmp_path / "r", config=MatchConfig(unscaled=True))
     assert not (tmp_path / "r").exists()
 
 
@@ -296,7 +311,7 @@ def test_weighted_quantiles_by_hand() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [(140, 140.0), ("inf", None), (-3, None), ("x", None)]
+    ("value", "expected"), [(140, 140.0), ("inf", None), (-3, None), ("x", None), (0, None)]
 )
 def test_header_distance_accepts_only_positive_finite_values(value, expected, tmp_path) -> None:
     from astropy.io import fits
@@ -308,7 +323,10 @@ def test_header_distance_accepts_only_positive_finite_values(value, expected, tm
     observation = read_observation(path)
     assert observation.distance_pc == expected
     assert observation.distance_from == (None if expected is None else "header DISTANCE")
-    assert observation.at_distance(99.0).distance_pc == 99.0
+    assert ("distance" in observation.problems) == (expected is None)
+    given = observation.at_distance(99.0)
+    assert given.distance_pc == 99.0 and "distance" not in given.problems
+    assert any("DISTANCE" in note for note in given.notes)
 
 
 def test_mock_observation_report_shows_the_truth_of_its_truth_csv(

@@ -52,6 +52,7 @@ from protomatch.evaluation._markdown import json_safe
 from protomatch.evaluation._observation_figures import describe, markdown_tables, render_figures
 from protomatch.library.store import LibraryStore
 from protomatch.matching.conditioned import BeamMatchedLibrary, pixel_vectors
+from protomatch.matching.facts import required_facts
 from protomatch.matching.observation import (
     Centre,
     PreparedObservation,
@@ -268,6 +269,14 @@ class _Run:
     ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
         """Top-k (similarities, library rows) of one observation for every matched method."""
         observation = read_observation(folder / str(row["file"])).at_distance(_distance(row))
+        required_facts(
+            observation,
+            library_au_per_pixel=self.store.au_per_pixel,
+            library_unit=self.store.intensity_unit,
+            store=self.store.path,
+            brightness_aware=self.trained.brightness is not None,
+            unscaled=False,
+        )
         prepared = prepare_observation(
             observation,
             self.trained.preprocess,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -345,6 +346,25 @@ def _celestial_wcs(path: Path, header: Any) -> Any:
         return None
 
 
+def celestial_header(path: Path, header: Any) -> Any:
+    """The header's 2-D celestial WCS as FITS keywords (``astropy.io.fits.Header``), or None.
+
+    Parameters
+    ----------
+    path
+        The file, for warnings.
+    header
+        Its FITS header.
+
+    Returns
+    -------
+    astropy.io.fits.Header or None
+        Keywords of the celestial WCS alone (for drawing the image on the sky).
+    """
+    celestial = _celestial_wcs(path, header)
+    return None if celestial is None else celestial.to_header()
+
+
 def pixel_scale_arcsec(path: Path, header: Any) -> float | None:
     """Pixel side from the header's celestial WCS, arcsec.
 
@@ -401,6 +421,81 @@ def sky_per_pixel(path: Path, header: Any) -> tuple[tuple[float, float], ...] | 
     if not np.all(np.isfinite(matrix)) or np.linalg.det(matrix) == 0:
         return None
     return tuple((float(row[0]), float(row[1])) for row in matrix)
+
+
+_CELESTIAL_PREFIXES = ("RA", "DEC", "GLON", "GLAT", "ELON", "ELAT")
+
+
+def wcs_scale_problem(header: Any) -> str | None:
+    """What makes a celestial WCS's pixel scale unusable, or None.
+
+    Without ``CDELTi`` or a ``CD`` matrix a FITS reader assumes 1 degree per pixel; a scale of
+    0 is degenerate. Both are refused rather than read as a scale.
+
+    Parameters
+    ----------
+    header
+        A FITS header.
+
+    Returns
+    -------
+    str or None
+        The problem, naming the keyword; None when the scale keywords look usable or the
+        header has no celestial axes at all (then the scale is simply unknown).
+    """
+    axes = [
+        i
+        for i in range(1, int(header.get("NAXIS", 0) or 0) + 1)
+        if str(header.get(f"CTYPE{i}", "")).upper().startswith(_CELESTIAL_PREFIXES)
+    ]
+    if len(axes) != 2:
+        return None
+    cd_keys = [f"CD{i}_{j}" for i in axes for j in axes]
+    if any(key in header for key in cd_keys):
+        matrix = np.array([_number_or_nan(header.get(key, 0.0)) for key in cd_keys]).reshape(2, 2)
+        if not np.all(np.isfinite(matrix)) or np.linalg.det(matrix) == 0:
+            return f"its WCS CD matrix ({', '.join(cd_keys)}) is singular or not numeric"
+        return None
+    for i in axes:
+        if f"CDELT{i}" not in header:
+            return (
+                f"has a celestial WCS (CTYPE{i} = {header.get(f'CTYPE{i}')!r}) but no CDELT{i} "
+                "or CD matrix, so its pixel scale is unknown"
+            )
+        value = _number_or_nan(header.get(f"CDELT{i}"))
+        if not np.isfinite(value) or value == 0:
+            return f"header CDELT{i} = {header.get(f'CDELT{i}')!r} is not a pixel scale"
+    return None
+
+
+def beam_problem(header: Any) -> str | None:
+    """What is wrong with the ``BMAJ``/``BMIN``/``BPA`` keywords, or None.
+
+    Parameters
+    ----------
+    header
+        A FITS header.
+
+    Returns
+    -------
+    str or None
+        The problem, naming the keyword (a size that is not a positive finite number of
+        degrees, an angle that is not a finite number); None when absent or usable.
+    """
+    for key in ("BMAJ", "BMIN"):
+        if key in header:
+            value = _number_or_nan(header.get(key))
+            if not np.isfinite(value) or value <= 0:
+                return f"header {key} = {header.get(key)!r} is not a positive beam size (deg)"
+    if "BPA" in header and not np.isfinite(_number_or_nan(header.get("BPA"))):
+        return f"header BPA = {header.get('BPA')!r} is not an angle (deg)"
+    return None
+
+
+def _number_or_nan(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return math.nan
+    return float(value)
 
 
 def beam_arcsec(header: Any) -> tuple[float, float, float] | None:

@@ -27,6 +27,9 @@ from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.library.preprocess import intensity_transform
 from protomatch.library.readers import read_library_file
+from protomatch.library.store import LibraryStore
+from protomatch.matching._distances import distance_grid, pool_rankings, preferred_distances
+from protomatch.matching.facts import ObservationFacts, required_facts, with_facts
 from protomatch.matching.index import EmbeddingIndex
 from protomatch.matching.observation import (
     Centre,
@@ -39,7 +42,7 @@ from protomatch.matching.search import IndexSearch, LibrarySearch, NoiseMatchedS
 from protomatch.matching.summary import DEFAULT_MATCHES, summarise
 from protomatch.neural_nets.trained import TrainedModel
 from protomatch.optics.beam import convolve_with_beam
-from protomatch.report.data import STRETCH_FLOOR, MatchReportData
+from protomatch.report.data import STRETCH_FLOOR, MatchReportData, ObservedView
 from protomatch.report.html import write_match_report, write_report_index
 from protomatch.simulators.truth import truth_of
 
@@ -69,6 +72,16 @@ class MatchConfig(pydantic.BaseModel, extra="forbid", frozen=True):
         Keep every match with a similarity of at least this cosine instead of ``k``.
     distance_pc
         Distance to the observed system(s) [pc]; overrides a header's ``DISTANCE``.
+    distance_range_pc
+        (low, high) [pc]: match at ``distance_steps`` log-spaced distances across the range
+        and pool the matches (instead of one distance).
+    distance_steps
+        Number of distances tried across ``distance_range_pc``.
+    facts
+        Pixel scale, beam and unit of the observation(s), for files that lack them.
+    unscaled
+        Match even when a physical fact (pixel scale, distance, beam, unit) is missing; the
+        report then says so at the top. Without it such a match stops with one line.
     include_own_system
         For a library image as target, keep its own system's other images.
     centre
@@ -79,8 +92,34 @@ class MatchConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     k: int = pydantic.Field(DEFAULT_MATCHES, ge=1)
     threshold: float | None = pydantic.Field(None, ge=-1.0, le=1.0)
     distance_pc: float | None = pydantic.Field(None, gt=0.0, allow_inf_nan=False)
+    distance_range_pc: tuple[float, float] | None = None
+    distance_steps: int = pydantic.Field(7, ge=2, le=50)
+    facts: ObservationFacts = ObservationFacts()
+    unscaled: bool = False
     include_own_system: bool = False
     centre: Centre = "source"
+
+    @pydantic.field_validator("distance_range_pc")
+    @classmethod
+    def _range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None:
+            low, high = value
+            if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+                raise ValueError(f"give 0 < LO <= HI (pc), got {low} {high}")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _one_distance(self) -> MatchConfig:
+        if self.distance_pc is not None and self.distance_range_pc is not None:
+            raise ValueError("give --distance or --distance-range, not both")
+        return self
+
+    def distances(self) -> list[float | None]:
+        """The distances to match each target at [pc] (None: the target's own)."""
+        if self.distance_range_pc is None:
+            return [self.distance_pc]
+        low, high = self.distance_range_pc
+        return [float(d) for d in distance_grid(low, high, self.distance_steps)]
 
 
 @dataclass(frozen=True)
@@ -100,25 +139,46 @@ class MatchResult:
     targets: tuple[TargetResult, ...]
 
     def describe(self) -> str:
-        """Each target's estimates (median and 16-84 % interval) and warnings, and the report."""
+        """Each target's estimates, then its warnings and notes, one line each; the report.
+
+        A target matched without physical facts (``--unscaled``) starts with a line saying
+        what was missing.
+        """
         lines = []
         for target in self.targets:
             s = target.summary
+            missing = s.get("compared", {}).get("missing") or []
             lines.append(
                 f"{target.name}: {s['n_matches']} matches, best similarity "
                 f"{s['best_similarity']:.3f}"
             )
-            for name, stats in s["parameters"].items():
-                m = stats["matches"]
-                truth = stats["truth"]
-                known = f"  (true {truth:.3g})" if truth is not None else ""
-                lines.append(
-                    f"  {name:>15}: {m['median']:.3g} [{m['q16']:.3g}, {m['q84']:.3g}] "
-                    f"{stats['unit']}{known}"
-                )
+            if missing:
+                lines.append(f"  MATCHED WITHOUT {', '.join(missing).upper()} (--unscaled)")
+            lines += _estimate_lines(s)
             lines += [f"  WARNING: {w}" for w in s["warnings"]]
+            lines += [f"  note: {n}" for n in s["notes"]]
         lines.append(f"report: {self.out / 'index.html'}")
         return "\n".join(lines)
+
+
+def _estimate_lines(summary: Mapping[str, Any]) -> list[str]:
+    """Median and 16-84 % interval per parameter (and the truth when known)."""
+    lines = []
+    for name, stats in summary["parameters"].items():
+        m = stats["matches"]
+        truth = stats["truth"]
+        known = f"  (true {truth:.3g})" if truth is not None else ""
+        lines.append(
+            f"  {name:>15}: {m['median']:.3g} [{m['q16']:.3g}, {m['q84']:.3g}] "
+            f"{stats['unit']}{known}"
+        )
+    distance = summary.get("distance")
+    if distance:
+        lines.append(
+            f"  {'distance':>15}: {distance['median']:.3g} [{distance['q16']:.3g}, "
+            f"{distance['q84']:.3g}] pc preferred by the matches (best at {distance['best']:.3g})"
+        )
+    return lines
 
 
 def match_observations(
@@ -162,21 +222,53 @@ def match_observations(
     config = config or MatchConfig()
     if not observations:
         raise ProtomatchError("give at least one observation")
-    targets = [read_observation(path).at_distance(config.distance_pc) for path in observations]
+    facts = config.facts.model_copy(update={"distance_pc": config.distances()[0]})
+    targets = [with_facts(read_observation(path), facts) for path in observations]
     opened = EmbeddingIndex.open(index, model=model, library=library)
+    missing = [_required(opened, target, config.unscaled) for target in targets]
     searches = _Searches(IndexSearch(opened), NoiseMatchedSearch(opened))
     out = Path(out)
     results = []
     with atomic_directory(out, overwrite) as tmp:
         names = _unique_names([t.source for t in targets], [str(p) for p in observations])
-        for name, observation in zip(names, targets):
+        for name, observation, lacking in zip(names, targets, missing):
             folder = Path(name) if len(targets) > 1 else Path(".")
-            summary = _match_one(opened, searches, observation, name, tmp / folder, config)
+            target = _Target(observation, name, lacking)
+            summary = _match_one(opened, searches, target, tmp / folder, config)
             results.append(TargetResult(name, out / folder, summary))
         if len(targets) > 1:
             write_report_index(tmp, [(r.name, Path(r.name), r.summary) for r in results])
         write_json_atomic(tmp / "manifest.json", _report_manifest(opened, results, config))
     return MatchResult(out, tuple(results))
+
+
+def _required(index: EmbeddingIndex, observation: Observation, unscaled: bool) -> tuple[str, ...]:
+    """What the target lacks for a physical match (stops with one line unless ``unscaled``)."""
+    missing = required_facts(
+        observation,
+        library_au_per_pixel=index.store.au_per_pixel,
+        library_unit=index.store.intensity_unit,
+        store=index.store.path,
+        brightness_aware=index.model.brightness is not None,
+        unscaled=unscaled,
+    )
+    if missing:
+        log.warning(
+            "%s: matching WITHOUT %s (--unscaled): the estimates may not mean what they "
+            "would with it",
+            observation.source.name,
+            ", ".join(missing),
+        )
+    return missing
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One observation to match: what was read, its report name and what it lacks."""
+
+    observation: Observation
+    name: str
+    missing: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -228,34 +320,34 @@ def _unique_names(sources: Sequence[Path], given: Sequence[str]) -> list[str]:
 def _match_one(
     index: EmbeddingIndex,
     searches: _Searches,
-    observation: Observation,
-    name: str,
+    target: _Target,
     folder: Path,
     config: MatchConfig,
 ) -> dict[str, Any]:
     trained, store = index.model, index.store
+    observation, name = target.observation, target.name
     k, threshold = config.k, config.threshold
-    prepared = prepare_observation(
-        observation,
-        trained.preprocess,
-        store.au_per_pixel,
-        store.intensity_unit,
-        centre=config.centre,
-    )
+    excluded = _own_system_rows(observation, store.table, config.include_own_system, [])
+    available = len(index) - len(excluded)
+    wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
+    runs = [
+        _ranked(index, searches, observation.at_distance(d), wanted, config)
+        for d in config.distances()
+    ]
+    prepared, found, found_at = _pooled(runs, config)
     notes = list(prepared.notes)
     if observation.library_image is None:
         notes.append(_OBSERVATION_CAVEAT)
     _note_brightness(trained, prepared.mean_intensity, notes)
-    excluded = _own_system_rows(observation, store.table, config.include_own_system, notes)
-    available = len(index) - len(excluded)
+    _own_system_rows(observation, store.table, config.include_own_system, notes)
     if threshold is None and k > available:
         notes.append(f"k={k} is larger than the library ({available} images): using all")
-    wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
-    found = searches.for_target(prepared).best(prepared, wanted)
     notes.extend(found.notes)
-    sims, ids = _kept(found, excluded, config, observation)
+    sims, ids, kept_at = _kept(found, found_at, excluded, config, observation)
     names = trained.normaliser.names
     matches = _matches_table(store.table, sims, ids, names)
+    if config.distance_range_pc is not None:
+        matches["distance_pc"] = kept_at
     truth = _truth(observation, names, notes)
     warnings = _analogue_warnings(float(sims[0]), found.analogues)
     for warning in warnings:
@@ -268,7 +360,12 @@ def _match_one(
         threshold=threshold,
         warnings=warnings,
         notes=notes,
+        compared=_compared(target, prepared, found, store),
+        provenance=_provenance(index),
     )
+    if config.distance_range_pc is not None:
+        grid = np.array([d for d in config.distances() if d is not None])
+        summary["distance"] = preferred_distances(kept_at, sims, grid)
     match_images, display = _shown_matches(store.images, ids, prepared, found)
     log_params = frozenset(n for n, f in zip(names, trained.normaliser.log10) if f)
     write_match_report(
@@ -286,20 +383,129 @@ def _match_one(
             truth=truth,
             warnings=tuple(warnings),
             notes=tuple(notes),
+            observed=_observed_view(observation, prepared),
             **display,
         ),
     )
     return summary
 
 
+def _ranked(
+    index: EmbeddingIndex,
+    searches: _Searches,
+    observation: Observation,
+    wanted: int,
+    config: MatchConfig,
+) -> tuple[float | None, PreparedObservation, Ranking]:
+    """The target prepared at one distance and its ranking there."""
+    store = index.store
+    prepared = prepare_observation(
+        observation,
+        index.model.preprocess,
+        store.au_per_pixel,
+        store.intensity_unit,
+        centre=config.centre,
+    )
+    return observation.distance_pc, prepared, searches.for_target(prepared).best(prepared, wanted)
+
+
+def _pooled(
+    runs: list[tuple[float | None, PreparedObservation, Ranking]], config: MatchConfig
+) -> tuple[PreparedObservation, Ranking, np.ndarray]:
+    """One ranking over the distances tried, and the distance each ranked image was found at.
+
+    The target is returned as prepared at the distance of the best match.
+    """
+    if len(runs) == 1:
+        distance, prepared, found = runs[0]
+        return prepared, found, np.full(len(found.ids), distance or math.nan)
+    pooled, found_at = pool_rankings([(float(d or 0.0), found) for d, _, found in runs])
+    best = float(found_at[0])
+    prepared = next(p for d, p, _ in runs if d is not None and math.isclose(d, best))
+    return prepared, pooled, found_at
+
+
+def _compared(
+    target: _Target, prepared: PreparedObservation, found: Ranking, store: LibraryStore
+) -> dict[str, Any]:
+    """What was compared with the library, for the report's "what was compared" block."""
+    observation = target.observation
+    pixel_au = observation.physical_pixel_au
+    beam = observation.beam_arcsec
+    distance = observation.distance_pc
+    peak = prepared.peak
+    noise_rms = found.noise * peak if (found.noise and peak) else None
+    side = store.images.shape[-1]
+    return {
+        "distance_pc": distance,
+        "distance_from": observation.distance_from,
+        "pixel_scale_arcsec": observation.pixel_scale_arcsec,
+        "observation_au_per_pixel": pixel_au,
+        "library_au_per_pixel": store.au_per_pixel,
+        "field_au": None if store.au_per_pixel is None else store.au_per_pixel * side,
+        "beam_arcsec": None if beam is None else list(beam),
+        "beam_au": None
+        if beam is None or not distance
+        else [beam[0] * distance, beam[1] * distance],
+        "noise_rms": noise_rms,
+        "noise_unit": observation.intensity_unit,
+        "peak_snr": None if not found.noise else 1.0 / found.noise,
+        "intensity_unit": observation.intensity_unit,
+        "library_intensity_unit": store.intensity_unit,
+        "unscaled": bool(target.missing),
+        "missing": list(target.missing),
+    }
+
+
+def _provenance(index: EmbeddingIndex) -> dict[str, Any]:
+    """Where the model, index and library store of this match came from."""
+    manifest = index.manifest
+    return {
+        "index": {
+            "path": str(index.path.resolve()),
+            "created": manifest.get("created_utc"),
+            "kind": manifest.get("config", {}).get("kind"),
+        },
+        "model": {
+            "path": str(index.manifest.get("model", {}).get("path")),
+            "fingerprint": index.model.fingerprint,
+            "created": index.model.manifest.get("created_utc"),
+        },
+        "library": {
+            "path": str(index.store.path.resolve()),
+            "fingerprint": index.store.fingerprint,
+            "created": index.store.manifest.get("created_utc"),
+        },
+    }
+
+
+def _observed_view(observation: Observation, prepared: PreparedObservation) -> ObservedView:
+    """The observation on its own grid, for the report's figure of what was compared."""
+    return ObservedView(
+        image=np.asarray(observation.image, dtype=np.float32),
+        wcs_header=observation.wcs_header,
+        au_per_pixel=observation.physical_pixel_au,
+        beam_arcsec=observation.beam_arcsec,
+        pixel_scale_arcsec=observation.pixel_scale_arcsec,
+        field_box=prepared.field_box,
+    )
+
+
 def _kept(
-    found: Ranking, excluded: np.ndarray, config: MatchConfig, observation: Observation
-) -> tuple[np.ndarray, np.ndarray]:
-    """The matches kept: the target's own system left out, then the top k or the threshold."""
-    keep = ~np.isin(found.ids, excluded)
-    sims, ids = found.similarities[keep], found.ids[keep]
+    found: Ranking,
+    found_at: np.ndarray,
+    excluded: np.ndarray,
+    config: MatchConfig,
+    observation: Observation,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The matches kept: the target's own system left out, then the top k or the threshold.
+
+    Returns their similarities, store ids and the distance [pc] each was found at.
+    """
+    keep = ~np.isin(found.ids, excluded) & (found.ids >= 0)
+    sims, ids, at = found.similarities[keep], found.ids[keep], found_at[keep]
     if config.threshold is None:
-        return sims[: config.k], ids[: config.k]
+        return sims[: config.k], ids[: config.k], at[: config.k]
     above = sims >= config.threshold
     if not above.any():
         raise InputError(
@@ -307,7 +513,7 @@ def _kept(
             f"no library image reaches similarity {config.threshold} (best {sims.max():.3f}); "
             "lower --threshold",
         )
-    return sims[above], ids[above]
+    return sims[above], ids[above], at[above]
 
 
 def _shown_matches(
@@ -346,8 +552,6 @@ def _note_brightness(trained: TrainedModel, mean_intensity: float | None, notes:
 def _matches_table(
     table: pd.DataFrame, sims: np.ndarray, ids: np.ndarray, names: Sequence[str]
 ) -> pd.DataFrame:
-    valid = ids >= 0
-    sims, ids = sims[valid], ids[valid]
     rows = table.set_index("image_id").loc[ids]
     frame = pd.DataFrame(
         {

@@ -26,16 +26,20 @@ from protomatch.errors import InputError
 from protomatch.library.formats import (
     as_image,
     beam_arcsec,
+    beam_problem,
+    celestial_header,
     pixel_scale_arcsec,
     read_fits,
     read_npy,
     select_header,
     sky_per_pixel,
     sniff_format,
+    wcs_scale_problem,
 )
 from protomatch.library.preprocess import PreprocessConfig, prepare_image
 from protomatch.library.readers import read_library_projection
-from protomatch.optics.beam import FWHM_PER_SIGMA, Beam
+from protomatch.matching._cutout import source_position, square_field
+from protomatch.optics.beam import Beam
 from protomatch.optics.orientation import array_position_angle
 from protomatch.optics.units import intensity_factor
 
@@ -94,6 +98,14 @@ class Observation:
         The library image this is, when the target is one (its true parameters are known).
     header
         Selected FITS keywords, kept for display only.
+    wcs_header
+        The celestial WCS keywords (an ``astropy.io.fits.Header``), for drawing the image on
+        the sky; None without a celestial WCS.
+    problems
+        Invalid header values by fact (``"distance"``, ``"pixel_scale"``, ``"beam"``): the
+        message naming the keyword. A match stops on them unless the fact is given.
+    notes
+        What the user's facts overrode, for the report.
     """
 
     image: np.ndarray
@@ -107,6 +119,9 @@ class Observation:
     distance_from: str | None = None
     library_image: LibraryOrigin | None = None
     header: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    wcs_header: Any = None
+    problems: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    notes: tuple[str, ...] = ()
 
     def at_distance(self, distance_pc: float | None) -> Observation:
         """Return this observation at a distance given by the user (None: unchanged).
@@ -119,13 +134,29 @@ class Observation:
         Returns
         -------
         Observation
-            A copy with ``distance_pc`` set and ``distance_from="given"``.
+            A copy with ``distance_pc`` set, ``distance_from="given"``, and a note when it
+            replaces the header's (valid or invalid) ``DISTANCE``.
         """
         if distance_pc is None:
             return self
         if not math.isfinite(distance_pc) or distance_pc <= 0:
             raise InputError(self.source, f"distance must be positive (pc), got {distance_pc}")
-        return dataclasses.replace(self, distance_pc=float(distance_pc), distance_from="given")
+        problems = dict(self.problems)
+        notes = list(self.notes)
+        if "distance" in problems:
+            notes.append(f"{problems.pop('distance')}: ignored, --distance given")
+        elif self.distance_pc is not None and self.distance_pc != distance_pc:
+            notes.append(
+                f"--distance {distance_pc:g} pc overrides the header's DISTANCE "
+                f"{self.distance_pc:g} pc"
+            )
+        return dataclasses.replace(
+            self,
+            distance_pc=float(distance_pc),
+            distance_from="given",
+            problems=MappingProxyType(problems),
+            notes=tuple(notes),
+        )
 
     @property
     def physical_pixel_au(self) -> float | None:
@@ -172,17 +203,29 @@ def read_observation(path: str | Path, projection: int | None = None) -> Observa
     array, fits_header = read_fits(path, None)
     header = select_header(fits_header)
     unit = header.get("BUNIT")
-    distance = _header_distance(header)
+    distance, distance_problem = _header_distance(fits_header)
+    problems = {
+        fact: problem
+        for fact, problem in (
+            ("distance", distance_problem),
+            ("pixel_scale", wcs_scale_problem(fits_header)),
+            ("beam", beam_problem(fits_header)),
+        )
+        if problem is not None
+    }
+    usable_wcs = "pixel_scale" not in problems
     return Observation(
         as_image(path, array, "image", projection),
         path,
-        pixel_scale_arcsec=pixel_scale_arcsec(path, fits_header),
-        beam_arcsec=beam_arcsec(fits_header),
-        sky_per_pixel=sky_per_pixel(path, fits_header),
+        pixel_scale_arcsec=pixel_scale_arcsec(path, fits_header) if usable_wcs else None,
+        beam_arcsec=None if "beam" in problems else beam_arcsec(fits_header),
+        sky_per_pixel=sky_per_pixel(path, fits_header) if usable_wcs else None,
         intensity_unit=unit if isinstance(unit, str) and unit.strip() else None,
         distance_pc=distance,
         distance_from=None if distance is None else "header DISTANCE",
         header=MappingProxyType(header),
+        wcs_header=celestial_header(path, fits_header) if usable_wcs else None,
+        problems=MappingProxyType(problems),
     )
 
 
@@ -198,14 +241,15 @@ def _split_projection(path: str | Path, projection: int | None) -> tuple[Path, i
     return Path(match[1]), given
 
 
-def _header_distance(header: Mapping[str, Any]) -> float | None:
-    """The header's ``DISTANCE`` keyword [pc] if it is a positive finite number, else None."""
-    value = header.get("DISTANCE")
-    try:
-        distance = float(value) if value is not None else math.nan
-    except (TypeError, ValueError):
-        return None
-    return distance if math.isfinite(distance) and distance > 0 else None
+def _header_distance(header: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """(the header's ``DISTANCE`` [pc], None), (None, None) without one, or (None, problem)."""
+    if "DISTANCE" not in header:
+        return None, None
+    value: Any = header.get("DISTANCE")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and math.isfinite(value) and value > 0:
+        return float(value), None
+    return None, f"header DISTANCE = {value!r} is not a positive distance in pc"
 
 
 def beam_in_library_pixels(
@@ -263,12 +307,19 @@ class PreparedObservation:
         without a beam, a distance or the library's pixel scale.
     notes
         What was done to the image and what was missing, for the report.
+    peak
+        Peak of the compared field in the observation's own unit (the image value 1).
+    field_box
+        (centre row, centre column, side) of the compared square in the observation's
+        pixels.
     """
 
     image: np.ndarray
     intensity_scale: float | None
     notes: tuple[str, ...]
     beam: Beam | None = None
+    peak: float | None = None
+    field_box: tuple[float, float, float] | None = None
 
     @property
     def mean_intensity(self) -> float | None:
@@ -357,13 +408,16 @@ def prepare_observation(
     if centre not in CENTRES:
         raise InputError(observation.source, f"centre must be 'source' or 'image', got {centre!r}")
     image = np.asarray(observation.image, dtype=np.float32)
-    notes: list[str] = []
+    notes: list[str] = list(observation.notes)
     au_per_pixel = observation.physical_pixel_au
     middle = _cut_centre(observation, image, centre, au_per_pixel, notes)
     config = preprocess
+    box_centre = middle or ((image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2)
+    side = float(min(image.shape))
     if au_per_pixel and library_au_per_pixel:
         field_au = library_au_per_pixel * preprocess.size
-        image = square_field(image, field_au / float(au_per_pixel), middle)
+        side = field_au / float(au_per_pixel)
+        image = square_field(image, side, middle)
         config = preprocess.model_copy(update={"crop_fraction": 1.0})
         notes.append(
             f"resampled from {float(au_per_pixel):.3g} to the library's "
@@ -387,7 +441,8 @@ def prepare_observation(
     )
     scale = None if factor is None else float(prepared.peak * factor)
     beam = beam_in_library_pixels(observation, library_au_per_pixel)
-    return PreparedObservation(prepared.image, scale, tuple(notes), beam)
+    box = (float(box_centre[0]), float(box_centre[1]), side)
+    return PreparedObservation(prepared.image, scale, tuple(notes), beam, prepared.peak, box)
 
 
 def _missing_scale(observation: Observation, library_au_per_pixel: float | None) -> str:
@@ -427,63 +482,3 @@ def _beam_fwhm_px(observation: Observation) -> float:
     if observation.beam_arcsec and observation.pixel_scale_arcsec:
         return max(2.0, observation.beam_arcsec[0] / observation.pixel_scale_arcsec)
     return 2.0
-
-
-def source_position(image: np.ndarray, smoothing_fwhm_px: float) -> tuple[float, float]:
-    """(row, column) of the brightest point of ``image`` smoothed by a Gaussian of that FWHM.
-
-    Blank (NaN) pixels count as 0. Smoothing on the beam's scale keeps a single noise
-    spike from outshining a faint, extended source.
-
-    Parameters
-    ----------
-    image
-        (H, W) image; NaN and infinite pixels count as 0.
-    smoothing_fwhm_px
-        FWHM of the Gaussian smoothing [pixels of ``image``], e.g. the beam's major axis.
-
-    Returns
-    -------
-    tuple of float
-        (row, column) 0-based pixel indices of the smoothed image's maximum.
-    """
-    from scipy.ndimage import gaussian_filter
-
-    filled = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    sigma = smoothing_fwhm_px / FWHM_PER_SIGMA
-    smooth = gaussian_filter(filled, sigma, mode="constant")
-    row, column = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
-    return float(row), float(column)
-
-
-def square_field(
-    image: np.ndarray, side: float, centre: tuple[float, float] | None = None
-) -> np.ndarray:
-    """Cut a square of ``side`` pixels around ``centre``, NaN beyond the image's edges.
-
-    Parameters
-    ----------
-    image
-        (H, W) image.
-    side
-        Side of the square [pixels], rounded to an integer of at least 1.
-    centre
-        (row, column) of the square's centre; None: the image centre.
-
-    Returns
-    -------
-    numpy.ndarray
-        (side, side) float32; pixels outside the image are NaN (later filled with 0).
-    """
-    n = max(1, round(side))
-    height, width = image.shape
-    out = np.full((n, n), np.nan, dtype=np.float32)
-    top, left = (height - n) // 2, (width - n) // 2
-    if centre is not None:
-        top, left = (math.floor(c - (n - 1) / 2 + 0.5) for c in centre)
-    src_rows = slice(max(top, 0), min(top + n, height))
-    src_cols = slice(max(left, 0), min(left + n, width))
-    dst_rows = slice(src_rows.start - top, src_rows.stop - top)
-    dst_cols = slice(src_cols.start - left, src_cols.stop - left)
-    out[dst_rows, dst_cols] = image[src_rows, src_cols]
-    return out

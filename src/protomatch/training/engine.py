@@ -419,6 +419,7 @@ class _Run:
                 "path": str(store.path),
                 "fingerprint": store.fingerprint,
                 "au_per_pixel": store.au_per_pixel,
+                "intensity_unit": store.intensity_unit,
             },
             "split": self.split.to_dict(),
             "config": self.config.model_dump(mode="json"),

@@ -1,7 +1,6 @@
-"""What the report says the image constrains: distinct systems, width ratio and shift.
+"""Summary statistics of the matches: distinct systems, width ratio and shift vs the prior.
 
-The statistics live in ``protomatch.matching.summary``; they are tested here with the report
-that shows them, on tiny hand-checkable inputs.
+Tiny hand-checkable inputs; the report that shows these numbers is tested in tests/report.
 """
 
 from __future__ import annotations
