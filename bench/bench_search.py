@@ -1,7 +1,7 @@
 """Benchmark query latency: embedding index vs pairwise scoring; exact and approximate search.
 
 1. Index vs the research pipeline's pairwise reference (goal >= 1000x) at library sizes 1e4
-   and 1e5. Pairwise: ``protomatch.matching.match.score_pairwise`` (every (target, library
+   and 1e5. Pairwise: ``protomatch.matching.pairwise.score_pairwise`` (every (target, library
    image) pair through the network) timed on real forwards over the store's real images tiled to
    ``--pairwise-n`` (1e4), and extrapolated linearly in N from that measured per-image cost to
    larger sizes (the output says which are measured). Index: the full query cost, one target
@@ -43,7 +43,7 @@ from _common import (
 from protomatch.demo import DEMO_TRAINING
 from protomatch.library.store import LibraryStore
 from protomatch.matching.index import IndexConfig, make_faiss_index
-from protomatch.matching.match import score_pairwise
+from protomatch.matching.pairwise import score_pairwise
 from protomatch.neural_nets.trained import TrainedModel, load_model
 from protomatch.training.config import load_config
 from protomatch.training.engine import train_model

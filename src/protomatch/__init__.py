@@ -51,7 +51,7 @@ _PUBLIC = MappingProxyType(
         "MatchConfig": "protomatch.matching.match",
         "Observation": "protomatch.matching.observation",
         "PreparedObservation": "protomatch.matching.observation",
-        "score_pairwise": "protomatch.matching.match",
+        "score_pairwise": "protomatch.matching.pairwise",
         "EvaluateConfig": "protomatch.evaluation.library",
         "evaluate_model": "protomatch.evaluation.library",
         "run_demo": "protomatch.demo",

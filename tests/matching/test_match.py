@@ -17,8 +17,9 @@ from protomatch._quantiles import weighted_quantiles
 from protomatch.errors import InputError
 from protomatch.library.store import LibraryStore
 from protomatch.matching.index import EmbeddingIndex, IndexConfig, build_index
-from protomatch.matching.match import MatchConfig, match_observations, score_pairwise
+from protomatch.matching.match import MatchConfig, match_observations
 from protomatch.matching.observation import prepare_observation, read_observation
+from protomatch.matching.pairwise import score_pairwise
 from protomatch.training.config import load_config
 from protomatch.training.engine import train_model
 from tests.conftest import tiny_training_overrides

@@ -5,8 +5,7 @@ it to the library's pixel grid (physically when its pixel scale and distance are
 rank the library through one :class:`~protomatch.matching.search.LibrarySearch` (the index,
 or the library matched to the target's beam and noise), and summarise the best matches'
 parameters as similarity-weighted quantiles beside the library's own distribution (the
-prior). :func:`score_pairwise` is the research pipeline's way (every target-library pair
-through the network), kept as a reference.
+prior).
 """
 
 from __future__ import annotations
@@ -25,10 +24,15 @@ import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch.errors import InputError, ProtomatchError
-from protomatch.library.preprocess import intensity_transform
-from protomatch.library.readers import read_library_file
-from protomatch.library.store import LibraryStore
 from protomatch.matching._distances import distance_grid, pool_rankings, preferred_distances
+from protomatch.matching._record import (
+    analogue_warnings,
+    compared_block,
+    matches_table,
+    observed_view,
+    provenance_block,
+    truth_values,
+)
 from protomatch.matching.facts import ObservationFacts, required_facts, with_facts
 from protomatch.matching.index import EmbeddingIndex
 from protomatch.matching.observation import (
@@ -42,11 +46,10 @@ from protomatch.matching.search import IndexSearch, LibrarySearch, NoiseMatchedS
 from protomatch.matching.summary import DEFAULT_MATCHES, summarise
 from protomatch.neural_nets.trained import TrainedModel
 from protomatch.optics.beam import convolve_with_beam
-from protomatch.report.data import STRETCH_FLOOR, MatchReportData, ObservedView
+from protomatch.report.data import STRETCH_FLOOR, MatchReportData
 from protomatch.report.html import write_match_report, write_report_index
-from protomatch.simulators.truth import truth_of
 
-__all__ = ["MatchConfig", "MatchResult", "TargetResult", "match_observations", "score_pairwise"]
+__all__ = ["MatchConfig", "MatchResult", "TargetResult", "match_observations"]
 
 log = logging.getLogger(__name__)
 
@@ -345,11 +348,11 @@ def _match_one(
     notes.extend(found.notes)
     sims, ids, kept_at = _kept(found, found_at, excluded, config, observation)
     names = trained.normaliser.names
-    matches = _matches_table(store.table, sims, ids, names)
+    matches = matches_table(store.table, sims, ids, names)
     if config.distance_range_pc is not None:
         matches["distance_pc"] = kept_at
-    truth = _truth(observation, names, notes)
-    warnings = _analogue_warnings(float(sims[0]), found.analogues)
+    truth = truth_values(observation, names, notes)
+    warnings = analogue_warnings(float(sims[0]), found.analogues)
     for warning in warnings:
         log.warning("%s: %s", name, warning)
     units = dict(trained.manifest["parameters"]["units"])
@@ -360,8 +363,8 @@ def _match_one(
         threshold=threshold,
         warnings=warnings,
         notes=notes,
-        compared=_compared(target, prepared, found, store),
-        provenance=_provenance(index),
+        compared=compared_block(observation, target.missing, prepared, found, store),
+        provenance=provenance_block(index),
     )
     if config.distance_range_pc is not None:
         grid = np.array([d for d in config.distances() if d is not None])
@@ -383,7 +386,7 @@ def _match_one(
             truth=truth,
             warnings=tuple(warnings),
             notes=tuple(notes),
-            observed=_observed_view(observation, prepared),
+            observed=observed_view(observation, prepared),
             **display,
         ),
     )
@@ -423,72 +426,6 @@ def _pooled(
     best = float(found_at[0])
     prepared = next(p for d, p, _ in runs if d is not None and math.isclose(d, best))
     return prepared, pooled, found_at
-
-
-def _compared(
-    target: _Target, prepared: PreparedObservation, found: Ranking, store: LibraryStore
-) -> dict[str, Any]:
-    """What was compared with the library, for the report's "what was compared" block."""
-    observation = target.observation
-    pixel_au = observation.physical_pixel_au
-    beam = observation.beam_arcsec
-    distance = observation.distance_pc
-    peak = prepared.peak
-    noise_rms = found.noise * peak if (found.noise and peak) else None
-    side = store.images.shape[-1]
-    return {
-        "distance_pc": distance,
-        "distance_from": observation.distance_from,
-        "pixel_scale_arcsec": observation.pixel_scale_arcsec,
-        "observation_au_per_pixel": pixel_au,
-        "library_au_per_pixel": store.au_per_pixel,
-        "field_au": None if store.au_per_pixel is None else store.au_per_pixel * side,
-        "beam_arcsec": None if beam is None else list(beam),
-        "beam_au": None
-        if beam is None or not distance
-        else [beam[0] * distance, beam[1] * distance],
-        "noise_rms": noise_rms,
-        "noise_unit": observation.intensity_unit,
-        "peak_snr": None if not found.noise else 1.0 / found.noise,
-        "intensity_unit": observation.intensity_unit,
-        "library_intensity_unit": store.intensity_unit,
-        "unscaled": bool(target.missing),
-        "missing": list(target.missing),
-    }
-
-
-def _provenance(index: EmbeddingIndex) -> dict[str, Any]:
-    """Where the model, index and library store of this match came from."""
-    manifest = index.manifest
-    return {
-        "index": {
-            "path": str(index.path.resolve()),
-            "created": manifest.get("created_utc"),
-            "kind": manifest.get("config", {}).get("kind"),
-        },
-        "model": {
-            "path": str(index.manifest.get("model", {}).get("path")),
-            "fingerprint": index.model.fingerprint,
-            "created": index.model.manifest.get("created_utc"),
-        },
-        "library": {
-            "path": str(index.store.path.resolve()),
-            "fingerprint": index.store.fingerprint,
-            "created": index.store.manifest.get("created_utc"),
-        },
-    }
-
-
-def _observed_view(observation: Observation, prepared: PreparedObservation) -> ObservedView:
-    """The observation on its own grid, for the report's figure of what was compared."""
-    return ObservedView(
-        image=np.asarray(observation.image, dtype=np.float32),
-        wcs_header=observation.wcs_header,
-        au_per_pixel=observation.physical_pixel_au,
-        beam_arcsec=observation.beam_arcsec,
-        pixel_scale_arcsec=observation.pixel_scale_arcsec,
-        field_box=prepared.field_box,
-    )
 
 
 def _kept(
@@ -549,26 +486,6 @@ def _note_brightness(trained: TrainedModel, mean_intensity: float | None, notes:
         )
 
 
-def _matches_table(
-    table: pd.DataFrame, sims: np.ndarray, ids: np.ndarray, names: Sequence[str]
-) -> pd.DataFrame:
-    rows = table.set_index("image_id").loc[ids]
-    frame = pd.DataFrame(
-        {
-            "rank": np.arange(1, len(ids) + 1),
-            "similarity": sims.astype(float),
-            "image_id": ids,
-            "system": rows["system"].to_numpy(),
-            "snapshot": rows["snapshot"].to_numpy(),
-            "projection": rows["projection"].to_numpy(),
-            "source": rows["source"].to_numpy(),
-        }
-    )
-    for name in names:
-        frame[name] = rows[name].to_numpy()
-    return frame
-
-
 def _own_system_rows(
     observation: Observation, table: pd.DataFrame, include: bool, notes: list[str]
 ) -> np.ndarray:
@@ -583,94 +500,3 @@ def _own_system_rows(
             "left out of the matches (use --include-own-system to keep them)"
         )
     return rows
-
-
-def _truth(
-    observation: Observation, names: Sequence[str], notes: list[str]
-) -> dict[str, float] | None:
-    """True parameters of a simulated target: a library file's, or a mock observation's."""
-    if observation.library_image is not None:
-        record = read_library_file(observation.source, names)
-        return {name: float(record.params[name]) for name in names}
-    try:
-        return truth_of(observation.source, names)
-    except InputError as exc:
-        log.warning("no true values shown for %s: %s", observation.source.name, exc)
-        notes.append(f"no true values shown: {exc}")
-        return None
-
-
-def _analogue_warnings(best: float, stats: Mapping[str, float]) -> list[str]:
-    floor = stats.get("p1", math.nan)
-    if math.isnan(floor) or best >= floor:
-        return []
-    return [
-        f"no good simulated analogue: the best similarity {best:.3f} is below what 99% of "
-        f"library images reach against their nearest other system, compared the same way "
-        f"(1st percentile {floor:.3f}, median {stats['median']:.3f}); treat these parameters "
-        "with caution"
-    ]
-
-
-@torch.no_grad()
-def score_pairwise(
-    trained: TrainedModel,
-    target: np.ndarray,
-    library_images: np.ndarray,
-    target_intensity: float | None = None,
-    library_intensity: np.ndarray | None = None,
-    batch_size: int = 256,
-) -> np.ndarray:
-    """The research pipeline's matching: every (target, library image) pair through the network.
-
-    Returns the predicted similarity (N,) of the prepared ``target`` (H, W) to each of
-    ``library_images`` (N, H, W); brightness-aware models also need the target's and the
-    library images' mean intensities. Same ranking as the index, at N forwards' cost.
-
-    Parameters
-    ----------
-    trained
-        The model.
-    target
-        (H, W) float32 prepared linear image (peak 1) on the library's grid.
-    library_images
-        (N, H, W) linear, peak-1 library images (an array or the store's image dataset),
-        read in batches.
-    target_intensity
-        The target's mean intensity in the library's unit; needed (positive) by
-        brightness-aware models, ignored by the others.
-    library_intensity
-        (N,) mean intensities of the library images in the same unit; needed like
-        ``target_intensity``.
-    batch_size
-        Pairs per forward pass.
-
-    Returns
-    -------
-    numpy.ndarray
-        (N,) float32 predicted cosine similarities in [-1, 1].
-    """
-    network = trained.network.eval()
-    device = trained.device
-    n = len(library_images)
-    target_input = intensity_transform(
-        torch.from_numpy(target[None]).to(device), trained.preprocess
-    )
-    target_scalars = trained.brightness_features(
-        None if target_intensity is None else np.array([target_intensity]), 1
-    )
-    library_scalars = trained.brightness_features(library_intensity, n)
-    scores = np.empty(n, dtype=np.float32)
-    for start in range(0, n, batch_size):
-        batch = np.array(library_images[start : start + batch_size], dtype=np.float32)
-        inputs = intensity_transform(torch.from_numpy(batch).to(device), trained.preprocess)
-        targets = target_input.unsqueeze(1).expand(len(batch), -1, -1, -1)
-        scalars: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
-        if target_scalars is not None and library_scalars is not None:
-            scalars = (
-                target_scalars.to(device).expand(len(batch), -1),
-                library_scalars[start : start + len(batch)].to(device),
-            )
-        predicted = network(targets, inputs.unsqueeze(1), *scalars)
-        scores[start : start + len(batch)] = predicted.float().cpu().numpy()
-    return scores
