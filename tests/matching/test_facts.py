@@ -229,6 +229,28 @@ def test_distance_range_pools_the_matches_and_reports_the_preferred_distance(
     assert set(matches["distance_pc"]) <= {100.0, 200.0, 400.0}
     assert matches["image_id"].is_unique
     assert "preferred by the matches" in out
+    assert "overrides" not in out  # no header DISTANCE: nothing was overridden
+
+
+def test_distance_range_over_a_header_distance_is_one_note(foreign, tmp_path, run_cli) -> None:
+    obs = write_observation(tmp_path / "obs.fits", DISTANCE=300.0)
+    status, out, err = run_cli(
+        "match", foreign["scaled"], obs, "--distance-range", 100, 400, "--distance-steps", 3,
+        "--k", 8, "-o", tmp_path / "r",
+    )  # fmt: skip
+    assert status == 0, err
+    overrides = [line for line in out.splitlines() if "overrides" in line]
+    expected = "  note: --distance-range 100-400 pc overrides the header's DISTANCE 300 pc"
+    assert overrides == [expected]
+
+
+def test_header_distance_is_kept_without_distance_options(foreign, tmp_path, run_cli) -> None:
+    obs = write_observation(tmp_path / "obs.fits", DISTANCE=250.0)
+    status, _, err = run_cli("match", foreign["scaled"], obs, "--k", 8, "-o", tmp_path / "r")
+    assert status == 0, err
+    compared = json.loads((tmp_path / "r" / "summary.json").read_text())["compared"]
+    assert compared["distance_pc"] == 250.0
+    assert compared["distance_from"] == "header DISTANCE"
 
 
 @pytest.mark.parametrize(

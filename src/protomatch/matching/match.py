@@ -10,6 +10,7 @@ prior).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -225,8 +226,11 @@ def match_observations(
     config = config or MatchConfig()
     if not observations:
         raise ProtomatchError("give at least one observation")
-    facts = config.facts.model_copy(update={"distance_pc": config.distances()[0]})
-    targets = [with_facts(read_observation(path), facts) for path in observations]
+    facts = config.facts.model_copy(update={"distance_pc": config.distance_pc})
+    targets = [
+        _in_distance_range(with_facts(read_observation(path), facts), config)
+        for path in observations
+    ]
     opened = EmbeddingIndex.open(index, model=model, library=library)
     missing = [_required(opened, target, config.unscaled) for target in targets]
     searches = _Searches(IndexSearch(opened), NoiseMatchedSearch(opened))
@@ -243,6 +247,23 @@ def match_observations(
             write_report_index(tmp, [(r.name, Path(r.name), r.summary) for r in results])
         write_json_atomic(tmp / "manifest.json", _report_manifest(opened, results, config))
     return MatchResult(out, tuple(results))
+
+
+def _in_distance_range(observation: Observation, config: MatchConfig) -> Observation:
+    """The observation at the first distance of ``--distance-range`` (each run moves it)."""
+    if config.distance_range_pc is None:
+        return observation
+    low, high = config.distance_range_pc
+    return observation.at_distance(
+        config.distances()[0], given_by=f"--distance-range {low:g}-{high:g} pc"
+    )
+
+
+def _moved(observation: Observation, distance_pc: float | None) -> Observation:
+    """The observation at one distance of the range (None: as it is)."""
+    if distance_pc is None:
+        return observation
+    return dataclasses.replace(observation, distance_pc=distance_pc)
 
 
 def _required(index: EmbeddingIndex, observation: Observation, unscaled: bool) -> tuple[str, ...]:
@@ -334,7 +355,7 @@ def _match_one(
     available = len(index) - len(excluded)
     wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
     runs = [
-        _ranked(index, searches, observation.at_distance(d), wanted, config)
+        _ranked(index, searches, _moved(observation, d), wanted, config)
         for d in config.distances()
     ]
     prepared, found, found_at = _pooled(runs, config)

@@ -123,13 +123,15 @@ class Observation:
     problems: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     notes: tuple[str, ...] = ()
 
-    def at_distance(self, distance_pc: float | None) -> Observation:
+    def at_distance(self, distance_pc: float | None, given_by: str | None = None) -> Observation:
         """Return this observation at a distance given by the user (None: unchanged).
 
         Parameters
         ----------
         distance_pc
             Distance [pc], positive and finite; it overrides a header's ``DISTANCE``.
+        given_by
+            How the user gave it, for the notes (default ``--distance <value> pc``).
 
         Returns
         -------
@@ -143,13 +145,11 @@ class Observation:
             raise InputError(self.source, f"distance must be positive (pc), got {distance_pc}")
         problems = dict(self.problems)
         notes = list(self.notes)
+        given_by = given_by or f"--distance {distance_pc:g} pc"
         if "distance" in problems:
-            notes.append(f"{problems.pop('distance')}: ignored, --distance given")
+            notes.append(f"{problems.pop('distance')}: ignored, {given_by} given")
         elif self.distance_pc is not None and self.distance_pc != distance_pc:
-            notes.append(
-                f"--distance {distance_pc:g} pc overrides the header's DISTANCE "
-                f"{self.distance_pc:g} pc"
-            )
+            notes.append(f"{given_by} overrides the header's DISTANCE {self.distance_pc:g} pc")
         return dataclasses.replace(
             self,
             distance_pc=float(distance_pc),
