@@ -355,8 +355,7 @@ def _match_one(
     available = len(index) - len(excluded)
     wanted = len(index) if threshold is not None else min(k + len(excluded), len(index))
     runs = [
-        _ranked(index, searches, _moved(observation, d), wanted, config)
-        for d in config.distances()
+        _ranked(index, searches, _moved(observation, d), wanted, config) for d in config.distances()
     ]
     prepared, found, found_at = _pooled(runs, config)
     notes = list(prepared.notes)
