@@ -128,3 +128,21 @@ def test_observed_view_checks_its_fields():
         ObservedView(image=np.zeros((2, 3, 3)))
     with pytest.raises(ValueError, match="au_per_pixel"):
         ObservedView(image=np.zeros((3, 3)), au_per_pixel=0.0)
+
+
+@pytest.mark.parametrize(
+    ("field_box", "drawn", "caption"),
+    [
+        ((20.0, 26.0, 24.0), True, "dashed: the 24-pixel square compared"),
+        ((20.0, 40.0, 24.0), True, "compared, blank (0) beyond the image's edges"),
+        ((20.0, 24.0, 120.0), False, "larger than this image: blank (0) beyond its edges"),
+    ],
+)
+def test_the_caption_says_when_the_compared_square_leaves_the_image(
+    field_box: tuple[float, float, float], drawn: bool, caption: str
+):
+    view = ObservedView(image=_image(), au_per_pixel=2.8, field_box=field_box)
+    fig = observation_figure(view, 1e-3, "obs.npy")
+    boxes = [p for p in _patches(fig) if isinstance(p, Rectangle) and p.get_label() != ""]
+    assert bool(boxes) == drawn
+    assert any(caption in t.get_text() for t in fig.texts)

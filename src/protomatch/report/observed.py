@@ -260,6 +260,9 @@ def _draw_field_box(ax: Axes, view: ObservedView) -> str:
     if view.field_box is None:
         return ""
     row, column, side = (float(v) for v in view.field_box)
+    caption, drawn = _field_caption(view.image.shape, row, column, side)
+    if not drawn:
+        return caption
     ax.add_patch(
         Rectangle(
             (column - side / 2, row - side / 2),
@@ -282,4 +285,22 @@ def _draw_field_box(ax: Axes, view: ObservedView) -> str:
         fontsize=9,
         clip_on=True,
     )
-    return f"dashed: the {plain_number(side)}-pixel square compared"
+    return caption
+
+
+def _field_caption(
+    shape: tuple[int, ...], row: float, column: float, side: float
+) -> tuple[str, bool]:
+    """The caption of the compared square, and whether to draw it (not when it holds the image)."""
+    height, width = shape[-2:]
+    top, bottom = row - side / 2, row + side / 2
+    left, right = column - side / 2, column + side / 2
+    if top <= -0.5 and left <= -0.5 and bottom >= height - 0.5 and right >= width - 0.5:
+        caption = (
+            f"the {plain_number(side)}-pixel square compared is larger than this image: "
+            "blank (0) beyond its edges"
+        )
+        return caption, False
+    inside = top >= -0.5 and left >= -0.5 and bottom <= height - 0.5 and right <= width - 0.5
+    beyond = "" if inside else ", blank (0) beyond the image's edges"
+    return f"dashed: the {plain_number(side)}-pixel square compared{beyond}", True
