@@ -225,6 +225,12 @@ def test_distance_range_pools_the_matches_and_reports_the_preferred_distance(
     assert distance["grid"] == pytest.approx([100, 200, 400])
     assert sum(distance["counts"]) == 8
     assert 100 <= distance["q16"] <= distance["median"] <= distance["q84"] <= 400
+    compared = summary["compared"]
+    assert compared["distance_pc"] == pytest.approx(distance["best"])
+    assert compared["distance_from"] == "best match's, of 3 in 100-400 pc"
+    assert compared["observation_au_per_pixel"] == pytest.approx(
+        compared["pixel_scale_arcsec"] * distance["best"]
+    )
     matches = pd.read_csv(tmp_path / "r" / "matches.csv")
     assert set(matches["distance_pc"]) <= {100.0, 200.0, 400.0}
     assert matches["image_id"].is_unique

@@ -266,6 +266,20 @@ def _moved(observation: Observation, distance_pc: float | None) -> Observation:
     return dataclasses.replace(observation, distance_pc=distance_pc)
 
 
+def _at_best_distance(
+    observation: Observation, found_at: np.ndarray, config: MatchConfig
+) -> Observation:
+    """The observation at the distance of the best match, for what the report shows."""
+    if config.distance_range_pc is None:
+        return observation
+    low, high = config.distance_range_pc
+    return dataclasses.replace(
+        observation,
+        distance_pc=float(found_at[0]),
+        distance_from=f"best match's, of {config.distance_steps} in {low:g}-{high:g} pc",
+    )
+
+
 def _required(index: EmbeddingIndex, observation: Observation, unscaled: bool) -> tuple[str, ...]:
     """What the target lacks for a physical match (stops with one line unless ``unscaled``)."""
     missing = required_facts(
@@ -358,6 +372,7 @@ def _match_one(
         _ranked(index, searches, _moved(observation, d), wanted, config) for d in config.distances()
     ]
     prepared, found, found_at = _pooled(runs, config)
+    shown = _at_best_distance(observation, found_at, config)
     notes = list(prepared.notes)
     if observation.library_image is None:
         notes.append(_OBSERVATION_CAVEAT)
@@ -383,7 +398,7 @@ def _match_one(
         threshold=threshold,
         warnings=warnings,
         notes=notes,
-        compared=compared_block(observation, target.missing, prepared, found, store),
+        compared=compared_block(shown, target.missing, prepared, found, store),
         provenance=provenance_block(index),
     )
     if config.distance_range_pc is not None:
@@ -406,7 +421,7 @@ def _match_one(
             truth=truth,
             warnings=tuple(warnings),
             notes=tuple(notes),
-            observed=observed_view(observation, prepared),
+            observed=observed_view(shown, prepared),
             **display,
         ),
     )
