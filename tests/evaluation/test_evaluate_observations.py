@@ -211,3 +211,20 @@ def test_bad_centre_is_refused():
 
     with pytest.raises(pydantic.ValidationError, match="centre"):
         ObservationEvaluationConfig(centre="x")
+
+
+def test_library_without_pixel_scale_is_refused_not_matched_unscaled(
+    tiny_model, tiny_store, observations, tmp_path
+):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["au_per_pixel"] = None
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError) as info:
+        evaluate_observations(tiny_model, store, observations, tmp_path / "out")
+    message = str(info.value)
+    assert "--au-per-pixel" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
