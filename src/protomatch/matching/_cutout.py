@@ -1,14 +1,19 @@
-"""Cut a square field from an image: around the source's brightest point or the centre."""
+"""Cut a square field from an image, or resample it onto the library's grid, around a point."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from protomatch.optics.beam import FWHM_PER_SIGMA
 
-__all__ = ["source_position", "square_field"]
+__all__ = ["resample_field", "source_position", "square_field"]
+
+# Degrees of a synthetic sky per AU: small enough that the TAN projection of a library field
+# is flat to better than 1e-6, so resampling between two such grids is a pure rescaling.
+_DEGREES_PER_AU = 1e-6
 
 
 def source_position(image: np.ndarray, smoothing_fwhm_px: float) -> tuple[float, float]:
@@ -69,3 +74,68 @@ def square_field(
     dst_cols = slice(src_cols.start - left, src_cols.stop - left)
     out[dst_rows, dst_cols] = image[src_rows, src_cols]
     return out
+
+
+def resample_field(
+    image: np.ndarray,
+    au_per_pixel: float,
+    centre: tuple[float, float],
+    size: int,
+    target_au_per_pixel: float,
+) -> np.ndarray:
+    """Resample the ``size`` x ``size`` field of ``target_au_per_pixel`` around ``centre``.
+
+    Flux-conserving: each output pixel is the overlap-weighted mean of the input pixels it
+    covers (``reproject.reproject_exact``), so the field is placed to a fraction of a pixel
+    and its side in AU is exact, unlike a cut at whole input pixels followed by a resize
+    (``bench/bench_resample.py`` measures both).
+
+    Parameters
+    ----------
+    image
+        (H, W) surface brightness; NaN pixels count as 0.
+    au_per_pixel
+        The image's pixel side [AU].
+    centre
+        (row, column) of the field's centre in ``image``'s pixels, fractional allowed.
+    size
+        Side of the output [pixels].
+    target_au_per_pixel
+        Output pixel side [AU].
+
+    Returns
+    -------
+    numpy.ndarray
+        (size, size) float32; NaN where the field lies wholly beyond the image's edges.
+    """
+    from reproject import reproject_exact
+
+    half = size * target_au_per_pixel / au_per_pixel / 2 + 2
+    top = max(0, math.floor(centre[0] - half))
+    left = max(0, math.floor(centre[1] - half))
+    cut = image[top : math.ceil(centre[0] + half) + 1, left : math.ceil(centre[1] + half) + 1]
+    if cut.size == 0:
+        return np.full((size, size), np.nan, dtype=np.float32)
+    filled = np.nan_to_num(np.asarray(cut, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    source = _flat_sky(cut.shape, au_per_pixel, (centre[0] - top, centre[1] - left))
+    middle = (size - 1) / 2
+    target = _flat_sky((size, size), target_au_per_pixel, (middle, middle))
+    out, footprint = reproject_exact(
+        (filled, source), target, shape_out=(size, size), parallel=False
+    )
+    out[footprint <= 0] = np.nan
+    return out.astype(np.float32)
+
+
+def _flat_sky(shape: tuple[int, ...], au_per_pixel: float, centre: tuple[float, float]) -> Any:
+    """A TAN WCS of ``au_per_pixel`` whose reference point is at (row, column) ``centre``."""
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [0.0, 0.0]
+    wcs.wcs.crpix = [centre[1] + 1, centre[0] + 1]
+    step = au_per_pixel * _DEGREES_PER_AU
+    wcs.wcs.cdelt = [-step, step]
+    wcs.pixel_shape = (shape[1], shape[0])
+    return wcs

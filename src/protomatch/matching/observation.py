@@ -38,7 +38,7 @@ from protomatch.library.formats import (
 )
 from protomatch.library.preprocess import PreprocessConfig, prepare_image
 from protomatch.library.readers import read_library_projection
-from protomatch.matching._cutout import source_position, square_field
+from protomatch.matching._cutout import resample_field, source_position, square_field
 from protomatch.optics.beam import Beam
 from protomatch.optics.orientation import array_position_angle
 from protomatch.optics.units import intensity_factor
@@ -381,9 +381,9 @@ def prepare_observation(
     """Cut, resample and convert an observation like the library's images.
 
     With a physical pixel scale (:attr:`Observation.physical_pixel_au`) and the library's
-    AU per pixel, a square of the library's field of view in AU is cut (blank where the
-    observation is smaller) and resized; otherwise a square of the image's shorter side is
-    cut and resized as the library was. The square is centred on the source
+    AU per pixel, the library's field of view in AU is resampled flux-conservingly onto the
+    library's grid (blank where the observation is smaller); otherwise a square of the
+    image's shorter side is cut and resized as the library was. The square is centred on the source
     (``centre="source"``: the brightest point of the image smoothed on the beam's scale,
     where the library has its star) or on the image centre (``"image"``).
 
@@ -417,7 +417,9 @@ def prepare_observation(
     if au_per_pixel and library_au_per_pixel:
         field_au = library_au_per_pixel * preprocess.size
         side = field_au / float(au_per_pixel)
-        image = square_field(image, side, middle)
+        image = resample_field(
+            image, float(au_per_pixel), box_centre, preprocess.size, library_au_per_pixel
+        )
         config = preprocess.model_copy(update={"crop_fraction": 1.0})
         notes.append(
             f"resampled from {float(au_per_pixel):.3g} to the library's "
