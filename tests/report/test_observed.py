@@ -10,7 +10,7 @@ from astropy.io import fits
 from matplotlib.patches import Ellipse, Rectangle
 
 from protomatch._png import png_bytes
-from protomatch.library.formats import sky_per_pixel
+from protomatch.library.fits_header import sky_per_pixel
 from protomatch.report.data import ObservedView
 from protomatch.report.observed import beam_ellipse_px, observation_figure, scale_bar_au
 

@@ -23,19 +23,16 @@ from typing import Any, Literal
 import numpy as np
 
 from protomatch.errors import InputError
-from protomatch.library.formats import (
-    as_image,
+from protomatch.library.fits_header import (
     beam_arcsec,
     beam_problem,
     celestial_header,
     pixel_scale_arcsec,
-    read_fits,
-    read_npy,
     select_header,
     sky_per_pixel,
-    sniff_format,
     wcs_scale_problem,
 )
+from protomatch.library.formats import as_image, read_fits, read_npy, sniff_format
 from protomatch.library.preprocess import PreprocessConfig, prepare_image
 from protomatch.library.readers import read_library_projection
 from protomatch.matching._cutout import resample_field, source_position, square_field

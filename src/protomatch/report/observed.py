@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, Rectangle
 
-from protomatch.library.formats import sky_per_pixel
+from protomatch.library.fits_header import sky_per_pixel
 from protomatch.optics.orientation import array_position_angle
 from protomatch.report.data import ObservedView, plain_number, shorten
 
