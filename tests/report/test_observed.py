@@ -146,3 +146,26 @@ def test_the_caption_says_when_the_compared_square_leaves_the_image(
     boxes = [p for p in _patches(fig) if isinstance(p, Rectangle) and p.get_label() != ""]
     assert bool(boxes) == drawn
     assert any(caption in t.get_text() for t in fig.texts)
+
+
+def test_every_caption_line_fits_inside_the_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    # a bug: the captions were one line wider than the figure, cut off at both sides
+    view = ObservedView(
+        image=_image(),
+        au_per_pixel=8.01,
+        beam_arcsec=(0.288, 0.22, 25.2),
+        pixel_scale_arcsec=0.0347,
+        field_box=(20.0, 24.0, 200.0),
+    )
+    fig = observation_figure(view, 1e-3, "obs_000.fits")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width = fig.bbox.width
+    texts = [t for t in fig.texts if "pixel" in t.get_text()]
+    assert texts
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        assert extent.x0 >= 0 and extent.x1 <= width

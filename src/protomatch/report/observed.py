@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import textwrap
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 #: Lengths a scale bar may have [AU], smallest first.
 SCALE_BAR_LENGTHS_AU = (10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
 _BOX_COLOUR = "#33d1ff"
+_CAPTION_CHARACTERS = 95  # a line of 8.5-point text across the 6.6-inch figure
 
 
 def beam_ellipse_px(
@@ -138,10 +140,11 @@ def observation_figure(view: ObservedView, floor: float, name: str) -> Figure:
         _draw_field_box(ax, view),
     ]
     fig.suptitle(f"{shorten(name, 60)}: the observation as read", fontsize=12)
-    text = "   ".join(c for c in captions if c)
     if scale:
-        text = f"pixel {plain_number(scale)}″   " + text
-    fig.text(0.5, 0.015, text, ha="center", va="bottom", fontsize=8.5, color="0.25")
+        captions.insert(0, f"pixel {plain_number(scale)}″")
+    # A caption line per fact, wrapped: the figure's width must hold each of them.
+    lines = [textwrap.fill(c, _CAPTION_CHARACTERS) for c in captions if c]
+    fig.supxlabel("\n".join(lines), fontsize=8.5, color="0.25")
     return fig
 
 
