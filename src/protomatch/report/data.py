@@ -201,7 +201,9 @@ def plain_number(value: Any) -> str:
         return "–"
     if x == 0:
         return "0"
-    if 1e-3 <= abs(x) < 1e4:
+    if 1e3 <= abs(x) < 1e4:
+        return f"{x:.0f}"  # ".3g" would write 1600 as 1.6e+03
+    if 1e-3 <= abs(x) < 1e3:
         return f"{x:.3g}"
     return f"{x:.2e}".replace("e+0", "e").replace("e-0", "e-").replace("e+", "e")
 
