@@ -15,8 +15,10 @@ from protomatch.library.ingest import IngestConfig, ingest_library
 from protomatch.library.schema import DEFAULT_PARAMETERS
 from protomatch.library.store import LibraryStore
 from protomatch.matching.conditioned import (
+    _NOISE_SEED,
     BeamMatchedLibrary,
     _correlated_noise,
+    _noise_key,
     beam_key,
     noise_level,
     pixel_vectors,
@@ -394,3 +396,58 @@ def test_analogue_similarity_is_the_neighbour_statistic_of_the_matched_compariso
     assert noisy["p1"] <= noisy["p5"] <= noisy["median"] <= 1.0
     assert noisy != pytest.approx(noiseless)  # queries carry their own noise realisation
     assert library.analogue_similarity(beam, 0.053) == noisy  # same noise bin: cached
+
+
+# --- the observation's footprint ----------------------------------------------------------------
+
+
+def _half_field() -> np.ndarray:
+    footprint = np.zeros((32, 32), dtype=bool)
+    footprint[8:24, 6:26] = True
+    return footprint
+
+
+def test_footprint_blanks_the_noisy_library_outside_the_observed_area(tiny_model, tiny_store):
+    trained, store = load_model(tiny_model), LibraryStore.open(tiny_store)
+    library = BeamMatchedLibrary(trained, store, cache_size=4, block=64)
+    beam, footprint = (2.0, 2.0, 0.0), _half_field()
+    whole = library.embeddings(beam, 0.05)
+    masked = library.embeddings(beam, 0.05, footprint)
+    assert library.embeddings(beam, 0.05, footprint.copy()) is masked  # keyed by its content
+    assert not np.allclose(whole, masked)
+    # the same as embedding the noisy images blanked by hand
+    images = library.convolved_images(beam, 0, 4)
+    peaks = images.reshape(4, -1).max(axis=1)
+    noise = _correlated_noise((_NOISE_SEED, 0), 64, (32, 32), beam)[:4]
+    level = 10 ** _noise_key(0.05)
+    noisy = (images + level * peaks[:, None, None] * noise) * footprint
+    brightness = np.array(store.table["peak"].iloc[:4]) * clipped_mean(noisy, level * peaks)
+    expected = trained.embed(noisy, brightness)
+    np.testing.assert_allclose(masked[:4], expected, atol=1e-5)
+
+
+def test_footprint_blanks_the_beam_matched_pixel_baseline(tiny_model, tiny_store):
+    trained, store = load_model(tiny_model), LibraryStore.open(tiny_store)
+    library = BeamMatchedLibrary(trained, store, pixel_cache_size=2, block=64)
+    beam, footprint = (3.0, 2.0, 60.0), _half_field()
+    pixels = library.convolved_pixels(beam, footprint)
+    blanked = library.convolved_images(beam, 0, 10) * footprint
+    np.testing.assert_allclose(pixels[:10], pixel_vectors(blanked, trained.preprocess), atol=1e-6)
+    assert not np.allclose(pixels, library.convolved_pixels(beam))
+
+
+def test_noise_matched_similarities_use_the_observation_footprint(tiny_model, tiny_store):
+    trained, store = load_model(tiny_model), LibraryStore.open(tiny_store)
+    library = BeamMatchedLibrary(trained, store)
+    beam, footprint = (2.0, 2.0, 0.0), _half_field()
+    rng = np.random.default_rng(3)
+    image = convolve_with_beam(torch.from_numpy(np.array(store.images[5])), *beam).numpy()
+    image = image + 0.05 * image.max() * rng.standard_normal(image.shape).astype(np.float32)
+    image = image * footprint / (image * footprint).max()
+    peak = float(store.table["peak"].iloc[5])
+    prepared = PreparedObservation(image, peak, (), footprint=footprint)
+    scores, noise = library.noise_matched_similarities(prepared, beam)
+    query = trained.embed(image[None], np.array([prepared.clipped_intensity(noise)]))[0]
+    np.testing.assert_allclose(
+        scores, library.embeddings(beam, noise, footprint) @ query, atol=1e-5
+    )

@@ -71,3 +71,43 @@ def test_resample_field_entirely_off_the_image_is_blank() -> None:
     field = resample_field(np.ones((16, 16)), 10.0, (500.0, 500.0), 8, 10.0)
 
     assert np.isnan(field).all()
+
+
+def _observation(image: np.ndarray, au_per_pixel: float):
+    from pathlib import Path
+
+    from protomatch.matching.observation import Observation
+
+    return Observation(
+        image=image.astype(np.float32), source=Path("obs.npy"), au_per_pixel=au_per_pixel
+    )
+
+
+def test_an_observation_smaller_than_the_library_field_has_a_footprint() -> None:
+    from protomatch.library.preprocess import PreprocessConfig
+    from protomatch.matching.observation import prepare_observation
+
+    config = PreprocessConfig(size=32)
+    image = _gaussian(40, (19.5, 19.5), 6.0)  # 40 px x 10 AU = 400 AU
+    image[:, :4] = np.nan  # a blank border
+
+    prepared = prepare_observation(_observation(image, 10.0), config, 20.0, centre="image")
+
+    footprint = prepared.footprint  # library field: 32 px x 20 AU = 640 AU
+    assert footprint is not None and footprint.shape == (32, 32)
+    rows, columns = np.nonzero(footprint)
+    assert (rows.min(), rows.max()) == (6, 25)  # 400 AU = 20 library pixels, centred
+    assert (columns.min(), columns.max()) == (8, 25)  # the blank 40 AU border is not covered
+    assert np.all(prepared.image[~footprint] == 0)
+    assert any("covers 35% of the library's field" in note for note in prepared.notes)
+
+
+def test_an_observation_covering_the_library_field_has_no_footprint() -> None:
+    from protomatch.library.preprocess import PreprocessConfig
+    from protomatch.matching.observation import prepare_observation
+
+    image = _gaussian(80, (39.5, 39.5), 6.0)  # 800 AU, more than the 640 AU field
+    prepared = prepare_observation(_observation(image, 10.0), PreprocessConfig(size=32), 20.0)
+
+    assert prepared.footprint is None
+    assert not any("covers" in note for note in prepared.notes)

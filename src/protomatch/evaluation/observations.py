@@ -315,7 +315,10 @@ class _Run:
                     return oriented(False, False)[:, 0]
                 return self.beamed.noise_matched_similarities(prepared, beam)[0]
             if method.startswith("pixels"):
-                pixels = self.beamed.convolved_pixels(beam if method == "pixels_beam" else None)
+                if method == "pixels_beam":
+                    pixels = self.beamed.convolved_pixels(beam, prepared.footprint)
+                else:
+                    pixels = self.beamed.convolved_pixels(None)
                 return pixels @ query_pixels()
             reduce = method.rsplit("_", 1)[-1]
             sims = oriented("_beam" in method, reduce in ("d8max", "d8mean"))

@@ -9,7 +9,7 @@ import numpy as np
 
 from protomatch.optics.beam import FWHM_PER_SIGMA
 
-__all__ = ["resample_field", "source_position", "square_field"]
+__all__ = ["coverage_field", "resample_field", "source_position", "square_field"]
 
 # Degrees of a synthetic sky per AU: small enough that the TAN projection of a library field
 # is flat to better than 1e-6, so resampling between two such grids is a pure rescaling.
@@ -108,6 +108,44 @@ def resample_field(
     numpy.ndarray
         (size, size) float32; NaN where the field lies wholly beyond the image's edges.
     """
+    out, footprint = _reprojected(image, au_per_pixel, centre, size, target_au_per_pixel)
+    out[footprint <= 0] = np.nan
+    return out.astype(np.float32)
+
+
+def coverage_field(
+    image: np.ndarray,
+    au_per_pixel: float,
+    centre: tuple[float, float],
+    size: int,
+    target_au_per_pixel: float,
+) -> np.ndarray:
+    """Fraction of each pixel of :func:`resample_field`'s output covered by finite pixels.
+
+    Parameters
+    ----------
+    image, au_per_pixel, centre, size, target_au_per_pixel
+        As for :func:`resample_field`.
+
+    Returns
+    -------
+    numpy.ndarray
+        (size, size) float64 in [0, 1]: 0 beyond the image's edges and over blank (NaN)
+        pixels, 1 where finite pixels cover the output pixel wholly.
+    """
+    finite = np.isfinite(np.asarray(image)).astype(np.float64)
+    mean, footprint = _reprojected(finite, au_per_pixel, centre, size, target_au_per_pixel)
+    return np.clip(np.nan_to_num(mean, nan=0.0) * footprint, 0.0, 1.0)
+
+
+def _reprojected(
+    image: np.ndarray,
+    au_per_pixel: float,
+    centre: tuple[float, float],
+    size: int,
+    target_au_per_pixel: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """reproject_exact's (mean over the covered part, covered fraction) of each output pixel."""
     from reproject import reproject_exact
 
     half = size * target_au_per_pixel / au_per_pixel / 2 + 2
@@ -115,7 +153,7 @@ def resample_field(
     left = max(0, math.floor(centre[1] - half))
     cut = image[top : math.ceil(centre[0] + half) + 1, left : math.ceil(centre[1] + half) + 1]
     if cut.size == 0:
-        return np.full((size, size), np.nan, dtype=np.float32)
+        return np.full((size, size), np.nan), np.zeros((size, size))
     filled = np.nan_to_num(np.asarray(cut, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     source = _flat_sky(cut.shape, au_per_pixel, (centre[0] - top, centre[1] - left))
     middle = (size - 1) / 2
@@ -123,8 +161,7 @@ def resample_field(
     out, footprint = reproject_exact(
         (filled, source), target, shape_out=(size, size), parallel=False
     )
-    out[footprint <= 0] = np.nan
-    return out.astype(np.float32)
+    return out, footprint
 
 
 def _flat_sky(shape: tuple[int, ...], au_per_pixel: float, centre: tuple[float, float]) -> Any:

@@ -173,7 +173,9 @@ class BeamMatchedLibrary:
         """Library passes computed so far (cache misses, embeddings and pixels)."""
         return self._embeddings.misses + self._pixels.misses
 
-    def embeddings(self, beam: Beam | None, noise: float = 0.0) -> np.ndarray:
+    def embeddings(
+        self, beam: Beam | None, noise: float = 0.0, footprint: np.ndarray | None = None
+    ) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings of the library convolved with ``beam``.
 
         ``beam`` is (FWHM major [px], FWHM minor [px], PA [deg]) in library pixels, snapped
@@ -191,6 +193,10 @@ class BeamMatchedLibrary:
         noise
             Noise rms relative to each convolved image's peak; 0 for none. Snapped to a
             grid of ~10 % steps.
+        footprint
+            (H, W) bool: with a beam and noise, every noisy library image is blanked (0)
+            outside it, as an observation covering only part of the field is; None: the
+            whole field.
 
         Returns
         -------
@@ -204,13 +210,16 @@ class BeamMatchedLibrary:
         through: Beam = key
         level = 10**noise_key
         return self._embeddings.get(
-            (key, noise_key),
+            (key, noise_key, _footprint_key(footprint)),
             lambda: self._compute(
-                through, lambda images, a, b: self._embed_noisy(images, a, b, through, level)
+                through,
+                lambda images, a, b: self._embed_noisy(images, a, b, through, level, footprint),
             ),
         )
 
-    def convolved_pixels(self, beam: Beam | None) -> np.ndarray:
+    def convolved_pixels(
+        self, beam: Beam | None, footprint: np.ndarray | None = None
+    ) -> np.ndarray:
         """(N, H*W) float32 unit rows of the library's model-input pixels through ``beam``.
 
         The pixel-space baseline: the intensity stage of :func:`pixel_vectors` applied to
@@ -221,6 +230,8 @@ class BeamMatchedLibrary:
         beam
             (FWHM major [library pixels], FWHM minor [library pixels], PA [degrees]), or
             None for the library as stored.
+        footprint
+            (H, W) bool: images blanked (0) outside it; None: the whole field.
 
         Returns
         -------
@@ -229,7 +240,11 @@ class BeamMatchedLibrary:
             two rows is their pixel-space cosine similarity in [-1, 1].
         """
         key = beam_key(beam)
-        return self._pixels.get(key, lambda: self._compute(key, self._pixel_block))
+
+        def block(images: np.ndarray, start: int, stop: int) -> np.ndarray:
+            return self._pixel_block(_blanked(images, footprint), start, stop)
+
+        return self._pixels.get((key, _footprint_key(footprint)), lambda: self._compute(key, block))
 
     def similarities(
         self,
@@ -318,24 +333,40 @@ class BeamMatchedLibrary:
         return self._trained.embed(images, brightness, batch_size=self._block)
 
     def _embed_noisy(
-        self, images: np.ndarray, start: int, stop: int, beam: Beam, level: float
+        self,
+        images: np.ndarray,
+        start: int,
+        stop: int,
+        beam: Beam,
+        level: float,
+        footprint: np.ndarray | None,
     ) -> np.ndarray:
         shape = (images.shape[1], images.shape[2])
         noise = _correlated_noise((_NOISE_SEED, start), stop - start, shape, beam)
-        return self._embed_with_noise(images, np.arange(start, stop), noise, level)
+        return self._embed_with_noise(images, np.arange(start, stop), noise, level, footprint)
 
     def _embed_with_noise(
-        self, images: np.ndarray, rows: np.ndarray, noise: np.ndarray, level: float
+        self,
+        images: np.ndarray,
+        rows: np.ndarray,
+        noise: np.ndarray,
+        level: float,
+        footprint: np.ndarray | None,
     ) -> np.ndarray:
-        """Embed convolved library ``images`` (rows ``rows``) plus ``level`` x peak x noise."""
+        """Embed convolved library ``images`` (rows ``rows``) noised and blanked like a target.
+
+        Noise: ``level`` x each image's peak x ``noise``; blank (0) outside ``footprint``.
+        """
         peaks = images.reshape(len(images), -1).max(axis=1)
-        noisy = images + level * peaks[:, None, None] * noise
+        noisy = _blanked(images + level * peaks[:, None, None] * noise, footprint)
         # The same noise-clipped brightness as the observation's (PreparedObservation).
         clipped = self._peak[rows] * clipped_mean(noisy, level * peaks)
         brightness = np.maximum(clipped, 1e-12 * self._mean_intensity[rows])
         return self._trained.embed(noisy, brightness, batch_size=self._block)
 
-    def analogue_similarity(self, beam: Beam, noise: float) -> dict[str, float]:
+    def analogue_similarity(
+        self, beam: Beam, noise: float, footprint: np.ndarray | None = None
+    ) -> dict[str, float]:
         """What a good analogue's similarity looks like at this beam and noise level.
 
         Quantiles (p1, p5, median) of the best similarity of sampled library images to the
@@ -351,6 +382,9 @@ class BeamMatchedLibrary:
         noise
             Noise rms relative to the peak (the observation's :func:`noise_level`); 0 for
             none.
+        footprint
+            The observation's footprint on the library grid (both sides blanked outside
+            it), or None for the whole field.
 
         Returns
         -------
@@ -358,9 +392,9 @@ class BeamMatchedLibrary:
             Cosine similarities in [-1, 1] under ``p1``, ``p5`` and ``median``; NaN when the
             library has fewer than two systems. A copy of the cached values.
         """
-        key = (beam_key(beam), _noise_key(noise))
+        key = (beam_key(beam), _noise_key(noise), _footprint_key(footprint))
         if key not in self._analogue:
-            library = self.embeddings(beam, noise)
+            library = self.embeddings(beam, noise, footprint)
             level = 10 ** key[1] if key[1] else 0.0
 
             def queries(rows: np.ndarray) -> np.ndarray:
@@ -370,7 +404,7 @@ class BeamMatchedLibrary:
                     images = convolve_with_beam(torch.from_numpy(images), *key[0]).numpy()
                 shape = (images.shape[1], images.shape[2])
                 fresh = _correlated_noise((_NOISE_SEED + 1, 0), len(rows), shape, key[0])
-                return self._embed_with_noise(images, rows, fresh, level)
+                return self._embed_with_noise(images, rows, fresh, level, footprint)
 
             self._analogue[key] = neighbour_similarity(library, self._systems, queries=queries)
         return dict(self._analogue[key])
@@ -406,10 +440,23 @@ class BeamMatchedLibrary:
         )
         intensity = None if brightness is None else np.array([brightness])
         query = self._trained.embed(prepared.image[None], intensity)[0]
-        return self.embeddings(beam, noise) @ query, noise
+        return self.embeddings(beam, noise, prepared.footprint) @ query, noise
 
     def _pixel_block(self, images: np.ndarray, start: int, stop: int) -> np.ndarray:
         return pixel_vectors(images, self._trained.preprocess)
+
+
+def _footprint_key(footprint: np.ndarray | None) -> bytes | None:
+    """A hashable, compact key of a footprint mask (None: the whole field)."""
+    if footprint is None:
+        return None
+    mask = np.asarray(footprint, dtype=bool)
+    return bytes(np.array(mask.shape, dtype=np.int64)) + np.packbits(mask).tobytes()
+
+
+def _blanked(images: np.ndarray, footprint: np.ndarray | None) -> np.ndarray:
+    """``images`` set to 0 outside ``footprint`` (unchanged when it is None)."""
+    return images if footprint is None else images * np.asarray(footprint, dtype=images.dtype)
 
 
 def _correlated_noise(

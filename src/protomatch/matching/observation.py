@@ -35,7 +35,12 @@ from protomatch.library.fits_header import (
 from protomatch.library.formats import as_image, read_fits, read_npy, sniff_format
 from protomatch.library.preprocess import PreprocessConfig, prepare_image
 from protomatch.library.readers import read_library_projection
-from protomatch.matching._cutout import resample_field, source_position, square_field
+from protomatch.matching._cutout import (
+    coverage_field,
+    resample_field,
+    source_position,
+    square_field,
+)
 from protomatch.optics.beam import Beam
 from protomatch.optics.orientation import array_position_angle
 from protomatch.optics.units import intensity_factor
@@ -309,6 +314,10 @@ class PreparedObservation:
     field_box
         (centre row, centre column, side) of the compared square in the observation's
         pixels.
+    footprint
+        (size, size) bool: the library-grid pixels the observation covers (at least half
+        of each pixel inside the image and not blank); None when it covers them all. The
+        noise-matched comparison blanks the library outside it, as the observation is.
     """
 
     image: np.ndarray
@@ -317,6 +326,7 @@ class PreparedObservation:
     beam: Beam | None = None
     peak: float | None = None
     field_box: tuple[float, float, float] | None = None
+    footprint: np.ndarray | None = None
 
     @property
     def mean_intensity(self) -> float | None:
@@ -414,15 +424,22 @@ def prepare_observation(
     if au_per_pixel and library_au_per_pixel:
         field_au = library_au_per_pixel * preprocess.size
         side = field_au / float(au_per_pixel)
-        image = resample_field(
-            image, float(au_per_pixel), box_centre, preprocess.size, library_au_per_pixel
-        )
+        grid = (float(au_per_pixel), box_centre, preprocess.size, library_au_per_pixel)
+        footprint = _footprint(image, *grid)
+        image = resample_field(image, *grid)
         config = preprocess.model_copy(update={"crop_fraction": 1.0})
         notes.append(
             f"resampled from {float(au_per_pixel):.3g} to the library's "
             f"{library_au_per_pixel:.3g} AU/pixel (field {field_au:.0f} AU)"
         )
+        if footprint is not None:
+            image = np.where(footprint, image, np.float32(np.nan))  # as the library will be
+            notes.append(
+                f"the observation covers {footprint.mean():.0%} of the library's field; "
+                "the library is compared over the same area (blank elsewhere)"
+            )
     else:
+        footprint = None
         image = square_field(image, min(image.shape), middle)
         notes.append(
             f"no physical pixel scale ({_missing_scale(observation, library_au_per_pixel)} "
@@ -441,7 +458,22 @@ def prepare_observation(
     scale = None if factor is None else float(prepared.peak * factor)
     beam = beam_in_library_pixels(observation, library_au_per_pixel)
     box = (float(box_centre[0]), float(box_centre[1]), side)
-    return PreparedObservation(prepared.image, scale, tuple(notes), beam, prepared.peak, box)
+    return PreparedObservation(
+        prepared.image, scale, tuple(notes), beam, prepared.peak, box, footprint
+    )
+
+
+def _footprint(
+    image: np.ndarray,
+    au_per_pixel: float,
+    centre: tuple[float, float],
+    size: int,
+    library_au_per_pixel: float,
+) -> np.ndarray | None:
+    """Library-grid pixels at least half covered by finite pixels of ``image``; None: all."""
+    fraction = coverage_field(image, au_per_pixel, centre, size, library_au_per_pixel)
+    footprint = fraction >= 0.5
+    return None if footprint.all() else footprint
 
 
 def _missing_scale(observation: Observation, library_au_per_pixel: float | None) -> str:

@@ -164,5 +164,5 @@ class NoiseMatchedSearch:
             f"{beam[1]:.2g} library pixels, PA {beam[2]:.0f} deg) and at its noise level "
             f"({noise:.2g} of the peak)"
         )
-        analogues = self.library.analogue_similarity(beam, noise)
+        analogues = self.library.analogue_similarity(beam, noise, prepared.footprint)
         return Ranking(scores[order], self._index.ids[order], analogues, noise, (note,))
