@@ -92,6 +92,11 @@ def test_estimates_table_and_markdown(evaluated):
     for name in evaluated.metrics["parameters"]:
         assert f"| {name} |" in table
     assert "best protomatch variant" in evaluated.describe()
+    bootstrap = evaluated.metrics["bootstrap"]
+    best = evaluated.metrics["best_protomatch"]
+    assert set(bootstrap["interval"]) == set(evaluated.metrics["methods"])
+    assert set(bootstrap["difference"]) == set(evaluated.metrics["methods"]) - {best}
+    assert f"{best} − method" in table and "95 % interval" in table
 
 
 @pytest.mark.slow

@@ -95,3 +95,34 @@ def test_parameter_recovery_with_one_prior_for_every_query() -> None:
     np.testing.assert_array_equal(estimates["prior"][1], prior)
     assert recovery["methods"]["m"]["median_abs_error"] == pytest.approx(0.0)
     assert recovery["methods"]["prior"]["median_abs_error"] == pytest.approx(1.0)
+
+
+def test_bootstrap_intervals_hold_the_point_value_and_pair_the_methods() -> None:
+    rng = np.random.default_rng(1)
+    truths = rng.normal(size=(150, 2))
+    spreads = [1.0, 2.0]
+    medians = {
+        "exact": truths.copy(),
+        "good": truths + rng.normal(0.0, 0.2, size=truths.shape),
+        "poor": truths + rng.normal(0.0, 1.0, size=truths.shape),
+    }
+    result = R.bootstrap_relative_error(medians, truths, spreads, "good", draws=500)
+
+    assert result["interval"]["exact"] == [0.0, 0.0]
+    for method, values in medians.items():
+        point = np.mean(np.median(np.abs(values - truths), axis=0) / spreads)
+        low, high = result["interval"][method]
+        assert low <= point <= high
+    low, high = result["difference"]["poor"]
+    assert high < 0  # good is resolved better than poor
+    low, high = result["difference"]["exact"]
+    assert low > 0  # and resolved worse than exact
+    assert "good" not in result["difference"]
+
+
+def test_bootstrap_of_a_method_against_itself_is_zero() -> None:
+    truths = np.arange(20.0)[:, None]
+    same = truths + 1.0
+    result = R.bootstrap_relative_error({"a": same, "b": same.copy()}, truths, [2.0], "a")
+    assert result["difference"]["b"] == [0.0, 0.0]
+    assert result["interval"]["a"] == pytest.approx([0.5, 0.5])

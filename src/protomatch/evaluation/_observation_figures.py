@@ -76,12 +76,40 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
             for s in (record["methods"][m] for m in methods)
         ]
         lines.append(table_row([name, *cells]))
-    lines += ["", "Mean error / prior spread over the parameters:", ""]
-    lines += [table_row(["method", "mean error / prior spread"]), table_row(["---", "---:"])]
-    for method in methods:
-        lines.append(table_row([method, fmt(mean_relative_error(metrics, method))]))
+    lines += _mean_error_table(metrics, methods, best)
     lines += _condition_tables(metrics)
     return "\n".join(lines) + "\n"
+
+
+def _mean_error_table(metrics: Mapping[str, Any], methods: list[str], best: str) -> list[str]:
+    """Each method's mean error / prior spread, its bootstrap interval and the paired one."""
+    bootstrap = metrics.get("bootstrap") or {}
+    intervals, differences = bootstrap.get("interval", {}), bootstrap.get("difference", {})
+
+    def span(bounds: Any) -> str:
+        return f"[{fmt(bounds[0])}, {fmt(bounds[1])}]" if bounds else "–"
+
+    lines = [
+        "",
+        "Mean error / prior spread over the parameters, with 95 % bootstrap intervals over the "
+        f"observations ({bootstrap.get('draws', 0)} draws) of it and of `{best}` minus it, "
+        "paired (negative: protomatch better; an interval that holds 0 is not resolved):",
+        "",
+        table_row(["method", "mean error / prior spread", "95 % interval", f"{best} − method"]),
+        table_row(["---", "---:", "---:", "---:"]),
+    ]
+    for method in methods:
+        lines.append(
+            table_row(
+                [
+                    method,
+                    fmt(mean_relative_error(metrics, method)),
+                    span(intervals.get(method)),
+                    span(differences.get(method)),
+                ]
+            )
+        )
+    return lines
 
 
 def _condition_tables(metrics: Mapping[str, Any]) -> list[str]:

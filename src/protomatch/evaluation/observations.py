@@ -192,6 +192,7 @@ def evaluate_observations(
     recovery, estimates = _recovery(trained, theta, truth, stacked)
     best = _best_variant(recovery)
     conditions = _by_condition(trained, recovery, truth, estimates)
+    bootstrap = _bootstrap(trained, recovery, truth, estimates, best)
     metrics = json_safe(
         {
             **_artefact.provenance(KIND, SCHEMA_VERSION),
@@ -211,6 +212,7 @@ def evaluate_observations(
             "fraction of observations whose truth lies in the 16-84 % / 2.5-97.5 % interval",
             "parameters": recovery,
             "by_condition": conditions,
+            "bootstrap": bootstrap,
             "library_passes": beamed.misses,
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -392,11 +394,8 @@ def _by_condition(
     observations are split at its terciles; each part gets the mean over parameters of the
     error over the prior's spread and of the 68 % coverage, per method.
     """
-    names, flags = trained.normaliser.names, trained.normaliser.log10
-    truths = np.stack(
-        [R.error_space(truth[n].to_numpy(dtype=np.float64), f) for n, f in zip(names, flags)], 1
-    )
-    spreads = [recovery[name]["prior_spread"] for name in names]
+    truths = _true_values(trained, truth)
+    spreads = [recovery[name]["prior_spread"] for name in trained.normaliser.names]
     record: dict[str, dict[str, Any]] = {}
     for column in CONDITIONS:
         if column not in truth.columns:
@@ -414,6 +413,28 @@ def _by_condition(
             ],
         }
     return record
+
+
+def _true_values(trained: TrainedModel, truth: pd.DataFrame) -> np.ndarray:
+    """(Q, P) true parameters in error space (log10 for log-scaled parameters)."""
+    names, flags = trained.normaliser.names, trained.normaliser.log10
+    return np.stack(
+        [R.error_space(truth[n].to_numpy(dtype=np.float64), f) for n, f in zip(names, flags)], 1
+    )
+
+
+def _bootstrap(
+    trained: TrainedModel,
+    recovery: Mapping[str, Any],
+    truth: pd.DataFrame,
+    estimates: Mapping[str, np.ndarray],
+    best: str,
+) -> dict[str, object]:
+    """Bootstrap intervals of each method's mean error / prior spread, and paired to ``best``."""
+    spreads = [recovery[name]["prior_spread"] for name in trained.normaliser.names]
+    median = R.quantile_index("median")
+    medians = {method: values[:, :, median] for method, values in estimates.items()}
+    return R.bootstrap_relative_error(medians, _true_values(trained, truth), spreads, best)
 
 
 def _part_scores(
