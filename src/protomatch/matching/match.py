@@ -60,10 +60,10 @@ _DISPLAY_NOISE_SIGMAS = 2.0
 _OBSERVATION_CAVEAT = (
     "matching observed images is validated on mock observations only, of the built-in "
     "simulator's library and of one written differently (README, 'Checked on a library "
-    "protomatch did not write'): on both the matches beat the library prior clearly on "
-    "luminosity, less clearly on temperature and stellar mass; age and accretion rate are "
-    "hardly constrained, and envelope mass and disk size were no better than the prior on "
-    "the second library"
+    "protomatch did not write'): on both the matches beat the library prior overall, "
+    "clearly on luminosity and disk size, hardly on age and stellar mass; on the second "
+    "library envelope mass was no better than the prior and beam-matched pixel neighbours "
+    "did as well overall"
 )
 
 
