@@ -50,8 +50,17 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
         f"images. Error: median absolute error of the similarity-weighted median (dex for "
         f"log-scaled parameters). protomatch = best variant, `{best}`.",
         "",
-        table_row(["parameter", "protomatch", "prior", "pixel kNN (beam)", "68 % coverage"]),
-        table_row(["---", "---:", "---:", "---:", "---:"]),
+        table_row(
+            [
+                "parameter",
+                "protomatch",
+                "prior",
+                "pixel kNN (beam)",
+                "strong pixels",
+                "68 % coverage",
+            ]
+        ),
+        table_row(["---", "---:", "---:", "---:", "---:", "---:"]),
     ]
     for name, record in parameters.items():
         methods = record["methods"]
@@ -63,6 +72,7 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
                     fmt(methods[best]["median_abs_error"]) + unit,
                     fmt(methods["prior"]["median_abs_error"]),
                     fmt(methods.get("pixels_beam", {}).get("median_abs_error")),
+                    fmt(methods.get("pixels_strong", {}).get("median_abs_error")),
                     fmt(methods[best]["coverage68"], 2),
                 ]
             )

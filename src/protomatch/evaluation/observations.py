@@ -50,8 +50,9 @@ from protomatch.errors import InputError
 from protomatch.evaluation import recovery as R
 from protomatch.evaluation._markdown import json_safe
 from protomatch.evaluation._observation_figures import describe, markdown_tables, render_figures
+from protomatch.evaluation._strong_pixels import strong_pixel_similarities
 from protomatch.library.store import LibraryStore
-from protomatch.matching.conditioned import BeamMatchedLibrary, pixel_vectors
+from protomatch.matching.conditioned import BeamMatchedLibrary, noise_level, pixel_vectors
 from protomatch.matching.facts import required_facts
 from protomatch.matching.observation import (
     Centre,
@@ -88,6 +89,8 @@ METHODS = MappingProxyType(
         "to the convolved library (beam-correlated)",
         "pixels": "pixel cosine (model-input pixels) vs the stored library",
         "pixels_beam": "pixel cosine vs the library convolved to the observation's beam",
+        "pixels_strong": "the strongest simple baseline: pixel correlation after a noise-aware "
+        "asinh stretch, vs the library convolved to the beam, best over the 8 orientations",
         "prior": "the library's median and quantiles",
     }
 )
@@ -316,6 +319,8 @@ class _Run:
                 if beam is None:
                     return oriented(False, False)[:, 0]
                 return self.beamed.noise_matched_similarities(prepared, beam)[0]
+            if method == "pixels_strong":
+                return self._strong_pixels(prepared, beam)
             if method.startswith("pixels"):
                 if method == "pixels_beam":
                     pixels = self.beamed.convolved_pixels(beam, prepared.footprint)
@@ -329,6 +334,13 @@ class _Run:
             return sims.mean(axis=1) if reduce == "d8mean" else sims[:, 0]
 
         return by_method
+
+    def _strong_pixels(self, prepared: PreparedObservation, beam: Beam | None) -> np.ndarray:
+        """The strongest simple baseline (:mod:`._strong_pixels`); stored library without a beam."""
+        noise = noise_level(prepared.image)
+        return strong_pixel_similarities(
+            self.beamed, prepared.image, beam, noise, prepared.footprint
+        )
 
 
 def _distance(row: Mapping[Hashable, Any]) -> float | None:
