@@ -97,6 +97,14 @@ def test_estimates_table_and_markdown(evaluated):
     assert set(bootstrap["interval"]) == set(evaluated.metrics["methods"])
     assert set(bootstrap["difference"]) == set(evaluated.metrics["methods"]) - {best}
     assert f"{best} − method" in table and "95 % interval" in table
+    assert "Per parameter against the strongest baseline here" in table
+    assert "vs the strongest baseline" in evaluated.describe()
+    for name in evaluated.metrics["parameters"]:
+        assert any(
+            line.startswith(f"| {name} | [")
+            and line.rstrip(" |").endswith(("better", "worse", "resolved"))
+            for line in table.splitlines()
+        )
 
 
 @pytest.mark.slow

@@ -126,3 +126,16 @@ def test_bootstrap_of_a_method_against_itself_is_zero() -> None:
     result = R.bootstrap_relative_error({"a": same, "b": same.copy()}, truths, [2.0], "a")
     assert result["difference"]["b"] == [0.0, 0.0]
     assert result["interval"]["a"] == pytest.approx([0.5, 0.5])
+
+
+def test_per_parameter_differences_and_their_verdicts() -> None:
+    rng = np.random.default_rng(2)
+    truths = rng.normal(size=(200, 2))
+    good = truths + rng.normal(0.0, 0.1, size=truths.shape)
+    mixed = truths.copy()
+    mixed[:, 1] += rng.normal(0.0, 1.0, size=200)  # exact on the first, poor on the second
+    result = R.bootstrap_relative_error({"good": good, "mixed": mixed}, truths, [1.0, 1.0], "good")
+
+    first, second = result["parameter_difference"]["mixed"]
+    assert R.verdict(first) == "worse" and R.verdict(second) == "better"
+    assert R.verdict([-0.1, 0.2]) == "not resolved"

@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from protomatch._png import png_bytes as _png_bytes
+from protomatch.evaluation import recovery as R
 from protomatch.evaluation._markdown import fmt, nan_if_none, table_row
 
 _OURS = "#d1495b"
@@ -87,6 +88,7 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
         ]
         lines.append(table_row([name, *cells]))
     lines += _mean_error_table(metrics, methods, best)
+    lines += _verdict_table(metrics, best)
     lines += _condition_tables(metrics)
     return "\n".join(lines) + "\n"
 
@@ -119,6 +121,45 @@ def _mean_error_table(metrics: Mapping[str, Any], methods: list[str], best: str)
                 ]
             )
         )
+    return lines
+
+
+def strongest_baseline(metrics: Mapping[str, Any]) -> str:
+    """The evaluated method other than protomatch's with the lowest mean error / prior spread."""
+    baselines = [m for m in metrics["methods"] if not m.startswith("protomatch")]
+    return min(baselines, key=lambda m: mean_relative_error(metrics, m))
+
+
+def parameter_verdicts(metrics: Mapping[str, Any]) -> dict[str, str]:
+    """Per parameter, whether the best protomatch variant beats the strongest baseline.
+
+    "better" / "worse" / "not resolved" from the paired 95 % bootstrap interval; empty when
+    the metrics carry no bootstrap.
+    """
+    baseline = strongest_baseline(metrics)
+    intervals = (metrics.get("bootstrap") or {}).get("parameter_difference", {}).get(baseline)
+    if not intervals:
+        return {}
+    return {name: R.verdict(i) for name, i in zip(metrics["parameters"], intervals)}
+
+
+def _verdict_table(metrics: Mapping[str, Any], best: str) -> list[str]:
+    """Per parameter, the paired interval and verdict against the strongest baseline."""
+    verdicts = parameter_verdicts(metrics)
+    if not verdicts:
+        return []
+    baseline = strongest_baseline(metrics)
+    intervals = metrics["bootstrap"]["parameter_difference"][baseline]
+    lines = [
+        "",
+        f"Per parameter against the strongest baseline here, `{baseline}`: 95 % paired bootstrap "
+        f"interval of `{best}`'s error / prior spread minus its, and the verdict.",
+        "",
+        table_row(["parameter", f"{best} − {baseline}", "verdict"]),
+        table_row(["---", "---:", "---"]),
+    ]
+    for (name, verdict), (low, high) in zip(verdicts.items(), intervals):
+        lines.append(table_row([name, f"[{fmt(low)}, {fmt(high)}]", verdict]))
     return lines
 
 
@@ -200,6 +241,7 @@ def describe(metrics: Mapping[str, Any], out: Path) -> str:
             f"best protomatch variant: {best}",
             f"errors (best variant vs prior): {errors}",
             f"mean error / prior spread: {ranking}",
+            *_verdict_line(metrics),
             f"metrics: {out / 'metrics.json'}, {out / 'metrics.md'}; figures: {out}/*.png",
         ]
     )
@@ -314,3 +356,11 @@ def _coverage_figure(metrics: Mapping[str, Any]) -> Figure:
     axes[0].set_title("fraction of observations whose truth lies in the interval (dashed: nominal)")
     fig.tight_layout()
     return fig
+
+
+def _verdict_line(metrics: Mapping[str, Any]) -> list[str]:
+    verdicts = parameter_verdicts(metrics)
+    if not verdicts:
+        return []
+    listed = ", ".join(f"{name} {verdict}" for name, verdict in verdicts.items())
+    return [f"vs the strongest baseline ({strongest_baseline(metrics)}), per parameter: {listed}"]

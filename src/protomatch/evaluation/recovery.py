@@ -338,29 +338,56 @@ def bootstrap_relative_error(
     dict
         ``interval``: method -> [2.5 %, 97.5 %] of its mean error / prior spread;
         ``difference``: other method -> the same for ``reference`` minus it (negative:
-        ``reference`` better); ``draws``.
+        ``reference`` better); ``parameter_difference``: other method -> per parameter, the
+        interval of ``reference``'s error / prior spread minus its; ``draws``.
     """
     spread = np.asarray(spreads, dtype=np.float64)
     spread = np.where(spread > 0, spread, np.nan)
     n = len(truths)
     rows = np.random.default_rng(seed).integers(0, n, size=(draws, n))
-    scores = {}
+    per_parameter = {}  # method -> (draws, P) median error / prior spread
     for method, values in medians.items():
         relative = np.abs(np.asarray(values, np.float64) - truths) / spread
-        scores[method] = np.concatenate(
+        per_parameter[method] = np.concatenate(
             [
-                np.nanmean(np.nanmedian(relative[block], axis=1), axis=1)
+                np.nanmedian(relative[block], axis=1)
                 for block in np.array_split(rows, max(1, draws * n // 2_000_000))
             ]
         )
+    scores = {m: np.nanmean(v, axis=1) for m, v in per_parameter.items()}
 
     def interval(x: np.ndarray) -> list[float]:
         return [float(v) for v in np.nanpercentile(x, [2.5, 97.5])]
 
+    others = [m for m in medians if m != reference]
     return {
         "draws": draws,
         "interval": {m: interval(s) for m, s in scores.items()},
-        "difference": {
-            m: interval(scores[reference] - s) for m, s in scores.items() if m != reference
+        "difference": {m: interval(scores[reference] - scores[m]) for m in others},
+        "parameter_difference": {
+            m: [
+                interval(per_parameter[reference][:, p] - per_parameter[m][:, p])
+                for p in range(len(spread))
+            ]
+            for m in others
         },
     }
+
+
+def verdict(difference: Sequence[float]) -> str:
+    """The verdict of a paired interval of reference minus baseline: better, worse or not resolved.
+
+    Parameters
+    ----------
+    difference
+        [low, high] bootstrap interval of the reference's error minus the baseline's.
+
+    Returns
+    -------
+    str
+        "better" when the whole interval is below 0, "worse" when above, else "not resolved".
+    """
+    low, high = difference
+    if high < 0:
+        return "better"
+    return "worse" if low > 0 else "not resolved"
