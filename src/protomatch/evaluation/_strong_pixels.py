@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from protomatch.matching.conditioned import BeamMatchedLibrary, beam_key
+from protomatch.matching.conditioned import BeamMatchedLibrary, beam_key, footprint_key
+from protomatch.matching.summary import unit_rows
 from protomatch.optics.beam import Beam
 from protomatch.optics.orientation import DIHEDRAL, dihedral_beam, dihedral_image
 
@@ -52,9 +53,7 @@ def asinh_rows(images: np.ndarray, softening: float) -> np.ndarray:
     flat = torch.nan_to_num(flat, nan=0.0)
     peaks = flat.amax(dim=1, keepdim=True).clamp_min(1e-30)
     stretched = torch.asinh(flat / peaks / softening) / float(np.arcsinh(1.0 / softening))
-    centred = stretched - stretched.mean(dim=1, keepdim=True)
-    norms = centred.norm(dim=1, keepdim=True)
-    return torch.where(norms > 0, centred / norms.clamp_min(1e-30), 0.0).numpy()
+    return unit_rows((stretched - stretched.mean(dim=1, keepdim=True)).numpy())
 
 
 def strong_pixel_similarities(
@@ -114,6 +113,6 @@ def _orientations(
         query = asinh_rows(dihedral_image(image, quarter_turns, flip)[None], softening)[0]
         turned = None if beam is None else beam_key(dihedral_beam(beam, quarter_turns, flip))
         mask = None if footprint is None else dihedral_image(footprint, quarter_turns, flip)
-        key = (turned, None if mask is None else np.packbits(mask).tobytes())
+        key = (turned, footprint_key(mask))
         groups.setdefault(key, (turned, mask, []))[2].append(query)
     return [(b, m, np.stack(queries, axis=1)) for b, m, queries in groups.values()]

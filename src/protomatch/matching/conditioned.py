@@ -29,7 +29,7 @@ from protomatch.neural_nets.trained import TrainedModel
 from protomatch.optics.beam import Beam, convolve_with_beam, correlated_noise, kernel_half_width
 from protomatch.optics.orientation import DIHEDRAL, dihedral_beam, dihedral_image
 
-__all__ = ["BeamMatchedLibrary", "beam_key", "noise_level", "pixel_vectors"]
+__all__ = ["BeamMatchedLibrary", "beam_key", "footprint_key", "noise_level", "pixel_vectors"]
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class BeamMatchedLibrary:
         through: Beam = key
         level = 10**noise_key
         return self._embeddings.get(
-            (key, noise_key, _footprint_key(footprint)),
+            (key, noise_key, footprint_key(footprint)),
             lambda: self._compute(
                 through,
                 lambda images, a, b: self._embed_noisy(images, a, b, through, level, footprint),
@@ -244,7 +244,7 @@ class BeamMatchedLibrary:
         def block(images: np.ndarray, start: int, stop: int) -> np.ndarray:
             return self._pixel_block(_blanked(images, footprint), start, stop)
 
-        return self._pixels.get((key, _footprint_key(footprint)), lambda: self._compute(key, block))
+        return self._pixels.get((key, footprint_key(footprint)), lambda: self._compute(key, block))
 
     def similarities(
         self,
@@ -392,7 +392,7 @@ class BeamMatchedLibrary:
             Cosine similarities in [-1, 1] under ``p1``, ``p5`` and ``median``; NaN when the
             library has fewer than two systems. A copy of the cached values.
         """
-        key = (beam_key(beam), _noise_key(noise), _footprint_key(footprint))
+        key = (beam_key(beam), _noise_key(noise), footprint_key(footprint))
         if key not in self._analogue:
             library = self.embeddings(beam, noise, footprint)
             level = 10 ** key[1] if key[1] else 0.0
@@ -446,7 +446,7 @@ class BeamMatchedLibrary:
         return pixel_vectors(images, self._trained.preprocess)
 
 
-def _footprint_key(footprint: np.ndarray | None) -> bytes | None:
+def footprint_key(footprint: np.ndarray | None) -> bytes | None:
     """A hashable, compact key of a footprint mask (None: the whole field)."""
     if footprint is None:
         return None
