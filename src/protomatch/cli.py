@@ -237,6 +237,13 @@ def match(
     ] = False,
     model: Annotated[Path | None, typer.Option(help="Model folder, if moved.")] = None,
     library: Annotated[Path | None, typer.Option(help="Library store, if moved.")] = None,
+    evaluation: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of 'protomatch evaluate --observations' for this model: its "
+            "per-parameter verdict against the strongest baseline goes into the report."
+        ),
+    ] = None,
     include_own_system: Annotated[
         bool, typer.Option(help="For a library image as target, keep its own system's images.")
     ] = False,
@@ -281,6 +288,7 @@ def match(
         config=config,
         model=model,
         library=library,
+        evaluation=evaluation,
         overwrite=overwrite,
     )
     typer.echo(result.describe())

@@ -97,12 +97,13 @@ def test_estimates_table_and_markdown(evaluated):
     assert set(bootstrap["interval"]) == set(evaluated.metrics["methods"])
     assert set(bootstrap["difference"]) == set(evaluated.metrics["methods"]) - {best}
     assert f"{best} − method" in table and "95 % interval" in table
-    assert "Per parameter against the strongest baseline here" in table
+    assert "Per parameter against the strongest baseline on that parameter" in table
     assert "vs the strongest baseline" in evaluated.describe()
     for name in evaluated.metrics["parameters"]:
         assert any(
-            line.startswith(f"| {name} | [")
-            and line.rstrip(" |").endswith(("better", "worse", "resolved"))
+            line.startswith(f"| {name} | ")
+            and " | [" in line
+            and line.rstrip(" |").endswith(("better", "worse", "resolved", "constrained)"))
             for line in table.splitlines()
         )
 
@@ -241,3 +242,69 @@ def test_library_without_pixel_scale_is_refused_not_matched_unscaled(
     message = str(info.value)
     assert "--au-per-pixel" in message and "\n" not in message
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_verdict_is_against_the_strongest_baseline_of_each_parameter(evaluated):
+    metrics = json.loads((evaluated.out / "metrics.json").read_text())
+    verdict = metrics["verdict"]
+    assert verdict["method"] == metrics["best_protomatch"]
+    assert verdict["observations"] == SMALL["n"]
+    baselines = [m for m in metrics["methods"] if not m.startswith("protomatch") and m != "prior"]
+    for name, entry in verdict["parameters"].items():
+        errors = {
+            m: metrics["parameters"][name]["methods"][m]["median_abs_error"] for m in baselines
+        }
+        assert entry["baseline"] == min(errors, key=errors.__getitem__)
+        assert entry["baseline_error"] == pytest.approx(errors[entry["baseline"]])
+        low, high = entry["interval"]
+        assert low <= high
+        expected = "better" if high < 0 else "worse" if low > 0 else "not resolved"
+        assert entry["verdict"] == expected
+    assert "strongest baseline on each parameter" in evaluated.describe()
+
+
+@pytest.mark.slow
+def test_match_report_carries_the_verdict(
+    evaluated, tiny_model, tiny_store, observations, tmp_path
+):
+    from protomatch.matching.index import build_index
+    from protomatch.matching.match import MatchConfig, match_observations
+
+    index = tmp_path / "index"
+    build_index(tiny_model, tiny_store, index)
+    target = [observations / "obs_000.fits"]
+    result = match_observations(
+        index, target, tmp_path / "r", config=MatchConfig(k=5), evaluation=evaluated.out
+    )
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    verdicts = json.loads((evaluated.out / "metrics.json").read_text())["verdict"]["parameters"]
+    assert summary["validation"]["parameters"] == verdicts
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "validated on mock observations" in page
+    lines = result.describe().splitlines()
+    for name, entry in verdicts.items():
+        line = next(x for x in lines if x.strip().startswith(f"{name}:"))
+        assert entry["baseline"] in line
+    # without an evaluation the report says the estimates are not validated
+    match_observations(index, target, tmp_path / "plain", config=MatchConfig(k=5))
+    assert "Not validated" in (tmp_path / "plain" / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_evaluation_of_another_model_or_without_verdict_is_refused(evaluated, tiny_store, tmp_path):
+    from protomatch.matching.validation import read_validation
+
+    metrics = json.loads((evaluated.out / "metrics.json").read_text())
+    fingerprint, library = metrics["model"]["fingerprint"], metrics["library"]["fingerprint"]
+    assert read_validation(evaluated.out, fingerprint, library)["parameters"]
+    with pytest.raises(InputError, match="not the index's model"):
+        read_validation(evaluated.out, "0" * 16, library)
+    with pytest.raises(InputError, match="not the index's"):
+        read_validation(evaluated.out, fingerprint, "0" * 16)
+    del metrics["verdict"]
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(InputError, match="no per-parameter verdict"):
+        read_validation(tmp_path, fingerprint, library)
+    with pytest.raises(InputError, match="missing"):
+        read_validation(tmp_path / "absent", fingerprint, library)

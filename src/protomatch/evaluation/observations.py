@@ -49,7 +49,12 @@ from protomatch import _artefact
 from protomatch.errors import InputError
 from protomatch.evaluation import recovery as R
 from protomatch.evaluation._markdown import json_safe
-from protomatch.evaluation._observation_figures import describe, markdown_tables, render_figures
+from protomatch.evaluation._observation_figures import (
+    describe,
+    markdown_tables,
+    render_figures,
+    verdict_block,
+)
 from protomatch.evaluation._strong_pixels import strong_pixel_similarities
 from protomatch.library.store import LibraryStore
 from protomatch.matching.conditioned import BeamMatchedLibrary, noise_level, pixel_vectors
@@ -61,6 +66,7 @@ from protomatch.matching.observation import (
     read_observation,
 )
 from protomatch.matching.summary import DEFAULT_MATCHES, QUANTILES
+from protomatch.matching.validation import EVALUATION_KIND, EVALUATION_SCHEMA_VERSION
 from protomatch.neural_nets.trained import TrainedModel, load_model
 from protomatch.optics.beam import Beam
 from protomatch.simulators.truth import read_truth
@@ -75,8 +81,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KIND = "observation-evaluation"
-SCHEMA_VERSION = 1
+KIND = EVALUATION_KIND
+SCHEMA_VERSION = EVALUATION_SCHEMA_VERSION
 METHODS = MappingProxyType(
     {
         "protomatch": "embedding cosine vs the stored (unconvolved) library",
@@ -220,6 +226,7 @@ def evaluate_observations(
             "seconds": round(time.perf_counter() - started, 1),
         }
     )
+    metrics["verdict"] = json_safe(verdict_block(metrics))
     figures = render_figures(metrics, truth, estimates, names, trained.normaliser.log10)
     with _artefact.atomic_directory(out, overwrite) as tmp:
         for name, png in figures.items():

@@ -45,9 +45,10 @@ from protomatch.matching.observation import (
 )
 from protomatch.matching.search import IndexSearch, LibrarySearch, NoiseMatchedSearch, Ranking
 from protomatch.matching.summary import DEFAULT_MATCHES, summarise
+from protomatch.matching.validation import read_validation
 from protomatch.neural_nets.trained import TrainedModel
 from protomatch.optics.beam import convolve_with_beam
-from protomatch.report.data import STRETCH_FLOOR, MatchReportData
+from protomatch.report.data import STRETCH_FLOOR, MatchReportData, verdict_phrase
 from protomatch.report.html import write_match_report, write_report_index
 
 __all__ = ["MatchConfig", "MatchResult", "TargetResult", "match_observations"]
@@ -176,7 +177,7 @@ def _estimate_lines(summary: Mapping[str, Any]) -> list[str]:
         known = f"  (true {truth:.3g})" if truth is not None else ""
         lines.append(
             f"  {name:>15}: {m['median']:.3g} [{m['q16']:.3g}, {m['q84']:.3g}] "
-            f"{stats['unit']}{known}"
+            f"{stats['unit']}{known}{_verdict_suffix(summary.get('validation'), name)}"
         )
     distance = summary.get("distance")
     if distance:
@@ -187,6 +188,14 @@ def _estimate_lines(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _verdict_suffix(validation: Mapping[str, Any] | None, name: str) -> str:
+    """The verdict against the strongest baseline to append to a parameter line ("" if none)."""
+    entry = (validation or {}).get("parameters", {}).get(name)
+    if entry is None:
+        return ""
+    return f"; {verdict_phrase(entry, validation['observations'])}"  # type: ignore[index]
+
+
 def match_observations(
     index: str | Path,
     observations: Sequence[str | Path],
@@ -195,6 +204,7 @@ def match_observations(
     config: MatchConfig | None = None,
     model: str | Path | None = None,
     library: str | Path | None = None,
+    evaluation: str | Path | None = None,
     overwrite: bool = False,
 ) -> MatchResult:
     """Match each observation against an index and write a report folder ``out``.
@@ -217,6 +227,10 @@ def match_observations(
         What to match and how (:class:`MatchConfig`); defaults when None.
     model, library
         The model folder and library store, when moved since the index was built.
+    evaluation
+        Folder of ``protomatch evaluate --observations`` for this model and library: each
+        parameter's verdict against the strongest baseline goes into the report
+        (:mod:`protomatch.matching.validation`); without it the report says none was given.
     overwrite
         Replace a non-empty ``out``.
 
@@ -234,6 +248,9 @@ def match_observations(
         for path in observations
     ]
     opened = EmbeddingIndex.open(index, model=model, library=library)
+    validation = None
+    if evaluation is not None:
+        validation = read_validation(evaluation, opened.model.fingerprint, opened.store.fingerprint)
     missing = [_required(opened, target, config.unscaled) for target in targets]
     searches = _Searches(IndexSearch(opened), NoiseMatchedSearch(opened))
     out = Path(out)
@@ -242,7 +259,7 @@ def match_observations(
         names = _unique_names([t.source for t in targets], [str(p) for p in observations])
         for name, observation, lacking in zip(names, targets, missing):
             folder = Path(name) if len(targets) > 1 else Path(".")
-            target = _Target(observation, name, lacking)
+            target = _Target(observation, name, lacking, validation)
             summary = _match_one(opened, searches, target, tmp / folder, config)
             results.append(TargetResult(name, out / folder, summary))
         if len(targets) > 1:
@@ -304,11 +321,12 @@ def _required(index: EmbeddingIndex, observation: Observation, unscaled: bool) -
 
 @dataclass(frozen=True)
 class _Target:
-    """One observation to match: what was read, its report name and what it lacks."""
+    """One observation to match: what was read, its report name, what it lacks, the verdict."""
 
     observation: Observation
     name: str
     missing: tuple[str, ...]
+    validation: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -402,6 +420,7 @@ def _match_one(
         notes=notes,
         compared=compared_block(shown, target.missing, prepared, found, store),
         provenance=provenance_block(index),
+        validation=target.validation,
     )
     if config.distance_range_pc is not None:
         grid = np.array([d for d in config.distances() if d is not None])

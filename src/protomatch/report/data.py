@@ -28,6 +28,7 @@ __all__ = [
     "cell_text",
     "plain_number",
     "shorten",
+    "verdict_phrase",
 ]
 
 #: Display floor of the log stretch, relative to the image peak (four decades shown).
@@ -224,3 +225,36 @@ def cell_text(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         return plain_number(float(value))
     return str(value)
+
+
+def verdict_phrase(entry: Mapping[str, Any], observations: int) -> str:
+    """One parameter's verdict as a short sentence, e.g. "worse than pixels_strong (...)".
+
+    Parameters
+    ----------
+    entry
+        One parameter of the verdict block.
+    observations
+        How many mock observations it was measured on.
+    """
+    baseline, verdict = entry["baseline"], entry["verdict"]
+    unit = f" {entry['error_unit']}" if entry.get("error_unit") else ""
+    errors = (
+        f"median error {_short(entry['error'])} vs {baseline}'s "
+        f"{_short(entry['baseline_error'])}{unit}, "
+        f"prior {_short(entry['prior_error'])}, on {observations} mock observations"
+    )
+    if not entry.get("constrained", True):
+        return f"no method beats the prior here ({errors})"
+    if verdict == "better":
+        return f"beats {baseline} ({errors})"
+    if verdict == "worse":
+        return f"does NOT beat {baseline}: worse ({errors})"
+    return f"does not beat {baseline}: not resolved ({errors})"
+
+
+def _short(value: Any) -> str:
+    try:
+        return f"{float(value):.3g}"
+    except (TypeError, ValueError):
+        return "–"

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from protomatch._artefact import write_bytes_atomic, write_json_atomic
-from protomatch.report.data import MatchReportData, cell_text, plain_number
+from protomatch.report.data import MatchReportData, cell_text, plain_number, verdict_phrase
 from protomatch.report.figures import parameter_stats, render_figures
 
 __all__ = ["write_match_report", "write_report_index"]
@@ -118,12 +118,15 @@ def _verdict(constraint: Mapping[str, Any] | None) -> tuple[str, bool]:
 
 def _summary_table(data: MatchReportData) -> str:
     stats = {name: parameter_stats(data, name) for name in data.param_names}
+    validation = data.summary.get("validation")
     has_truth = any(s["truth"] is not None for s in stats.values())
     head = (
         "<tr><th class='name' rowspan='2'>parameter</th><th class='name' rowspan='2'>unit</th>"
         + ("<th rowspan='2'>truth</th>" if has_truth else "")
         + "<th colspan='3'>matches (weighted)</th><th colspan='3'>library prior</th>"
-        + "<th class='name' rowspan='2'>what the image says</th></tr><tr>"
+        + "<th class='name' rowspan='2'>what the image says</th>"
+        + ("<th class='name' rowspan='2'>validated on mock observations</th>" if validation else "")
+        + "</tr><tr>"
         + "<th>median</th><th>68% interval</th><th>95% interval</th>" * 2
         + "</tr>"
     )
@@ -144,8 +147,38 @@ def _summary_table(data: MatchReportData) -> str:
                 f"<td{css}>{_interval(s[key], 'q2.5', 'q97.5')}</td>",
             ]
         cells.append(f"<td class='verdict'>{verdict}</td>")
+        if validation:
+            cells.append(f"<td class='verdict'>{_validation_cell(validation, name)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<div class='scroll'><table>{head}{''.join(rows)}</table></div>"
+    table = f"<div class='scroll'><table>{head}{''.join(rows)}</table></div>"
+    return table + _validation_note(validation)
+
+
+def _validation_cell(validation: Mapping[str, Any], name: str) -> str:
+    """A parameter's verdict against the strongest baseline, "–" if the evaluation lacks it."""
+    entry = validation["parameters"].get(name)
+    if entry is None:
+        return "–"
+    text = html.escape(verdict_phrase(entry, validation["observations"]))
+    beaten = entry.get("verdict") == "better" and entry.get("constrained", True)
+    return text if beaten else f"<b>{text}</b>"
+
+
+def _validation_note(validation: Mapping[str, Any] | None) -> str:
+    """Where the verdicts come from, or that no evaluation was given."""
+    if not validation:
+        return (
+            "<p class='meta'>Not validated: whether these estimates beat the strongest simple "
+            "baseline is unknown. Run <code>protomatch evaluate MODEL STORE --observations "
+            "OBS -o EVAL</code> and match with <code>--evaluation EVAL</code>.</p>"
+        )
+    return (
+        f"<p class='meta'>Verdicts from {html.escape(str(validation['folder']))}: "
+        f"{html.escape(str(validation['observations']))} mock observations from "
+        f"{html.escape(str(validation.get('observations_path', '?')))}; "
+        f"{html.escape(str(validation.get('rule', '')))}. They hold for observations like "
+        "those, not for every observation.</p>"
+    )
 
 
 def _matches_table(matches: pd.DataFrame) -> str:
