@@ -38,6 +38,11 @@ def test_demo_runs_the_whole_pipeline_on_a_held_out_system(tmp_path: Path) -> No
     observed = json.loads((mock.folder / "summary.json").read_text())
     assert any("convolved to the observation's beam" in note for note in observed["notes"])
     assert observed["parameters"]["disk_size"]["truth"] is not None
+    # both are reported with the verdict of the demo's validation on other mocks
+    validation = json.loads((out / "validation" / "metrics.json").read_text())["verdict"]
+    assert observed["validation"]["parameters"] == validation["parameters"]
+    assert observed["validation"]["observations"] == 30
+    assert any("the pixels'" in note for note in observed["notes"])
     assert (out / "report" / "index.html").is_file()
     assert (out / "evaluation" / "metrics.md").is_file()
     assert (out / "library" / "preview.png").is_file()

@@ -251,6 +251,13 @@ def match(
         str,
         typer.Option(help="Cut the field around the 'source' (brightest point) or 'image' centre."),
     ] = "source",
+    ranking: Annotated[
+        str,
+        typer.Option(
+            help="For an observation with a beam: rank by the network's similarity 'fused' "
+            "with the pixels' (measured better) or by the 'network' alone."
+        ),
+    ] = "fused",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Find the best-matching simulated images of each observation and write a report.
@@ -280,6 +287,7 @@ def match(
         unscaled=unscaled,
         include_own_system=include_own_system,
         centre=centre,
+        ranking=ranking,
     )
     result = match_observations(
         index,

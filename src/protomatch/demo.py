@@ -1,10 +1,12 @@
-"""The one-command demo: simulate → ingest → train → index → observe → match → evaluate.
+"""The one-command demo: simulate, ingest, train, index, observe, validate, match, evaluate.
 
 Everything runs on the built-in simulator, sized so the whole pipeline takes a few minutes
 on two CPU cores. Each stage's artefact lands in its own sub-folder of ``out``, and an
 existing library of the same settings is reused. Two targets are matched: a library
 projection of a system held out from training, and a mock interferometric observation (FITS,
-beam, noise; ``protomatch observe``) of a system outside the library.
+beam, noise; ``protomatch observe``) of a system outside the library. Before matching, the
+model is validated on 30 other mock observations against the strongest simple baseline
+(``evaluate --observations``); the report carries that per-parameter verdict.
 
 The demo claims its folder with a ``manifest.json`` of kind ``"demo"`` before any stage
 runs. A folder holding anything else is refused, so the demo never replaces a user's files;
@@ -25,6 +27,7 @@ from typing import Any
 from protomatch._artefact import provenance, write_json_atomic
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.evaluation.library import EvaluationResult, evaluate_model
+from protomatch.evaluation.observations import ObservationEvaluationConfig, evaluate_observations
 from protomatch.library.ingest import IngestConfig, ingest_library
 from protomatch.library.schema import library_file_path
 from protomatch.matching.index import build_index
@@ -47,13 +50,28 @@ DEMO_OBSERVATION = ObserveConfig(
     npix_range=(128, 128),
     nan_border_fraction=0.0,
 )
+#: Mock observations on which the demo validates the model against the strongest simple
+#: baseline before matching (the verdict goes into the report; few, so the verdict is rough).
+DEMO_VALIDATION = ObserveConfig(n=30, seed=21)
+#: What the demo's validation compares: protomatch's ranking, its network part, the baseline.
+DEMO_VALIDATION_METHODS = ("protomatch_fused", "protomatch_beam_noise", "pixels_strong")
 #: Kind and layout version of the manifest that marks a folder the demo wrote.
 DEMO_KIND = "demo"
 DEMO_SCHEMA_VERSION = 1
 #: The manifest's name in the demo folder.
 DEMO_MANIFEST = "manifest.json"
 #: The sub-folders the demo writes, one per stage's artefact.
-DEMO_FOLDERS = ("library", "store", "model", "index", "observations", "report", "evaluation")
+DEMO_FOLDERS = (
+    "library",
+    "store",
+    "model",
+    "index",
+    "observations",
+    "mocks",
+    "validation",
+    "report",
+    "evaluation",
+)
 #: Kind of the manifest of a library that ``protomatch simulate`` wrote.
 _SIMULATED_LIBRARY_KIND = "simulated-library"
 
@@ -95,6 +113,8 @@ class DemoResult:
         total = sum(self.seconds.values())
         return (
             f"{self.report.describe()}\n"
+            f"validation on {DEMO_VALIDATION.n} mock observations (verdict per parameter in "
+            f"the report): {self.out / 'validation' / 'metrics.md'}\n"
             f"evaluation on unseen systems: {self.evaluation.out / 'metrics.md'}\n"
             f"demo finished in {total:.0f} s ({timing})"
         )
@@ -129,7 +149,8 @@ def run_demo(
     ----------
     out
         Folder for every stage's artefact (``library``, ``store``, ``model``, ``index``,
-        ``observations``, ``report``, ``evaluation``) and the demo's ``manifest.json``. It
+        ``observations``, ``mocks``, ``validation``, ``report``, ``evaluation``) and the demo's
+        ``manifest.json``. It
         must be absent, empty or a folder the demo wrote (:func:`is_demo_folder`); there an
         existing library of the same settings is reused, everything else is replaced.
     workers
@@ -178,8 +199,24 @@ def run_demo(
             folder, out / "observations", config=DEMO_OBSERVATION, workers=1, overwrite=True
         )
     mock = sorted(observed.out.glob("*.fits"))[0]
+    with _stage("validate", seconds):
+        make_observations(folder, out / "mocks", config=DEMO_VALIDATION, overwrite=True)
+        evaluate_observations(
+            out / "model",
+            out / "store",
+            out / "mocks",
+            out / "validation",
+            config=ObservationEvaluationConfig(methods=DEMO_VALIDATION_METHODS),
+            overwrite=True,
+        )
     with _stage("match", seconds):
-        report = match_observations(out / "index", [target, mock], out / "report", overwrite=True)
+        report = match_observations(
+            out / "index",
+            [target, mock],
+            out / "report",
+            evaluation=out / "validation",
+            overwrite=True,
+        )
     with _stage("evaluate", seconds):
         evaluation = evaluate_model(
             out / "model", out / "store", out / "evaluation", overwrite=True

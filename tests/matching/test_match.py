@@ -208,10 +208,14 @@ def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tm
     path = _fits_observation(tmp_path / "obs.fits", image, cdelt_deg=0.05 / 3600)
     with fits.open(path, mode="update") as hdus:
         hdus[0].header.update(BMAJ=0.4 / 3600, BMIN=0.3 / 3600, BPA=30.0, BUNIT="Jy/beam")
-    match_observations(tiny_index, [path], tmp_path / "r", config=MatchConfig(k=5, distance_pc=140))
+    config = MatchConfig(k=5, distance_pc=140, ranking="network")
+    match_observations(tiny_index, [path], tmp_path / "r", config=config)
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     note = next(n for n in summary["notes"] if "convolved to the observation's beam" in n)
     assert "noise level" in note
+    assert not any(
+        "ranked by the network's similarity and the pixels'" in n for n in summary["notes"]
+    )
     page = (tmp_path / "r" / "index.html").read_text()
     assert "shown through the observation&#x27;s beam" in page
     assert summary["n_matches"] == 5
@@ -227,6 +231,42 @@ def test_observation_with_a_beam_is_matched_at_its_beam_and_noise(tiny_index, tm
     match_observations(tiny_index, [path], tmp_path / "r2", config=MatchConfig(k=5, unscaled=True))
     notes = json.loads((tmp_path / "r2" / "summary.json").read_text())["notes"]
     assert any("distance" in note and "shorter side" in note for note in notes)
+
+
+def test_observation_with_a_beam_is_ranked_by_the_fused_score(tiny_index, tmp_path) -> None:
+    from protomatch.matching.pixels import fused_scores, strong_pixel_similarities
+    from protomatch.matching.search import NoiseMatchedSearch
+
+    yy, xx = np.mgrid[:100, :100]
+    image = np.exp(-((xx - 50) ** 2 + 3 * (yy - 50) ** 2) / 80.0)
+    image += np.random.default_rng(1).normal(0, 0.02, image.shape)
+    path = _fits_observation(tmp_path / "obs.fits", image, cdelt_deg=0.05 / 3600)
+    with fits.open(path, mode="update") as hdus:
+        hdus[0].header.update(BMAJ=0.4 / 3600, BMIN=0.3 / 3600, BPA=30.0, BUNIT="Jy/beam")
+    index = EmbeddingIndex.open(tiny_index)
+    observation = read_observation(path).at_distance(140.0)
+    prepared = prepare_observation(
+        observation, index.model.preprocess, index.store.au_per_pixel, index.store.intensity_unit
+    )
+    search = NoiseMatchedSearch(index)
+    ranking = search.best(prepared, 8)
+    network, noise = search.library.noise_matched_similarities(prepared, prepared.beam)
+    pixels = strong_pixel_similarities(
+        search.library, prepared.image, prepared.beam, noise, prepared.footprint
+    )
+    expected = np.argsort(-fused_scores(network, pixels), kind="stable")[:8]
+    np.testing.assert_array_equal(ranking.ids, index.ids[expected])
+    np.testing.assert_allclose(ranking.similarities, network[expected])
+    assert any("the pixels'" in note for note in ranking.notes)
+    network_only = NoiseMatchedSearch(index, search.library, fused=False).best(prepared, 8)
+    np.testing.assert_array_equal(
+        network_only.ids, index.ids[np.argsort(-network, kind="stable")[:8]]
+    )
+    match_observations(tiny_index, [path], tmp_path / "r", config=MatchConfig(k=8, distance_pc=140))
+    matches = pd.read_csv(tmp_path / "r" / "matches.csv")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert any("the pixels'" in note for note in summary["notes"])
+    assert len(matches) == 8
 
 
 def test_physical_resampling_keeps_the_source_centred_and_scaled(tiny_store: Path) -> None:

@@ -4,8 +4,9 @@
 ``protomatch observe`` (systems outside the library), brings each observation onto the
 library's grid and unit (:func:`protomatch.matching.observation.prepare_observation`)
 and estimates its parameters with the chosen methods below (default
-:data:`DEFAULT_METHODS`: all but the two beam-turned 8-orientation variants), from the
-similarity-weighted quantiles of its top ``k`` library matches (weights = cosine similarity):
+:data:`DEFAULT_METHODS`: all but the two beam-turned 8-orientation variants and ``npe``),
+from the similarity-weighted quantiles of its top ``k`` library matches (weights = cosine
+similarity):
 
 * ``protomatch`` - the model's embedding of the observation against the stored library;
 * ``protomatch_beam`` - against the library convolved with the observation's beam
@@ -20,6 +21,10 @@ similarity-weighted quantiles of its top ``k`` library matches (weights = cosine
   the 8 embeddings when the library side does not change with the orientation;
 * ``pixels`` / ``pixels_beam`` - nearest neighbours by cosine of the model-input pixels
   (intensity-transformed), against the stored / beam-convolved library;
+* ``npe`` - not from matches: neural posterior estimation with sbi (:mod:`._npe`), a flow
+  with a CNN embedding trained on the training systems' images through the network's own
+  augmentation; the quantiles of its posterior samples. Optional (``protomatch[sbi]``),
+  trained once per run, not in :data:`DEFAULT_METHODS`;
 * ``prior`` - the library's own quantiles, the same for every observation.
 
 Per parameter and method: the median absolute error of the weighted median against the truth
@@ -49,13 +54,13 @@ from protomatch import _artefact
 from protomatch.errors import InputError
 from protomatch.evaluation import recovery as R
 from protomatch.evaluation._markdown import json_safe
+from protomatch.evaluation._npe import NpeEstimator, require_sbi, train_npe
 from protomatch.evaluation._observation_figures import (
     describe,
     markdown_tables,
     render_figures,
     verdict_block,
 )
-from protomatch.evaluation._strong_pixels import strong_pixel_similarities
 from protomatch.library.store import LibraryStore
 from protomatch.matching.conditioned import BeamMatchedLibrary, noise_level, pixel_vectors
 from protomatch.matching.facts import required_facts
@@ -65,6 +70,7 @@ from protomatch.matching.observation import (
     prepare_observation,
     read_observation,
 )
+from protomatch.matching.pixels import NETWORK_WEIGHT, fused_scores, strong_pixel_similarities
 from protomatch.matching.summary import DEFAULT_MATCHES, QUANTILES
 from protomatch.matching.validation import EVALUATION_KIND, EVALUATION_SCHEMA_VERSION
 from protomatch.neural_nets.trained import TrainedModel, load_model
@@ -93,17 +99,31 @@ METHODS = MappingProxyType(
         "protomatch_beam_d8mean": "as protomatch_beam, mean over the 8 orientations (beam turned)",
         "protomatch_beam_noise": "as protomatch_beam, with the observation's noise level added "
         "to the convolved library (beam-correlated)",
+        "protomatch_fused": "protomatch's ranking in match: protomatch_beam_noise and "
+        "pixels_strong standardised over the library and added (network weight "
+        f"{NETWORK_WEIGHT}); matches weighted by the network's cosine",
         "pixels": "pixel cosine (model-input pixels) vs the stored library",
         "pixels_beam": "pixel cosine vs the library convolved to the observation's beam",
         "pixels_strong": "the strongest simple baseline: pixel correlation after a noise-aware "
         "asinh stretch, vs the library convolved to the beam, best over the 8 orientations",
+        "npe": "neural posterior estimation (sbi): a flow with a CNN embedding trained on the "
+        "training systems' images with the network's beam, noise and orientation augmentation; "
+        "quantiles of its posterior samples",
         "prior": "the library's median and quantiles",
     }
 )
+#: protomatch's ranking of an observation with a beam, and its network part.
+FUSED = "protomatch_fused"
+NETWORK_PART = "protomatch_beam_noise"
 PROTOMATCH_VARIANTS = tuple(m for m in METHODS if m.startswith("protomatch"))
+#: Methods that estimate the quantiles directly, not from library matches.
+DIRECT_METHODS = ("npe",)
 #: Methods evaluated unless asked otherwise: all but the two that turn the beam-convolved
-#: library 8 ways (8 library passes per observation; measured not to help).
-DEFAULT_METHODS = tuple(m for m in METHODS if not m.startswith("protomatch_beam_d8"))
+#: library 8 ways (8 library passes per observation; measured not to help) and the optional
+#: ``npe`` (needs sbi; trains a network).
+DEFAULT_METHODS = tuple(
+    m for m in METHODS if not m.startswith("protomatch_beam_d8") and m not in DIRECT_METHODS
+)
 
 
 @dataclass(frozen=True)
@@ -184,9 +204,10 @@ def evaluate_observations(
     truth = read_truth(Path(observations_dir), names)
     beamed = BeamMatchedLibrary(trained, store)
     k = min(config.k, len(store))
-    run = _Run(trained, store, beamed, k, methods, config.centre)
+    npe = train_npe(trained, store) if "npe" in methods else None
+    run = _Run(trained, store, beamed, k, methods, config.centre, npe)
     rankings: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {
-        method: [] for method in methods if method != "prior"
+        method: [] for method in methods if method not in ("prior", *DIRECT_METHODS)
     }
     records = []
     for row in tqdm(truth.to_dict("records"), desc="observations"):
@@ -198,7 +219,8 @@ def evaluate_observations(
         m: (np.stack([s for s, _ in r]), np.stack([i for _, i in r])) for m, r in rankings.items()
     }
     theta = store.theta()[:, [store.param_names.index(n) for n in names]]
-    recovery, estimates = _recovery(trained, theta, truth, stacked)
+    direct = {"npe": np.stack(run.npe_quantiles)} if npe is not None else {}
+    recovery, estimates = _recovery(trained, theta, truth, stacked, direct)
     best = _best_variant(recovery)
     conditions = _by_condition(trained, recovery, truth, estimates)
     bootstrap = _bootstrap(trained, recovery, truth, estimates, best)
@@ -224,6 +246,7 @@ def evaluate_observations(
             "bootstrap": bootstrap,
             "library_passes": beamed.misses,
             "seconds": round(time.perf_counter() - started, 1),
+            **({"npe": npe.record} if npe is not None else {}),
         }
     )
     metrics["verdict"] = json_safe(verdict_block(metrics))
@@ -254,6 +277,8 @@ def _chosen_methods(methods: Sequence[str] | None, folder: Path) -> tuple[str, .
         )
     if not any(m in PROTOMATCH_VARIANTS for m in methods):
         raise InputError(folder, "choose at least one protomatch method to evaluate")
+    if "npe" in methods:
+        require_sbi()
     return tuple(m for m in METHODS if m in methods or m == "prior")
 
 
@@ -271,15 +296,21 @@ class _Run:
         k: int,
         methods: Sequence[str],
         centre: Centre = "source",
+        npe: NpeEstimator | None = None,
     ) -> None:
         self.trained, self.store, self.beamed, self.k = trained, store, beamed, k
-        self.methods = methods
+        self.methods = [m for m in methods if m not in ("prior", *DIRECT_METHODS)]
         self.centre = centre
+        self.npe = npe
+        self.npe_quantiles: list[np.ndarray] = []  # (P, 5) per observation, error space
 
     def observation(
         self, folder: Path, row: Mapping[Hashable, Any]
     ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
-        """Top-k (similarities, library rows) of one observation for every matched method."""
+        """Top-k (similarities, library rows) of one observation for every matched method.
+
+        The NPE's quantiles, when it is evaluated, are kept in ``npe_quantiles``.
+        """
         observation = read_observation(folder / str(row["file"])).at_distance(_distance(row))
         required_facts(
             observation,
@@ -303,8 +334,19 @@ class _Run:
             "beam_px": None if beam is None else [round(v, 3) for v in beam],
             "brightness_known": prepared.mean_intensity is not None,
         }
+        if self.npe is not None:
+            self.npe_quantiles.append(self.npe.quantiles(prepared.image[None])[0])
         sims = self._similarities(prepared, brightness, beam)
-        return record, {m: _top_k(sims(m), self.k) for m in self.methods if m != "prior"}
+        return record, {m: self._ranked(sims, m) for m in self.methods}
+
+    def _ranked(
+        self, sims: Callable[[str], np.ndarray], method: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (weights, rows) of a method; the fused one weighs by the network's cosine."""
+        if method != FUSED:
+            return _top_k(sims(method), self.k)
+        _, rows = _top_k(sims(method), self.k)
+        return sims(NETWORK_PART)[rows].astype(np.float64), rows
 
     def _similarities(
         self, prepared: PreparedObservation, brightness: float | None, beam: Beam | None
@@ -321,7 +363,10 @@ class _Run:
         def query_pixels() -> np.ndarray:
             return pixel_vectors(image[None], self.trained.preprocess)[0]
 
+        @functools.cache
         def by_method(method: str) -> np.ndarray:
+            if method == FUSED:
+                return fused_scores(by_method(NETWORK_PART), by_method("pixels_strong"))
             if method == "protomatch_beam_noise":
                 if beam is None:
                     return oriented(False, False)[:, 0]
@@ -343,7 +388,7 @@ class _Run:
         return by_method
 
     def _strong_pixels(self, prepared: PreparedObservation, beam: Beam | None) -> np.ndarray:
-        """The strongest simple baseline (:mod:`._strong_pixels`); stored library without a beam."""
+        """The strongest simple baseline (:mod:`~protomatch.matching.pixels`)."""
         noise = noise_level(prepared.image)
         return strong_pixel_similarities(
             self.beamed, prepared.image, beam, noise, prepared.footprint
@@ -372,18 +417,30 @@ def _recovery(
     theta: np.ndarray,
     truth: pd.DataFrame,
     rankings: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    direct: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Scores per parameter and method, and the quantiles (Q, P, 5) per method (error space)."""
+    """Scores per parameter and method, and the quantiles (Q, P, 5) per method (error space).
+
+    ``rankings`` give each method's top-k matches; ``direct`` the (Q, P, 5) quantiles of
+    methods that estimate them without matches (:data:`DIRECT_METHODS`).
+    """
     names, flags = trained.normaliser.names, trained.normaliser.log10
     units = dict(trained.manifest.get("parameters", {}).get("units", {}))
     shape = (len(truth), len(names), len(QUANTILES))
-    estimates = {m: np.empty(shape) for m in [*rankings, "prior"]}
+    direct = direct or {}
+    order = [*rankings, *direct, "prior"]
+    estimates = {m: np.empty(shape) for m in order}
     record: dict[str, Any] = {}
     for p, (name, log10) in enumerate(zip(names, flags)):
         values = R.error_space(theta[:, p], log10)
         true = R.error_space(truth[name].to_numpy(dtype=np.float64), log10)
         prior = np.quantile(values[np.isfinite(values)], R.LEVELS)  # the whole library's
         recovery, recovered = R.parameter_recovery(values, true, prior, rankings)
+        for method, quantiles in direct.items():
+            recovered[method] = quantiles[:, p]
+            recovery["methods"][method] = R.recovery_scores(
+                quantiles[:, p], true, recovery["prior_spread"]
+            )
         for method, quantiles in recovered.items():
             estimates[method][:, p] = quantiles
         record[name] = {
@@ -392,7 +449,7 @@ def _recovery(
             "error_unit": "dex" if log10 else units.get(name, ""),
             "prior_spread": recovery["prior_spread"],
             "prior_median": float(prior[0]),
-            "methods": recovery["methods"],
+            "methods": {m: recovery["methods"][m] for m in order},
         }
     return record, estimates
 

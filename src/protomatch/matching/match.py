@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -94,6 +94,10 @@ class MatchConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     centre
         Cut the library's field around the ``"source"`` (brightest point, when more than
         half a beam off the image centre) or the ``"image"`` centre.
+    ranking
+        For an observation with a beam: rank by the network's similarity ``"fused"`` with
+        the pixels' (:func:`protomatch.matching.pixels.fused_scores`; measured better than
+        either alone) or by the ``"network"``'s alone.
     """
 
     k: int = pydantic.Field(DEFAULT_MATCHES, ge=1)
@@ -105,6 +109,7 @@ class MatchConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     unscaled: bool = False
     include_own_system: bool = False
     centre: Centre = "source"
+    ranking: Literal["fused", "network"] = "fused"
 
     @pydantic.field_validator("distance_range_pc")
     @classmethod
@@ -252,7 +257,9 @@ def match_observations(
     if evaluation is not None:
         validation = read_validation(evaluation, opened.model.fingerprint, opened.store.fingerprint)
     missing = [_required(opened, target, config.unscaled) for target in targets]
-    searches = _Searches(IndexSearch(opened), NoiseMatchedSearch(opened))
+    searches = _Searches(
+        IndexSearch(opened), NoiseMatchedSearch(opened, fused=config.ranking == "fused")
+    )
     out = Path(out)
     results = []
     with atomic_directory(out, overwrite) as tmp:

@@ -6,8 +6,9 @@ Two comparisons answer the same question through one interface (:class:`LibraryS
   and an inner-product search per target (targets without a beam: library images, images
   without a known beam or distance);
 - :class:`NoiseMatchedSearch`: the library convolved to the target's beam and given
-  beam-correlated noise at its level, embedded anew (:class:`BeamMatchedLibrary`); one such
-  library serves every target of a ``match`` call, and targets observed alike share its
+  beam-correlated noise at its level, embedded anew (:class:`BeamMatchedLibrary`), ranked by
+  the network's similarity fused with the pixels' (:mod:`protomatch.matching.pixels`); one
+  such library serves every target of a ``match`` call, and targets observed alike share its
   cached passes.
 
 Both return a :class:`Ranking`, with the similarity that good analogues reach in the same
@@ -26,6 +27,7 @@ from protomatch.errors import ProtomatchError
 from protomatch.matching.conditioned import BeamMatchedLibrary
 from protomatch.matching.index import EmbeddingIndex
 from protomatch.matching.observation import PreparedObservation
+from protomatch.matching.pixels import NETWORK_WEIGHT, fused_scores, strong_pixel_similarities
 
 __all__ = ["IndexSearch", "LibrarySearch", "NoiseMatchedSearch", "Ranking"]
 
@@ -37,7 +39,8 @@ class Ranking:
     Attributes
     ----------
     similarities
-        (n,) float32 cosine similarities, descending.
+        (n,) float32 cosine similarities of the network, best match first (descending unless
+        the ranking was fused with the pixels' similarity).
     ids
         (n,) int64 store image ids (-1 marks an empty slot).
     analogues
@@ -125,11 +128,21 @@ class NoiseMatchedSearch:
     library
         The beam-matched library to use; by default one is made on first use and kept, so
         that every target searched through this object shares its cached passes.
+    fused
+        Rank by :func:`~protomatch.matching.pixels.fused_scores` of the network's and the
+        pixels' similarity (the default, measured to beat either alone), not the network's
+        alone.
     """
 
-    def __init__(self, index: EmbeddingIndex, library: BeamMatchedLibrary | None = None) -> None:
+    def __init__(
+        self,
+        index: EmbeddingIndex,
+        library: BeamMatchedLibrary | None = None,
+        fused: bool = True,
+    ) -> None:
         self._index = index
         self._library = library
+        self._fused = fused
 
     @property
     def library(self) -> BeamMatchedLibrary:
@@ -158,11 +171,23 @@ class NoiseMatchedSearch:
         if beam is None:
             raise ProtomatchError("a noise-matched comparison needs the target's beam")
         scores, noise = self.library.noise_matched_similarities(prepared, beam)
-        order = np.argsort(-scores, kind="stable")[:wanted]
-        note = (
+        notes = [
             f"compared with the library convolved to the observation's beam ({beam[0]:.2g} x "
             f"{beam[1]:.2g} library pixels, PA {beam[2]:.0f} deg) and at its noise level "
             f"({noise:.2g} of the peak)"
-        )
+        ]
+        ranked_by = scores
+        if self._fused:
+            pixels = strong_pixel_similarities(
+                self.library, prepared.image, beam, noise, prepared.footprint
+            )
+            ranked_by = fused_scores(scores, pixels)
+            notes.append(
+                f"ranked by the network's similarity and the pixels' (noise-aware asinh "
+                f"stretch, best of 8 orientations), each standardised over the library, "
+                f"weighted {NETWORK_WEIGHT:g} : {1 - NETWORK_WEIGHT:g}; the similarity shown "
+                "is the network's"
+            )
+        order = np.argsort(-ranked_by, kind="stable")[:wanted]
         analogues = self.library.analogue_similarity(beam, noise, prepared.footprint)
-        return Ranking(scores[order], self._index.ids[order], analogues, noise, (note,))
+        return Ranking(scores[order], self._index.ids[order], analogues, noise, tuple(notes))

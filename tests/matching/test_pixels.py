@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from protomatch.evaluation._strong_pixels import asinh_rows, strong_pixel_similarities
 from protomatch.library.store import LibraryStore
 from protomatch.matching.conditioned import BeamMatchedLibrary
+from protomatch.matching.pixels import asinh_rows, fused_scores, strong_pixel_similarities
 from protomatch.neural_nets.trained import load_model
 from protomatch.optics.beam import convolve_with_beam
 from protomatch.optics.orientation import dihedral_beam, dihedral_image
@@ -77,3 +77,30 @@ def test_a_turned_noisy_library_image_finds_its_source(library) -> None:
         @ (asinh_rows(image[None], 0.04)[0])
     )
     assert scores[11] > without_turns[11]  # the turn is undone, unlike a plain comparison
+
+
+def test_fused_scores_weigh_standardised_similarities() -> None:
+    rng = np.random.default_rng(3)
+    network, pixels = rng.normal(0.8, 0.05, 50), rng.normal(0.3, 0.2, 50)
+    assert np.array_equal(np.argsort(fused_scores(network, pixels, 1.0)), np.argsort(network))
+    assert np.array_equal(np.argsort(fused_scores(network, pixels, 0.0)), np.argsort(pixels))
+    z_network = (network - network.mean()) / network.std()
+    z_pixels = (pixels - pixels.mean()) / pixels.std()
+    expected = 0.4 * z_network + 0.6 * z_pixels
+    np.testing.assert_allclose(fused_scores(network, pixels, 0.4), expected, rtol=1e-5, atol=1e-6)
+    # the two scales do not matter, only each one's order and spread
+    np.testing.assert_allclose(
+        fused_scores(network * 10 + 3, pixels, 0.4), expected, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_fused_scores_rank_non_finite_last_and_refuse_bad_input() -> None:
+    network = np.array([0.9, np.nan, 0.1, 0.5])
+    pixels = np.array([0.2, 0.9, -np.inf, 0.4])
+    fused = fused_scores(network, pixels, 0.5)
+    assert np.isneginf(fused[1]) and np.isneginf(fused[2])
+    assert np.isfinite(fused[[0, 3]]).all()
+    with pytest.raises(ValueError, match="network_weight"):
+        fused_scores(network, pixels, 1.5)
+    with pytest.raises(ValueError, match="shapes"):
+        fused_scores(network, pixels[:3])
