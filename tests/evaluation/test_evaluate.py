@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from protomatch.errors import InputError
@@ -87,7 +88,7 @@ def test_metric_values_are_sane(evaluation: EvaluationResult, tiny_model: Path) 
     assert -1 <= similarity["spearman"] <= 1
     assert sum(similarity["error_histogram"]["counts"]) == SMALL.pairs
     methods = m["retrieval"]["methods"]
-    assert set(methods) == {"protomatch", "pixels", "pca", "random"}
+    assert set(methods) == {"protomatch", "pixels", "pixels_strong", "pca", "random"}
     for scores in methods.values():
         assert set(scores) == {"precision@5", "ndcg@5", "precision@10", "ndcg@10"}
         assert all(0 <= value <= 1 for value in scores.values())
@@ -95,7 +96,14 @@ def test_metric_values_are_sane(evaluation: EvaluationResult, tiny_model: Path) 
     recovery = m["recovery"]["parameters"]
     assert list(recovery) == names
     for record in recovery.values():
-        assert set(record["methods"]) == {"protomatch", "pixels", "pca", "oracle", "prior"}
+        assert set(record["methods"]) == {
+            "protomatch",
+            "pixels",
+            "pixels_strong",
+            "pca",
+            "oracle",
+            "prior",
+        }
         assert record["prior_spread"] > 0
         assert record["error_unit"] == ("dex" if record["log10"] else record["unit"])
         for scores in record["methods"].values():
@@ -154,3 +162,20 @@ def test_invalid_config_is_rejected() -> None:
         EvaluateConfig(k=())
     with pytest.raises(ValueError):
         EvaluateConfig(unknown=1)
+
+
+def test_strong_pixel_rows_of_a_turned_image_are_the_turned_rows() -> None:
+    from protomatch.evaluation._baselines import _turned_rows
+    from protomatch.matching.pixels import SOFTENING_FLOOR, asinh_rows
+    from protomatch.optics.orientation import DIHEDRAL, dihedral_image
+
+    rng = np.random.default_rng(4)
+    images = rng.random((3, 12, 12)).astype(np.float32)
+    rows = _turned_rows(images)
+    assert len(rows) == len(DIHEDRAL)
+    for (turns, flip), turned in zip(DIHEDRAL, rows):
+        # an image turned that way is matched perfectly by that orientation's row
+        seen = np.stack([dihedral_image(i, turns, flip) for i in images])
+        np.testing.assert_allclose(
+            np.sum(turned * asinh_rows(seen, SOFTENING_FLOOR), axis=1), 1.0, atol=1e-5
+        )

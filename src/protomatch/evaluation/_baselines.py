@@ -3,8 +3,10 @@
 One pass over the library store embeds every image with the model, projects its model-input
 pixels on a PCA basis fitted on training-split images (:func:`pca_fit_rows`), and keeps each
 query's best raw-pixel cosine matches among the images of other systems
-(:func:`library_pass`); :func:`method_rankings` then gives the top-k (scores, rows) of every
-method and of the ideal ranking by the true similarity. The store is read in blocks and the
+(:func:`library_pass`), and the same by the strong-pixel similarity (asinh stretch, best of
+the 8 rotations and flips; :mod:`protomatch.matching.pixels`); :func:`method_rankings` then
+gives the top-k (scores, rows) of every method and of the ideal ranking by the true
+similarity. The store is read in blocks and the
 pixel ranking is kept as a running top k, so memory stays bounded for large libraries.
 """
 
@@ -21,8 +23,10 @@ from tqdm import tqdm
 from protomatch.evaluation import metrics as M
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform
 from protomatch.library.store import LibraryStore
+from protomatch.matching.pixels import SOFTENING_FLOOR, asinh_rows
 from protomatch.matching.summary import unit_rows
 from protomatch.neural_nets.trained import TrainedModel
+from protomatch.optics.orientation import DIHEDRAL, dihedral_image
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,7 @@ class LibraryVectors:
     embeddings: np.ndarray  # (N, D) float32 unit rows
     pca: np.ndarray  # (N, C) float32 unit rows
     pixel_top: tuple[np.ndarray, np.ndarray]  # raw-pixel cosine top-k scores, ids (Q, K)
+    strong_top: tuple[np.ndarray, np.ndarray]  # strong-pixel top-k scores, ids (Q, K)
 
 
 def _pixels(images: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
@@ -128,9 +133,12 @@ def library_pass(setup: PassSetup) -> LibraryVectors:
     """Embed every library image, project it on the PCA basis, and rank it by pixel cosine."""
     store, trained, config = setup.store, setup.trained, setup.config
     mean, basis = _fit_pca(setup)
-    query_pixels = unit_rows(_pixels(_read_rows(store.images, setup.queries), trained.preprocess))
+    query_images = _read_rows(store.images, setup.queries)
+    query_pixels = unit_rows(_pixels(query_images, trained.preprocess))
+    query_turns = _turned_rows(query_images)
     query_groups = setup.group[setup.queries]
     pixel_top = M.RunningTopK(len(setup.queries), setup.k_max)
+    strong_top = M.RunningTopK(len(setup.queries), setup.k_max)
     n = len(store)
     embeddings = np.empty((n, trained.encoder_config.embedding_dim), dtype=np.float32)
     pca = np.empty((n, basis.shape[1]), dtype=np.float32)
@@ -142,10 +150,26 @@ def library_pass(setup: PassSetup) -> LibraryVectors:
         embeddings[start:stop] = trained.embed(block, brightness, config.batch_size)
         pixels = _pixels(block, trained.preprocess)
         pca[start:stop] = unit_rows((pixels - mean) @ basis)
+        own = M.own_group_mask(query_groups, setup.group[start:stop])
         scores = query_pixels @ unit_rows(pixels).T
-        scores[M.own_group_mask(query_groups, setup.group[start:stop])] = -np.inf
+        scores[own] = -np.inf
         pixel_top.push(scores, np.arange(start, stop))
-    return LibraryVectors(embeddings, pca, pixel_top.result())
+        strong = asinh_rows(block, SOFTENING_FLOOR)
+        best = np.max([turn @ strong.T for turn in query_turns], axis=0)
+        best[own] = -np.inf
+        strong_top.push(best, np.arange(start, stop))
+    return LibraryVectors(embeddings, pca, pixel_top.result(), strong_top.result())
+
+
+def _turned_rows(images: np.ndarray) -> list[np.ndarray]:
+    """The strong-pixel rows of images under each of the 8 rotations and flips.
+
+    Library images have no noise, so the stretch softens at :data:`SOFTENING_FLOOR`.
+    """
+    return [
+        asinh_rows(np.stack([dihedral_image(i, turns, flip) for i in images]), SOFTENING_FLOOR)
+        for turns, flip in DIHEDRAL
+    ]
 
 
 def method_rankings(
@@ -158,6 +182,7 @@ def method_rankings(
             vectors.embeddings[q], vectors.embeddings, groups[q], groups, k
         ),
         "pixels": vectors.pixel_top,
+        "pixels_strong": vectors.strong_top,
         "pca": M.top_k_excluding(vectors.pca[q], vectors.pca, groups[q], groups, k),
         "random": M.random_top_k(
             groups[q], groups, k, np.random.default_rng([setup.config.seed, 1])

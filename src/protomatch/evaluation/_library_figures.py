@@ -27,6 +27,7 @@ _NOMINAL = "0.35"
 METHOD_LABELS = {
     "protomatch": "protomatch",
     "pixels": "raw pixels",
+    "pixels_strong": "strong pixels",
     "pca": "PCA",
     "random": "random",
     "prior": "prior",
@@ -327,6 +328,7 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
         "protomatch",
         "prior",
         "raw-pixel kNN",
+        "strong-pixel kNN",
         "PCA kNN",
         "oracle kNN",
         "error / prior spread",
@@ -340,7 +342,7 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
         label = f"{name} [{unit}]" if unit else name
         cells = [label] + [
             fmt(scores[m]["median_abs_error"], 3)
-            for m in ("protomatch", "prior", "pixels", "pca", "oracle")
+            for m in ("protomatch", "prior", "pixels", "pixels_strong", "pca", "oracle")
         ]
         ours = scores["protomatch"]
         cells += [

@@ -33,12 +33,12 @@ dependency (``pip install 'protomatch[sbi]'``), imported only when NPE is used.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -100,7 +100,7 @@ class NpeSettings(pydantic.BaseModel, extra="forbid", frozen=True):
     embedding_dim: int = pydantic.Field(32, ge=1)
     batch_size: int = pydantic.Field(128, ge=2)
     learning_rate: float = pydantic.Field(1e-3, gt=0)
-    max_epochs: int = pydantic.Field(60, ge=1)
+    max_epochs: int = pydantic.Field(50, ge=1)
     stop_after_epochs: int = pydantic.Field(10, ge=1)
     validation_copies: int = pydantic.Field(2, ge=1)
     samples: int = pydantic.Field(2000, ge=10)
@@ -121,7 +121,7 @@ def require_sbi() -> None:
         raise OptionalDependencyError("sbi", "sbi") from None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class NpeEstimator:
     """A trained NPE posterior and how to bring its samples to the error space.
 
@@ -252,13 +252,10 @@ def train_npe(
             "split_note": note,
         }
     )
-    estimator = NpeEstimator(
-        estimator.posterior,
-        estimator.preprocess,
-        np.asarray(trained.normaliser.centre, dtype=np.float64),
-        np.asarray(trained.normaliser.scale, dtype=np.float64),
-        settings,
-        estimator.record,
+    estimator = dataclasses.replace(  # samples of z -> error space: centre + scale * z
+        estimator,
+        centre=np.asarray(trained.normaliser.centre, dtype=np.float64),
+        scale=np.asarray(trained.normaliser.scale, dtype=np.float64),
     )
     record = estimator.record
     log.info(

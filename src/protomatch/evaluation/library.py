@@ -57,9 +57,9 @@ from protomatch.training.pairs import PairConfig, PairSampler
 log = logging.getLogger(__name__)
 
 EVALUATION_SCHEMA_VERSION = 1
-METHODS = ("protomatch", "pixels", "pca", "random")
+METHODS = ("protomatch", "pixels", "pixels_strong", "pca", "random")
 #: "oracle" ranks by the true similarity itself: the best any network could do with the label.
-RECOVERY_METHODS = ("protomatch", "pixels", "pca", "oracle")
+RECOVERY_METHODS = ("protomatch", "pixels", "pixels_strong", "pca", "oracle")
 
 
 class EvaluateConfig(BaseModel, extra="forbid", frozen=True):
