@@ -281,7 +281,7 @@ def test_match_report_carries_the_verdict(
     verdicts = json.loads((evaluated.out / "metrics.json").read_text())["verdict"]["parameters"]
     assert summary["validation"]["parameters"] == verdicts
     page = (tmp_path / "r" / "index.html").read_text()
-    assert "validated on mock observations" in page
+    assert "Validated on mock observations" in page
     lines = result.describe().splitlines()
     for name, entry in verdicts.items():
         line = next(x for x in lines if x.strip().startswith(f"{name}:"))

@@ -124,9 +124,7 @@ def _summary_table(data: MatchReportData) -> str:
         "<tr><th class='name' rowspan='2'>parameter</th><th class='name' rowspan='2'>unit</th>"
         + ("<th rowspan='2'>truth</th>" if has_truth else "")
         + "<th colspan='3'>matches (weighted)</th><th colspan='3'>library prior</th>"
-        + "<th class='name' rowspan='2'>what the image says</th>"
-        + ("<th class='name' rowspan='2'>validated on mock observations</th>" if validation else "")
-        + "</tr><tr>"
+        + "<th class='name' rowspan='2'>what the image says</th></tr><tr>"
         + "<th>median</th><th>68% interval</th><th>95% interval</th>" * 2
         + "</tr>"
     )
@@ -147,37 +145,42 @@ def _summary_table(data: MatchReportData) -> str:
                 f"<td{css}>{_interval(s[key], 'q2.5', 'q97.5')}</td>",
             ]
         cells.append(f"<td class='verdict'>{verdict}</td>")
-        if validation:
-            cells.append(f"<td class='verdict'>{_validation_cell(validation, name)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     table = f"<div class='scroll'><table>{head}{''.join(rows)}</table></div>"
-    return table + _validation_note(validation)
+    return table + _validation_table(data.param_names, validation)
 
 
-def _validation_cell(validation: Mapping[str, Any], name: str) -> str:
-    """A parameter's verdict against the strongest baseline, "–" if the evaluation lacks it."""
-    entry = validation["parameters"].get(name)
-    if entry is None:
-        return "–"
-    text = html.escape(verdict_phrase(entry, validation["observations"]))
-    beaten = entry.get("verdict") == "better" and entry.get("constrained", True)
-    return text if beaten else f"<b>{text}</b>"
-
-
-def _validation_note(validation: Mapping[str, Any] | None) -> str:
-    """Where the verdicts come from, or that no evaluation was given."""
+def _validation_table(names: Sequence[str], validation: Mapping[str, Any] | None) -> str:
+    """Per parameter, whether protomatch beat the strongest baseline on mock observations."""
     if not validation:
         return (
-            "<p class='meta'>Not validated: whether these estimates beat the strongest simple "
-            "baseline is unknown. Run <code>protomatch evaluate MODEL STORE --observations "
-            "OBS -o EVAL</code> and match with <code>--evaluation EVAL</code>.</p>"
+            "<p class='meta'><b>Not validated</b>: whether these estimates beat the strongest "
+            "simple baseline is unknown. Run <code>protomatch evaluate MODEL STORE "
+            "--observations OBS -o EVAL</code> and match with <code>--evaluation EVAL</code>."
+            "</p>"
         )
-    return (
-        f"<p class='meta'>Verdicts from {html.escape(str(validation['folder']))}: "
-        f"{html.escape(str(validation['observations']))} mock observations from "
+    rows = []
+    for name in names:
+        entry = validation["parameters"].get(name)
+        text = "–" if entry is None else verdict_phrase(entry, validation["observations"])
+        beaten = entry is not None and entry.get("verdict") == "better"
+        cell = html.escape(text) if beaten else f"<b>{html.escape(text)}</b>"
+        rows.append(
+            f"<tr><td class='name'>{html.escape(name)}</td><td class='verdict'>{cell}</td></tr>"
+        )
+    source = (
+        f"From {html.escape(str(validation['folder']))}: "
+        f"{html.escape(str(validation['observations']))} mock observations in "
         f"{html.escape(str(validation.get('observations_path', '?')))}; "
-        f"{html.escape(str(validation.get('rule', '')))}. They hold for observations like "
-        "those, not for every observation.</p>"
+        f"{html.escape(str(validation.get('rule', '')))}. It holds for observations like "
+        "those, not for every observation; where protomatch does not beat the baseline "
+        "(bold), a simple pixel search does as well or better on that parameter."
+    )
+    return (
+        "<h3>Validated on mock observations: protomatch against the strongest simple "
+        "baseline</h3><div class='scroll'><table class='facts'><tr><th class='name'>parameter"
+        "</th><th class='name'>verdict</th></tr>"
+        f"{''.join(rows)}</table></div><p class='meta'>{source}</p>"
     )
 
 
