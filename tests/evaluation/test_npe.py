@@ -208,10 +208,13 @@ def test_npe_is_scored_like_every_other_method(evaluated, tiny_model) -> None:
 @needs_sbi
 @pytest.mark.slow
 def test_npe_can_be_the_strongest_baseline(evaluated) -> None:
-    from protomatch.evaluation._observation_figures import strongest_baseline
+    from protomatch.evaluation._observation_figures import parameter_verdicts, strongest_baseline
 
-    metrics = dict(evaluated.metrics)
-    parameters = json.loads(json.dumps(metrics["parameters"]))
-    for record in parameters.values():
+    metrics = json.loads(json.dumps(evaluated.metrics))
+    for record in metrics["parameters"].values():
         record["methods"]["npe"]["error_over_prior_spread"] = 0.0
-    assert strongest_baseline({**metrics, "parameters": parameters}) == "npe"
+        record["methods"]["npe"]["median_abs_error"] = 0.0
+    assert strongest_baseline(metrics) == "npe"
+    verdicts = parameter_verdicts(metrics)
+    assert set(verdicts) == set(metrics["parameters"])
+    assert {v["baseline"] for v in verdicts.values()} == {"npe"}
