@@ -266,7 +266,7 @@ def test_verdict_is_against_the_strongest_baseline_of_each_parameter(evaluated):
 
 @pytest.mark.slow
 def test_match_report_carries_the_verdict(
-    evaluated, tiny_model, tiny_store, observations, tmp_path
+    evaluated, tiny_model, tiny_store, tiny_library, observations, tmp_path
 ):
     from protomatch.matching.index import build_index
     from protomatch.matching.match import MatchConfig, match_observations
@@ -286,6 +286,20 @@ def test_match_report_carries_the_verdict(
     for name, entry in verdicts.items():
         line = next(x for x in lines if x.strip().startswith(f"{name}:"))
         assert entry["baseline"] in line
+    # a library image (no beam) is ranked another way: no verdict, and the report says why
+    library_image = next(iter(sorted(tiny_library.glob("sink*/output_*_data.hdf5"))))
+    result = match_observations(
+        index,
+        [f"{library_image}:2"],
+        tmp_path / "lib",
+        config=MatchConfig(k=5),
+        evaluation=evaluated.out,
+    )
+    summary = json.loads((tmp_path / "lib" / "summary.json").read_text())
+    assert "parameters" not in summary["validation"]
+    assert "no beam" in summary["validation"]["not_applicable"]
+    assert "No verdict for this target" in (tmp_path / "lib" / "index.html").read_text()
+    assert "no verdict from --evaluation" in result.describe()
     # without an evaluation the report says the estimates are not validated
     match_observations(index, target, tmp_path / "plain", config=MatchConfig(k=5))
     assert "Not validated" in (tmp_path / "plain" / "index.html").read_text()

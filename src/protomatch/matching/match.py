@@ -169,6 +169,9 @@ class MatchResult:
             lines += _estimate_lines(s)
             lines += [f"  WARNING: {w}" for w in s["warnings"]]
             lines += [f"  note: {n}" for n in s["notes"]]
+            skipped = (s.get("validation") or {}).get("not_applicable")
+            if skipped:
+                lines.append(f"  note: no verdict from --evaluation: {skipped}")
         lines.append(f"report: {self.out / 'index.html'}")
         return "\n".join(lines)
 
@@ -191,6 +194,23 @@ def _estimate_lines(summary: Mapping[str, Any]) -> list[str]:
             f"{distance['q84']:.3g}] pc preferred by the matches (best at {distance['best']:.3g})"
         )
     return lines
+
+
+def _validation_for(
+    validation: Mapping[str, Any] | None, prepared: PreparedObservation
+) -> Mapping[str, Any] | None:
+    """The evaluation's verdict if it applies to this target, else why it does not.
+
+    The verdict scores observations matched through their beam; a target without a beam
+    (a library image, an image of unknown resolution) is ranked another way.
+    """
+    if validation is None or prepared.beam is not None:
+        return validation
+    return {
+        "not_applicable": "the evaluation scored observations matched through their beam; "
+        "this target has no beam and is ranked by the network alone (evaluate on library "
+        "test systems, protomatch evaluate MODEL STORE, measures that case)"
+    }
 
 
 def _verdict_suffix(validation: Mapping[str, Any] | None, name: str) -> str:
@@ -427,7 +447,7 @@ def _match_one(
         notes=notes,
         compared=compared_block(shown, target.missing, prepared, found, store),
         provenance=provenance_block(index),
-        validation=target.validation,
+        validation=_validation_for(target.validation, prepared),
     )
     if config.distance_range_pc is not None:
         grid = np.array([d for d in config.distances() if d is not None])

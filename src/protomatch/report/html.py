@@ -152,6 +152,9 @@ def _summary_table(data: MatchReportData) -> str:
 
 def _validation_table(names: Sequence[str], validation: Mapping[str, Any] | None) -> str:
     """Per parameter, whether protomatch beat the strongest baseline on mock observations."""
+    if validation and validation.get("not_applicable"):
+        reason = html.escape(str(validation["not_applicable"]))
+        return f"<p class='meta'><b>No verdict for this target</b>: {reason}.</p>"
     if not validation:
         return (
             "<p class='meta'><b>Not validated</b>: whether these estimates beat the strongest "
