@@ -176,7 +176,7 @@ def parameter_verdicts(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _finite_or_inf(value: Any) -> float:
-    number = float(value) if value is not None else float("nan")
+    number = nan_if_none(value)
     return number if np.isfinite(number) else float("inf")
 
 

@@ -206,9 +206,7 @@ def evaluate_observations(
     k = min(config.k, len(store))
     npe = train_npe(trained, store) if "npe" in methods else None
     run = _Run(trained, store, beamed, k, methods, config.centre, npe)
-    rankings: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {
-        method: [] for method in methods if method not in ("prior", *DIRECT_METHODS)
-    }
+    rankings: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in run.methods}
     records = []
     for row in tqdm(truth.to_dict("records"), desc="observations"):
         record, ranked = run.observation(Path(observations_dir), row)

@@ -215,10 +215,10 @@ def _validation_for(
 
 def _verdict_suffix(validation: Mapping[str, Any] | None, name: str) -> str:
     """The verdict against the strongest baseline to append to a parameter line ("" if none)."""
-    entry = (validation or {}).get("parameters", {}).get(name)
-    if entry is None:
+    entry = None if validation is None else validation.get("parameters", {}).get(name)
+    if validation is None or entry is None:
         return ""
-    return f"; {verdict_phrase(entry, validation['observations'])}"  # type: ignore[index]
+    return f"; {verdict_phrase(entry, validation['observations'])}"
 
 
 def match_observations(

@@ -228,7 +228,7 @@ def cell_text(value: Any) -> str:
 
 
 def verdict_phrase(entry: Mapping[str, Any], observations: int) -> str:
-    """One parameter's verdict as a short sentence, e.g. "worse than pixels_strong (...)".
+    """One parameter's verdict as a short sentence, e.g. "beats pixels_strong (...)".
 
     Parameters
     ----------
@@ -240,9 +240,9 @@ def verdict_phrase(entry: Mapping[str, Any], observations: int) -> str:
     baseline, verdict = entry["baseline"], entry["verdict"]
     unit = f" {entry['error_unit']}" if entry.get("error_unit") else ""
     errors = (
-        f"median error {_short(entry['error'])} vs {baseline}'s "
-        f"{_short(entry['baseline_error'])}{unit}, "
-        f"prior {_short(entry['prior_error'])}, on {observations} mock observations"
+        f"median error {plain_number(entry['error'])} vs {baseline}'s "
+        f"{plain_number(entry['baseline_error'])}{unit}, "
+        f"prior {plain_number(entry['prior_error'])}, on {observations} mock observations"
     )
     if not entry.get("constrained", True):
         return f"no method beats the prior here ({errors})"
@@ -251,10 +251,3 @@ def verdict_phrase(entry: Mapping[str, Any], observations: int) -> str:
     if verdict == "worse":
         return f"does NOT beat {baseline}: worse ({errors})"
     return f"does not beat {baseline}: not resolved ({errors})"
-
-
-def _short(value: Any) -> str:
-    try:
-        return f"{float(value):.3g}"
-    except (TypeError, ValueError):
-        return "–"
