@@ -1,4 +1,4 @@
-"""Weighted quantiles: the one statistic shared by the match summary, its report and the evaluation.
+"""Weighted quantiles and match weights, shared by the match summary, its report and evaluation.
 
 Below every stage that uses it, so that the report (drawn from a match) and the match
 (which writes the report) need not import each other's package.
@@ -39,3 +39,26 @@ def weighted_quantiles(values: ArrayLike, weights: ArrayLike, qs: Sequence[float
     values, weights = values[order], weights[order]
     cdf = (np.cumsum(weights) - 0.5 * weights) / weights.sum()
     return np.interp(qs, cdf, values)
+
+
+def system_weights(similarities: ArrayLike, systems: ArrayLike) -> np.ndarray:
+    """Match weights that count systems, not images: similarity / the system's match count.
+
+    A system's projections and snapshots are near-duplicates; with plain similarity weights
+    one system among the matches many times would count as many independent estimates.
+
+    Parameters
+    ----------
+    similarities
+        (K,) similarities of the matches (negative ones count as 0).
+    systems
+        (K,) system of each match.
+
+    Returns
+    -------
+    numpy.ndarray
+        (K,) float64 weights; each system's weights sum to its mean similarity.
+    """
+    weights = np.clip(np.asarray(similarities, dtype=np.float64), 0, None)
+    _, codes, counts = np.unique(np.asarray(systems), return_inverse=True, return_counts=True)
+    return weights / counts[codes.reshape(-1)]

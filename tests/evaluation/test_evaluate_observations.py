@@ -61,11 +61,13 @@ def test_end_to_end_metrics(evaluated, observations):
         assert set(record["methods"]) == set(DEFAULT_METHODS)
         assert record["error_unit"] == ("dex" if record["log10"] else record["unit"])
         for method, scores in record["methods"].items():
+            calibrated = set() if method == "prior" else {"uncalibrated", "diagnostics"}
             assert set(scores) == {
                 "median_abs_error",
                 "error_over_prior_spread",
                 "coverage68",
                 "coverage95",
+                *calibrated,
             }
             assert scores["median_abs_error"] >= 0
             for key in ("coverage68", "coverage95"):
@@ -135,7 +137,7 @@ def test_a_chosen_subset_of_methods(tiny_model, tiny_store, observations, evalua
         # the same method scores the same whatever else is evaluated beside it
         full = evaluated.metrics["parameters"][name]["methods"]
         for method in chosen:
-            assert record["methods"][method] == pytest.approx(full[method])
+            assert record["methods"][method] == full[method]
     assert subset.metrics["best_protomatch"] == "protomatch_beam_noise"
     # at most one noise-matched and one beam-pixel pass per observation, fewer than all methods
     assert subset.metrics["library_passes"] <= 2 * SMALL["n"]
@@ -282,6 +284,10 @@ def test_match_report_carries_the_verdict(
     assert summary["validation"]["parameters"] == verdicts
     page = (tmp_path / "r" / "index.html").read_text()
     assert "Validated on mock observations" in page
+    assert summary["calibration"]["applied"] is True
+    assert f"{SMALL['n']} mock observations" in summary["calibration"]["fitted_on"]
+    assert "intervals calibrated on" in page
+    assert "intervals calibrated on" in result.describe()
     lines = result.describe().splitlines()
     for name, entry in verdicts.items():
         line = next(x for x in lines if x.strip().startswith(f"{name}:"))
@@ -300,9 +306,16 @@ def test_match_report_carries_the_verdict(
     assert "no beam" in summary["validation"]["not_applicable"]
     assert "No verdict for this target" in (tmp_path / "lib" / "index.html").read_text()
     assert "no verdict from --evaluation" in result.describe()
-    # without an evaluation the report says the estimates are not validated
+    assert summary["calibration"]["applied"] is False
+    assert "no beam" in summary["calibration"]["reason"]
+    # without an evaluation the report says the estimates are neither validated nor calibrated
     match_observations(index, target, tmp_path / "plain", config=MatchConfig(k=5))
     assert "Not validated" in (tmp_path / "plain" / "index.html").read_text()
+    assert "intervals NOT calibrated" in (tmp_path / "plain" / "index.html").read_text()
+    plain = json.loads((tmp_path / "plain" / "summary.json").read_text())["parameters"]
+    calibrated = json.loads((tmp_path / "r" / "summary.json").read_text())["parameters"]
+    for name, stats in plain.items():  # the median stays; the interval is rescaled
+        assert calibrated[name]["matches"]["median"] == pytest.approx(stats["matches"]["median"])
 
 
 @pytest.mark.slow
@@ -322,3 +335,38 @@ def test_evaluation_of_another_model_or_without_verdict_is_refused(evaluated, ti
         read_validation(tmp_path, fingerprint, library)
     with pytest.raises(InputError, match="missing"):
         read_validation(tmp_path / "absent", fingerprint, library)
+
+
+@pytest.mark.slow
+def test_evaluation_calibrates_intervals_and_diagnoses_them(evaluated):
+    metrics = json.loads((evaluated.out / "metrics.json").read_text())
+    for record in metrics["parameters"].values():
+        scores = record["methods"]["protomatch_fused"]
+        assert set(scores["uncalibrated"]) == {"coverage68", "coverage95"}
+        curve = scores["diagnostics"]["calibrated"]["coverage_curve"]
+        assert len(curve["coverage"]) == len(curve["levels"])
+        counts = scores["diagnostics"]["uncalibrated"]["rank_histogram"]["counts"]
+        assert sum(counts) == SMALL["n"]
+        assert "uncalibrated" not in record["methods"]["prior"]
+    saved = json.loads((evaluated.out / "calibration.json").read_text())
+    assert saved["kind"] == "interval-calibration"
+    assert set(saved["calibrations"]) == {"protomatch_fused", "protomatch_beam_noise"}
+    assert saved["model"]["fingerprint"] == metrics["model"]["fingerprint"]
+
+
+@pytest.mark.slow
+def test_a_calibration_of_another_model_or_a_broken_one_is_refused(evaluated, tmp_path):
+    from protomatch.matching.validation import read_calibrations
+
+    saved = json.loads((evaluated.out / "calibration.json").read_text())
+    fingerprint, library = saved["model"]["fingerprint"], saved["library"]["fingerprint"]
+    read = read_calibrations(evaluated.out, fingerprint, library)
+    assert read["protomatch_fused"].n_queries == SMALL["n"]
+    with pytest.raises(InputError, match="not the index's model"):
+        read_calibrations(evaluated.out, "0" * 16, library)
+    with pytest.raises(InputError, match="has no calibration.json"):
+        read_calibrations(tmp_path, fingerprint, library)
+    saved["calibrations"]["protomatch_fused"]["scales"] = {"mass": [1.0, "x"]}
+    (tmp_path / "calibration.json").write_text(json.dumps(saved))
+    with pytest.raises(InputError, match="not a valid calibration"):
+        read_calibrations(tmp_path, fingerprint, library)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from protomatch.calibration.intervals import grid_levels
 from protomatch.evaluation import recovery as R
 
 
@@ -68,11 +69,12 @@ def test_parameter_recovery_scores_each_ranking_and_the_prior() -> None:
         "bad": (np.ones((2, 2)), np.array([[5, 4], [0, 1]])),
     }
     prior = R.held_out_prior(values, queries, groups)
-    recovery, estimates = R.parameter_recovery(values, values[queries], prior, rankings, k=2)
+    recovered = R.parameter_recovery(values, values[queries], prior, rankings, k=2)
+    recovery = recovered.recovery
     scores = recovery["methods"]
     assert recovery["prior_spread"] == R.prior_spread(values)
-    assert estimates["good"][0, R.quantile_index("median")] == pytest.approx(2.0)
-    np.testing.assert_array_equal(estimates["prior"], prior)
+    assert recovered.quantiles("good")[0, R.quantile_index("median")] == pytest.approx(2.0)
+    np.testing.assert_array_equal(recovered.grids["prior"], prior)
     assert scores["good"]["median_abs_error"] < scores["bad"]["median_abs_error"]
     # bad: medians 7.5 (truth 2) and 2 (truth 6) -> errors 5.5 and 4 -> median 4.75
     assert scores["bad"]["median_abs_error"] == pytest.approx(4.75)
@@ -88,11 +90,12 @@ def test_parameter_recovery_with_one_prior_for_every_query() -> None:
     """Observations share the whole library's prior; ``k`` defaults to every match."""
     values = np.array([1.0, 2.0, 3.0, 4.0])
     rankings = {"m": (np.ones((2, 2)), np.array([[0, 1], [2, 3]]))}
-    prior = np.quantile(values, R.LEVELS)
-    recovery, estimates = R.parameter_recovery(values, np.array([1.5, 3.5]), prior, rankings)
-    assert list(estimates) == ["m", "prior"]
-    assert estimates["prior"].shape == (2, len(R.LEVELS))
-    np.testing.assert_array_equal(estimates["prior"][1], prior)
+    prior = np.quantile(values, grid_levels())
+    recovered = R.parameter_recovery(values, np.array([1.5, 3.5]), prior, rankings)
+    recovery = recovered.recovery
+    assert list(recovered.grids) == ["m", "prior"]
+    assert recovered.grids["prior"].shape == (2, len(grid_levels()))
+    np.testing.assert_array_equal(recovered.grids["prior"][1], prior)
     assert recovery["methods"]["m"]["median_abs_error"] == pytest.approx(0.0)
     assert recovery["methods"]["prior"]["median_abs_error"] == pytest.approx(1.0)
 
@@ -139,3 +142,39 @@ def test_per_parameter_differences_and_their_verdicts() -> None:
     first, second = result["parameter_difference"]["mixed"]
     assert R.verdict(first) == "worse" and R.verdict(second) == "better"
     assert R.verdict([-0.1, 0.2]) == "not resolved"
+
+
+def test_matches_are_weighted_per_system_not_per_image() -> None:
+    """Nine near-twin images of one system do not outvote one image each of two others."""
+    values = np.array([[1.0] * 9 + [5.0, 6.0]])
+    systems = np.array([["a"] * 9 + ["b", "c"]])
+    weights = np.ones_like(values)
+    per_image = R.recovered_quantiles(values, weights)
+    per_system = R.recovered_quantiles(values, weights, systems=systems)
+    median = R.quantile_index("median")
+    assert per_image[0, median] == pytest.approx(1.0)
+    assert per_system[0, median] == pytest.approx(5.0)  # a, b, c count once each
+
+
+def test_cross_fitted_calibration_is_reported_beside_the_uncalibrated_coverage() -> None:
+    """Overconfident matches (all near the truth's neighbourhood but too tight) get wider."""
+    rng = np.random.default_rng(3)
+    n, k = 200, 30
+    truth = rng.normal(size=n)
+    centre = truth + rng.normal(size=n)  # the matches scatter about a noisy centre ...
+    library = (centre[:, None] + 0.2 * rng.normal(size=(n, k))).reshape(-1)  # 5x too tight
+    rows = np.arange(n * k).reshape(n, k)
+    rankings = {"tight": (np.ones((n, k)), rows)}
+    prior = np.quantile(library, grid_levels())
+    folds = np.arange(n) % 5
+    recovered = R.parameter_recovery(library, truth, prior, rankings, folds=folds)
+    scores = recovered.recovery["methods"]["tight"]
+    assert scores["uncalibrated"]["coverage68"] < 0.3
+    assert 0.6 < scores["coverage68"] < 0.78
+    assert 0.9 < scores["coverage95"] < 0.99
+    assert (
+        scores["diagnostics"]["calibrated"]["coverage_curve"]["max_distance"]
+        < (scores["diagnostics"]["uncalibrated"]["coverage_curve"]["max_distance"])
+    )
+    # the median (and so the error) is not moved by calibration
+    np.testing.assert_allclose(recovered.grids["tight"][:, 0], recovered.raw["tight"][:, 0])

@@ -49,8 +49,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
+from protomatch.calibration.intervals import grid_levels, standard_quantiles
 from protomatch.errors import OptionalDependencyError, ProtomatchError
-from protomatch.evaluation.recovery import LEVELS
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform
 from protomatch.library.store import LibraryStore
 from protomatch.neural_nets.encoder import Encoder, EncoderConfig
@@ -181,8 +181,8 @@ class NpeEstimator:
         size = (0, self.settings.samples, len(self.centre))
         return np.stack(drawn) if drawn else np.zeros(size)
 
-    def quantiles(self, images: np.ndarray) -> np.ndarray:
-        """Posterior quantiles in the error space (dex for log-scaled parameters).
+    def quantile_grids(self, images: np.ndarray) -> np.ndarray:
+        """Posterior quantile grids in the error space (dex for log-scaled parameters).
 
         Parameters
         ----------
@@ -192,11 +192,15 @@ class NpeEstimator:
         Returns
         -------
         numpy.ndarray
-            (Q, P, 5) float64 in the order of
-            :data:`protomatch.matching.summary.QUANTILES` (median, q16, q84, q2.5, q97.5).
+            (Q, P, 1 + 2G) float64 at
+            :func:`protomatch.calibration.intervals.grid_levels`.
         """
         values = self.centre + self.scale * self.samples(images)
-        return np.moveaxis(np.quantile(values, LEVELS, axis=1), 0, -1)
+        return np.moveaxis(np.quantile(values, grid_levels(), axis=1), 0, -1)
+
+    def quantiles(self, images: np.ndarray) -> np.ndarray:
+        """(Q, P, 5) median, q16, q84, q2.5, q97.5 of :meth:`quantile_grids`."""
+        return standard_quantiles(self.quantile_grids(images))
 
 
 def train_npe(

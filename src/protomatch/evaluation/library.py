@@ -38,6 +38,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 
 from protomatch import _artefact
+from protomatch.calibration.intervals import CALIBRATION_FOLDS, group_folds
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.evaluation import metrics as M
 from protomatch.evaluation import recovery as R
@@ -368,25 +369,31 @@ def _recovery_metrics(
     sources = {m: rankings["ideal" if m == "oracle" else m] for m in RECOVERY_METHODS}
     truth = np.empty((len(setup.queries), len(names)))
     ours = np.empty((len(setup.queries), len(names), len(QUANTILES)))
+    folds = group_folds(setup.group[setup.queries].tolist(), CALIBRATION_FOLDS)
     parameters: dict[str, Any] = {}
     for p, (name, log10) in enumerate(zip(names, setup.log10)):
         values = R.error_space(setup.theta[:, p], log10)
         truth[:, p] = values[setup.queries]
         prior = R.held_out_prior(values, setup.queries, setup.group)
-        recovery, estimates = R.parameter_recovery(values, truth[:, p], prior, sources, k)
-        ours[:, p] = estimates["protomatch"]
+        recovered = R.parameter_recovery(
+            values, truth[:, p], prior, sources, k, systems=setup.group, folds=folds
+        )
+        ours[:, p] = recovered.quantiles("protomatch")
         parameters[name] = {
             "unit": units.get(name, ""),
             "log10": bool(log10),
             "error_unit": "dex" if log10 else units.get(name, ""),
-            **recovery,
+            **recovered.recovery,
         }
     record = {
         "k": k,
-        "note": "similarity-weighted quantiles of the top-k matches from other systems; "
-        "errors are median absolute errors over the queries (dex for log-scaled "
-        "parameters); prior = median of the other systems' images; oracle = top-k by the "
-        "true similarity label itself (what a perfect network would recover)",
+        "note": "weighted quantiles of the top-k matches from other systems (weights: "
+        "similarity over the system's count among the matches), intervals calibrated on "
+        f"the other {CALIBRATION_FOLDS - 1} of {CALIBRATION_FOLDS} folds of the evaluated "
+        "systems ('uncalibrated': before); errors are median absolute errors over the "
+        "queries (dex for log-scaled parameters); prior = median of the other systems' "
+        "images; oracle = top-k by the true similarity label itself (what a perfect "
+        "network would recover)",
         "parameters": parameters,
     }
     return record, _Recovered(truth, ours)

@@ -51,6 +51,12 @@ import pydantic
 from tqdm import tqdm
 
 from protomatch import _artefact
+from protomatch.calibration.intervals import (
+    CALIBRATION_FOLDS,
+    IntervalCalibration,
+    grid_levels,
+    group_folds,
+)
 from protomatch.errors import InputError
 from protomatch.evaluation import recovery as R
 from protomatch.evaluation._markdown import json_safe
@@ -72,7 +78,12 @@ from protomatch.matching.observation import (
 )
 from protomatch.matching.pixels import NETWORK_WEIGHT, fused_scores, strong_pixel_similarities
 from protomatch.matching.summary import DEFAULT_MATCHES, QUANTILES
-from protomatch.matching.validation import EVALUATION_KIND, EVALUATION_SCHEMA_VERSION
+from protomatch.matching.validation import (
+    CALIBRATION_FILE,
+    CALIBRATION_KIND,
+    EVALUATION_KIND,
+    EVALUATION_SCHEMA_VERSION,
+)
 from protomatch.neural_nets.trained import TrainedModel, load_model
 from protomatch.optics.beam import Beam
 from protomatch.simulators.truth import read_truth
@@ -216,12 +227,23 @@ def evaluate_observations(
     stacked = {
         m: (np.stack([s for s, _ in r]), np.stack([i for _, i in r])) for m, r in rankings.items()
     }
-    theta = store.theta()[:, [store.param_names.index(n) for n in names]]
-    direct = {"npe": np.stack(run.npe_quantiles)} if npe is not None else {}
-    recovery, estimates = _recovery(trained, theta, truth, stacked, direct)
+    direct = {"npe": np.stack(run.npe_grids)} if npe is not None else {}
+    recovery, fitted = _recovery(trained, store, truth, stacked, direct)
+    estimates = fitted.quantiles
     best = _best_variant(recovery)
     conditions = _by_condition(trained, recovery, truth, estimates)
     bootstrap = _bootstrap(trained, recovery, truth, estimates, best)
+    calibrations = {
+        m: {
+            **_calibration(names, fitted, m, Path(observations_dir)).record(),
+            "cross_fitted": {
+                n: {c: recovery[n]["methods"][m][c] for c in ("coverage68", "coverage95")}
+                for n in names
+            },
+        }
+        for m in (FUSED, NETWORK_PART)
+        if m in estimates
+    }
     metrics = json_safe(
         {
             **_artefact.provenance(KIND, SCHEMA_VERSION),
@@ -236,9 +258,12 @@ def evaluate_observations(
             "k": k,
             "methods": {m: METHODS[m] for m in methods},
             "best_protomatch": best,
-            "note": "errors: median absolute error of the similarity-weighted median of the "
-            "top-k matches over the observations (dex for log-scaled parameters); coverage: "
-            "fraction of observations whose truth lies in the 16-84 % / 2.5-97.5 % interval",
+            "note": "errors: median absolute error of the weighted median of the top-k matches "
+            "(weights: similarity over the system's count among the matches) over the "
+            "observations (dex for log-scaled parameters); coverage: fraction of observations "
+            "whose truth lies in the 16-84 % / 2.5-97.5 % interval, each interval calibrated "
+            f"on the other {CALIBRATION_FOLDS - 1} of {CALIBRATION_FOLDS} folds of the "
+            "observations' systems ('uncalibrated': before)",
             "parameters": recovery,
             "by_condition": conditions,
             "bootstrap": bootstrap,
@@ -257,6 +282,15 @@ def evaluate_observations(
             tmp / "estimates.csv", index=False
         )
         _artefact.write_json_atomic(tmp / "metrics.json", metrics)
+        _artefact.write_json_atomic(
+            tmp / CALIBRATION_FILE,
+            {
+                **_artefact.provenance(CALIBRATION_KIND, SCHEMA_VERSION),
+                "model": metrics["model"],
+                "library": metrics["library"],
+                "calibrations": calibrations,
+            },
+        )
         _artefact.write_bytes_atomic(tmp / "metrics.md", markdown_tables(metrics).encode())
     return ObservationEvaluation(metrics, out)
 
@@ -300,14 +334,14 @@ class _Run:
         self.methods = [m for m in methods if m not in ("prior", *DIRECT_METHODS)]
         self.centre = centre
         self.npe = npe
-        self.npe_quantiles: list[np.ndarray] = []  # (P, 5) per observation, error space
+        self.npe_grids: list[np.ndarray] = []  # (P, 1 + 2G) per observation, error space
 
     def observation(
         self, folder: Path, row: Mapping[Hashable, Any]
     ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
         """Top-k (similarities, library rows) of one observation for every matched method.
 
-        The NPE's quantiles, when it is evaluated, are kept in ``npe_quantiles``.
+        The NPE's quantile grids, when it is evaluated, are kept in ``npe_grids``.
         """
         observation = read_observation(folder / str(row["file"])).at_distance(_distance(row))
         required_facts(
@@ -333,7 +367,7 @@ class _Run:
             "brightness_known": prepared.mean_intensity is not None,
         }
         if self.npe is not None:
-            self.npe_quantiles.append(self.npe.quantiles(prepared.image[None])[0])
+            self.npe_grids.append(self.npe.quantile_grids(prepared.image[None])[0])
         sims = self._similarities(prepared, brightness, beam)
         return record, {m: self._ranked(sims, m) for m in self.methods}
 
@@ -410,46 +444,88 @@ def _top_k(similarity: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- metrics
 
 
+@dataclass(frozen=True)
+class _Estimates:
+    """Every method's estimates of every observation, before and after calibration."""
+
+    quantiles: dict[str, np.ndarray]  # method -> (Q, P, 5) scored (cross-fitted calibrated)
+    raw: dict[str, np.ndarray]  # method -> (Q, P, 1 + 2G) grids before calibration
+    truths: np.ndarray  # (Q, P) error space
+    spreads: list[float]  # prior spread per parameter
+
+
 def _recovery(
     trained: TrainedModel,
-    theta: np.ndarray,
+    store: LibraryStore,
     truth: pd.DataFrame,
     rankings: Mapping[str, tuple[np.ndarray, np.ndarray]],
     direct: Mapping[str, np.ndarray] | None = None,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Scores per parameter and method, and the quantiles (Q, P, 5) per method (error space).
+) -> tuple[dict[str, Any], _Estimates]:
+    """Scores per parameter and method, and every method's estimates (error space).
 
-    ``rankings`` give each method's top-k matches; ``direct`` the (Q, P, 5) quantiles of
-    methods that estimate them without matches (:data:`DIRECT_METHODS`).
+    ``rankings`` give each method's top-k matches (weighted per system); ``direct`` the
+    (Q, P, 1 + 2G) grids of methods that estimate without matches (:data:`DIRECT_METHODS`).
+    Every method's intervals are calibrated by cross-fitting over :data:`CALIBRATION_FOLDS`
+    folds of the observations' systems (each observation by scales fitted on the others).
     """
     names, flags = trained.normaliser.names, trained.normaliser.log10
     units = dict(trained.manifest.get("parameters", {}).get("units", {}))
-    shape = (len(truth), len(names), len(QUANTILES))
+    theta = store.theta()[:, [store.param_names.index(n) for n in names]]
+    systems = store.table["system"].astype(str).to_numpy()
+    folds = group_folds(_observed_systems(truth), CALIBRATION_FOLDS)
     direct = direct or {}
-    order = [*rankings, *direct, "prior"]
-    estimates = {m: np.empty(shape) for m in order}
     record: dict[str, Any] = {}
+    parts: list[R.Recovered] = []
+    truths = np.empty((len(truth), len(names)))
     for p, (name, log10) in enumerate(zip(names, flags)):
         values = R.error_space(theta[:, p], log10)
-        true = R.error_space(truth[name].to_numpy(dtype=np.float64), log10)
-        prior = np.quantile(values[np.isfinite(values)], R.LEVELS)  # the whole library's
-        recovery, recovered = R.parameter_recovery(values, true, prior, rankings)
-        for method, quantiles in direct.items():
-            recovered[method] = quantiles[:, p]
-            recovery["methods"][method] = R.recovery_scores(
-                quantiles[:, p], true, recovery["prior_spread"]
-            )
-        for method, quantiles in recovered.items():
-            estimates[method][:, p] = quantiles
+        truths[:, p] = R.error_space(truth[name].to_numpy(dtype=np.float64), log10)
+        prior = np.quantile(values[np.isfinite(values)], grid_levels())  # the whole library's
+        recovered = R.parameter_recovery(
+            values,
+            truths[:, p],
+            prior,
+            rankings,
+            systems=systems,
+            folds=folds,
+            direct={m: g[:, p] for m, g in direct.items()},
+        )
+        parts.append(recovered)
         record[name] = {
             "unit": units.get(name, ""),
             "log10": bool(log10),
             "error_unit": "dex" if log10 else units.get(name, ""),
-            "prior_spread": recovery["prior_spread"],
+            "prior_spread": recovered.recovery["prior_spread"],
             "prior_median": float(prior[0]),
-            "methods": {m: recovery["methods"][m] for m in order},
+            "methods": recovered.recovery["methods"],
         }
+    methods = list(parts[0].grids)
+    estimates = _Estimates(
+        quantiles={m: np.stack([r.quantiles(m) for r in parts], axis=1) for m in methods},
+        raw={m: np.stack([r.raw[m] for r in parts], axis=1) for m in methods},
+        truths=truths,
+        spreads=[r.recovery["prior_spread"] for r in parts],
+    )
     return record, estimates
+
+
+def _observed_systems(truth: pd.DataFrame) -> list[str]:
+    """Each observation's system (its file when truth.csv names no system)."""
+    column = "system" if "system" in truth.columns else "file"
+    return truth[column].astype(str).tolist()
+
+
+def _calibration(
+    names: Sequence[str], estimates: _Estimates, method: str, folder: Path
+) -> IntervalCalibration:
+    """A method's interval calibration fitted on all the evaluated observations."""
+    return IntervalCalibration.fit(
+        {n: estimates.raw[method][:, p] for p, n in enumerate(names)},
+        {n: estimates.truths[:, p] for p, n in enumerate(names)},
+        dict(zip(names, estimates.spreads)),
+        fitted_on=f"{len(estimates.truths)} mock observations ({folder.name})",
+        ranking=method,
+    )
 
 
 #: truth.csv columns whose thirds get their own scores (observing conditions).

@@ -15,11 +15,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TypedDict
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import numpy as np
 
-from protomatch._quantiles import weighted_quantiles
+from protomatch._quantiles import system_weights, weighted_quantiles
+from protomatch.calibration import diagnostics
+from protomatch.calibration.intervals import (
+    cross_fitted,
+    grid_levels,
+    standard_quantiles,
+    truth_credibility,
+)
 from protomatch.matching.summary import QUANTILES
 
 #: Quantile levels of :func:`recovered_quantiles`, in :data:`QUANTILES` order.
@@ -48,10 +56,13 @@ def error_space(values: np.ndarray, log10: bool) -> np.ndarray:
         return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
 
 
-def recovered_quantiles(
-    values: np.ndarray, weights: np.ndarray, valid: np.ndarray | None = None
+def recovered_grids(
+    values: np.ndarray,
+    weights: np.ndarray,
+    valid: np.ndarray | None = None,
+    systems: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Similarity-weighted quantiles of each query's matches.
+    """Quantile grids of each query's matches, weighted by similarity (per system).
 
     Parameters
     ----------
@@ -61,22 +72,46 @@ def recovered_quantiles(
         Match similarities (negatives count as 0; uniform if none is positive).
     valid : ndarray, shape (Q, K), bool, optional
         Filled match slots (default: all).
+    systems : ndarray, shape (Q, K), optional
+        System of each match: each weight is divided by its system's count among the query's
+        matches (:func:`protomatch._quantiles.system_weights`); None: plain similarities.
 
     Returns
     -------
-    ndarray, shape (Q, 5), float64
-        Quantiles in the order of :data:`protomatch.matching.summary.QUANTILES` (median,
-        q16, q84, q2.5, q97.5); NaN rows for queries without matches.
+    ndarray, shape (Q, 1 + 2G), float64
+        Grids on :data:`protomatch.calibration.intervals.CREDIBILITY`; NaN rows for queries
+        without matches.
     """
     values = np.asarray(values, dtype=np.float64)
     weights = np.asarray(weights, dtype=np.float64)
     valid = np.ones(values.shape, bool) if valid is None else np.asarray(valid, bool)
     valid = valid & np.isfinite(values)
-    out = np.full((len(values), len(LEVELS)), np.nan)
+    levels = grid_levels()
+    out = np.full((len(values), len(levels)), np.nan)
     for q in range(len(values)):
         if valid[q].any():
-            out[q] = weighted_quantiles(values[q, valid[q]], weights[q, valid[q]], LEVELS)
+            w = weights[q, valid[q]]
+            if systems is not None:
+                w = system_weights(w, np.asarray(systems)[q, valid[q]])
+            out[q] = weighted_quantiles(values[q, valid[q]], w, levels)
     return out
+
+
+def recovered_quantiles(
+    values: np.ndarray,
+    weights: np.ndarray,
+    valid: np.ndarray | None = None,
+    systems: np.ndarray | None = None,
+) -> np.ndarray:
+    """The standard quantiles of :func:`recovered_grids` (same arguments).
+
+    Returns
+    -------
+    ndarray, shape (Q, 5), float64
+        In the order of :data:`protomatch.matching.summary.QUANTILES` (median, q16, q84,
+        q2.5, q97.5).
+    """
+    return standard_quantiles(recovered_grids(values, weights, valid, systems))
 
 
 def quantile_index(name: str) -> int:
@@ -236,11 +271,11 @@ def held_out_prior(values: np.ndarray, query_rows: np.ndarray, groups: np.ndarra
 
     Returns
     -------
-    ndarray, shape (Q, 5), float64
-        Quantiles in the order of :data:`protomatch.matching.summary.QUANTILES`.
+    ndarray, shape (Q, 1 + 2G), float64
+        Quantile grids (:func:`protomatch.calibration.intervals.grid_levels`).
     """
     query_groups = groups[query_rows]
-    prior = group_quantiles(values, groups, np.unique(query_groups).tolist(), LEVELS)
+    prior = group_quantiles(values, groups, np.unique(query_groups).tolist(), grid_levels())
     return np.stack([prior[g] for g in query_groups.tolist()])
 
 
@@ -251,12 +286,38 @@ class ParameterRecovery(TypedDict):
     ----------
     prior_spread : float
         :func:`prior_spread` of the library's values (error space).
-    methods : dict of str to dict of str to float
-        :func:`recovery_scores` by method, the prior's under "prior".
+    methods : dict of str to dict
+        :func:`recovery_scores` by method (of the calibrated intervals when calibrated),
+        the prior's under "prior"; with calibration also ``uncalibrated`` (the coverages
+        before it) and ``diagnostics`` (coverage curve and rank histogram, before and after).
     """
 
     prior_spread: float
-    methods: dict[str, dict[str, float]]
+    methods: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """One parameter recovered by every method.
+
+    Attributes
+    ----------
+    recovery
+        The scores (:class:`ParameterRecovery`).
+    grids
+        Method -> (Q, 1 + 2G) the quantile grids scored: cross-fitted calibrated ones when
+        folds were given (the prior's are never calibrated).
+    raw
+        Method -> (Q, 1 + 2G) the grids before calibration.
+    """
+
+    recovery: ParameterRecovery
+    grids: dict[str, np.ndarray]
+    raw: dict[str, np.ndarray]
+
+    def quantiles(self, method: str) -> np.ndarray:
+        """(Q, 5) the standard quantiles of a method's scored grids."""
+        return standard_quantiles(self.grids[method])
 
 
 def parameter_recovery(
@@ -265,7 +326,11 @@ def parameter_recovery(
     prior: np.ndarray,
     rankings: Mapping[str, tuple[np.ndarray, np.ndarray]],
     k: int | None = None,
-) -> tuple[ParameterRecovery, dict[str, np.ndarray]]:
+    *,
+    systems: np.ndarray | None = None,
+    folds: np.ndarray | None = None,
+    direct: Mapping[str, np.ndarray] | None = None,
+) -> Recovered:
     """One parameter recovered by each ranking's top ``k`` matches, and by the prior.
 
     Parameters
@@ -274,35 +339,61 @@ def parameter_recovery(
         The parameter of every library row, in the error space.
     truth : ndarray, shape (Q,)
         The queries' true values, same space (``values[query_rows]`` for library queries).
-    prior : ndarray, shape (Q, 5) or (5,)
-        Quantiles of the prior each query sees (:func:`held_out_prior` for library queries,
-        the whole library's for observations), in the order of
-        :data:`protomatch.matching.summary.QUANTILES`.
+    prior : ndarray, shape (Q, 1 + 2G) or (1 + 2G,)
+        Quantile grid of the prior each query sees (:func:`held_out_prior` for library
+        queries, the whole library's for observations).
     rankings : Mapping of str to (scores, rows)
         Method -> similarity scores and library rows, each (Q, K >= k), best first, rows
         -1 for empty slots.
     k : int, optional
         Matches summarised per query (default: all K).
+    systems : ndarray, shape (N,), optional
+        System of every library row: match weights count systems, not images.
+    folds : ndarray, shape (Q,), optional
+        Calibration fold of every query (:func:`protomatch.calibration.intervals.
+        group_folds`): each query's intervals are calibrated on the other folds' queries.
+    direct : Mapping of str to ndarray (Q, 1 + 2G), optional
+        Grids of methods that estimate without matches (NPE).
 
     Returns
     -------
-    recovery : ParameterRecovery
-        The prior's spread and the scores per method (the prior under "prior").
-    estimates : dict of str to ndarray, shape (Q, 5)
-        The recovered quantiles per method, the prior last.
+    Recovered
+        Scores, the scored grids and the grids before calibration, the prior last.
     """
-    estimates = {}
+    raw = {}
     for method, (scores, rows) in rankings.items():
         scores, rows = scores[:, :k], rows[:, :k]
-        matched = values[np.where(rows >= 0, rows, 0)]
-        estimates[method] = recovered_quantiles(matched, scores, rows >= 0)
-    shape = (len(truth), len(LEVELS))
-    estimates["prior"] = np.broadcast_to(np.asarray(prior, dtype=np.float64), shape).copy()
+        safe = np.where(rows >= 0, rows, 0)
+        matched_systems = None if systems is None else np.asarray(systems)[safe]
+        raw[method] = recovered_grids(values[safe], scores, rows >= 0, matched_systems)
+    raw.update(direct or {})
     spread = prior_spread(values)
-    return {
-        "prior_spread": spread,
-        "methods": {m: recovery_scores(e, truth, spread) for m, e in estimates.items()},
-    }, estimates
+    grids = {
+        m: g if folds is None else cross_fitted(g, truth, folds, spread) for m, g in raw.items()
+    }
+    shape = (len(truth), len(grid_levels()))
+    raw["prior"] = grids["prior"] = np.broadcast_to(np.asarray(prior, np.float64), shape).copy()
+    methods: dict[str, dict[str, Any]] = {}
+    for method, grid in grids.items():
+        methods[method] = dict(recovery_scores(standard_quantiles(grid), truth, spread))
+        if folds is not None and method != "prior":
+            methods[method]["uncalibrated"] = {
+                key: value
+                for key, value in recovery_scores(
+                    standard_quantiles(raw[method]), truth, spread
+                ).items()
+                if key.startswith("coverage")
+            }
+            methods[method]["diagnostics"] = {
+                "uncalibrated": _diagnostics(raw[method], truth),
+                "calibrated": _diagnostics(grid, truth),
+            }
+    return Recovered({"prior_spread": spread, "methods": methods}, grids, raw)
+
+
+def _diagnostics(grid: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """Coverage curve and rank histogram of one method's grids of one parameter."""
+    return diagnostics.diagnose(truth_credibility(grid, truth), truth, grid[:, 0])
 
 
 def bootstrap_relative_error(

@@ -14,8 +14,9 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +25,7 @@ import pydantic
 import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
+from protomatch.calibration.intervals import IntervalCalibration
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.matching._distances import distance_grid, pool_rankings, preferred_distances
 from protomatch.matching._record import (
@@ -45,10 +47,15 @@ from protomatch.matching.observation import (
 )
 from protomatch.matching.search import IndexSearch, LibrarySearch, NoiseMatchedSearch, Ranking
 from protomatch.matching.summary import DEFAULT_MATCHES, summarise
-from protomatch.matching.validation import read_validation
+from protomatch.matching.validation import read_calibrations, read_validation
 from protomatch.neural_nets.trained import TrainedModel
 from protomatch.optics.beam import convolve_with_beam
-from protomatch.report.data import STRETCH_FLOOR, MatchReportData, verdict_phrase
+from protomatch.report.data import (
+    STRETCH_FLOOR,
+    MatchReportData,
+    calibration_phrase,
+    verdict_phrase,
+)
 from protomatch.report.html import write_match_report, write_report_index
 
 __all__ = ["MatchConfig", "MatchResult", "TargetResult", "match_observations"]
@@ -172,6 +179,7 @@ class MatchResult:
             skipped = (s.get("validation") or {}).get("not_applicable")
             if skipped:
                 lines.append(f"  note: no verdict from --evaluation: {skipped}")
+            lines.append(f"  note: {calibration_phrase(s.get('calibration'))}")
         lines.append(f"report: {self.out / 'index.html'}")
         return "\n".join(lines)
 
@@ -210,6 +218,43 @@ def _validation_for(
         "not_applicable": "the evaluation scored observations matched through their beam; "
         "this target has no beam and is ranked by the network alone (evaluate on library "
         "test systems, protomatch evaluate MODEL STORE, measures that case)"
+    }
+
+
+#: The evaluated method whose calibration applies to each ranking of an observation with a beam.
+_CALIBRATED_METHOD = MappingProxyType(
+    {"fused": "protomatch_fused", "network": "protomatch_beam_noise"}
+)
+
+
+def _calibration_for(
+    target: _Target, prepared: PreparedObservation, config: MatchConfig
+) -> tuple[IntervalCalibration | None, dict[str, Any]]:
+    """The interval calibration that applies to this target, and what the report says of it.
+
+    Calibrations are fitted on mock observations ranked through their beam; they apply to a
+    target with a beam ranked the same way, not to a library image or an image without one.
+    """
+    method = _CALIBRATED_METHOD[config.ranking]
+    calibration = target.calibrations.get(method)
+    if calibration is None:
+        reason = (
+            "no --evaluation given"
+            if not target.calibrations
+            else f"the evaluation did not calibrate {method}"
+        )
+        return None, {"applied": False, "reason": reason}
+    if prepared.beam is None:
+        return None, {
+            "applied": False,
+            "reason": "calibrated on observations matched through their beam; this target "
+            "has no beam",
+        }
+    return calibration, {
+        "applied": True,
+        "fitted_on": calibration.fitted_on,
+        "n_queries": calibration.n_queries,
+        "ranking": calibration.ranking,
     }
 
 
@@ -273,9 +318,11 @@ def match_observations(
         for path in observations
     ]
     opened = EmbeddingIndex.open(index, model=model, library=library)
-    validation = None
+    validation, calibrations = None, {}
     if evaluation is not None:
-        validation = read_validation(evaluation, opened.model.fingerprint, opened.store.fingerprint)
+        fingerprints = (opened.model.fingerprint, opened.store.fingerprint)
+        validation = read_validation(evaluation, *fingerprints)
+        calibrations = read_calibrations(evaluation, *fingerprints)
     missing = [_required(opened, target, config.unscaled) for target in targets]
     searches = _Searches(
         IndexSearch(opened), NoiseMatchedSearch(opened, fused=config.ranking == "fused")
@@ -286,7 +333,7 @@ def match_observations(
         names = _unique_names([t.source for t in targets], [str(p) for p in observations])
         for name, observation, lacking in zip(names, targets, missing):
             folder = Path(name) if len(targets) > 1 else Path(".")
-            target = _Target(observation, name, lacking, validation)
+            target = _Target(observation, name, lacking, validation, calibrations)
             summary = _match_one(opened, searches, target, tmp / folder, config)
             results.append(TargetResult(name, out / folder, summary))
         if len(targets) > 1:
@@ -354,6 +401,7 @@ class _Target:
     name: str
     missing: tuple[str, ...]
     validation: Mapping[str, Any] | None = None
+    calibrations: Mapping[str, IntervalCalibration] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -438,7 +486,17 @@ def _match_one(
     for warning in warnings:
         log.warning("%s: %s", name, warning)
     units = dict(trained.manifest["parameters"]["units"])
-    summary = summarise(matches, store.table[list(names)], names, units, truth)
+    calibration, calibrated = _calibration_for(target, prepared, config)
+    log_params = frozenset(n for n, f in zip(names, trained.normaliser.log10) if f)
+    summary = summarise(
+        matches,
+        store.table[list(names)],
+        names,
+        units,
+        truth,
+        log10=log_params,
+        calibration=calibration,
+    )
     summary.update(
         target=name,
         k=k if threshold is None else None,
@@ -448,12 +506,12 @@ def _match_one(
         compared=compared_block(shown, target.missing, prepared, found, store),
         provenance=provenance_block(index),
         validation=_validation_for(target.validation, prepared),
+        calibration=calibrated,
     )
     if config.distance_range_pc is not None:
         grid = np.array([d for d in config.distances() if d is not None])
         summary["distance"] = preferred_distances(kept_at, sims, grid)
     match_images, display = _shown_matches(store.images, ids, prepared, found)
-    log_params = frozenset(n for n, f in zip(names, trained.normaliser.log10) if f)
     write_match_report(
         folder,
         MatchReportData(

@@ -9,7 +9,7 @@ entry saying whether the matches tell more about it than the library's prior doe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from protomatch._quantiles import weighted_quantiles
+from protomatch._quantiles import system_weights
+from protomatch.calibration.intervals import (
+    IntervalCalibration,
+    standard_quantiles,
+    weighted_grid,
+)
 
 #: Summary quantiles of a parameter distribution, by name.
 QUANTILES = MappingProxyType(
@@ -159,6 +164,28 @@ def unit_rows(vectors: np.ndarray, weights: np.ndarray | None = None) -> np.ndar
     return np.where(norms > 0, x / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
 
 
+def _matches_quantiles(
+    values: np.ndarray,
+    weights: np.ndarray,
+    log10: bool,
+    name: str,
+    calibration: IntervalCalibration | None,
+) -> np.ndarray:
+    """(5,) the matches' quantiles of one parameter (physical units), calibrated if asked.
+
+    Taken in log10 for a log-scaled parameter, where the calibration was fitted.
+    """
+    keep = np.isfinite(values) & (values > 0 if log10 else True)
+    values, weights = values[keep], weights[keep]
+    if values.size == 0:
+        return np.full(len(QUANTILES), np.nan)
+    grid = weighted_grid(np.log10(values) if log10 else values, weights)
+    if calibration is not None:
+        grid = calibration.apply(name, grid)
+    quantiles = standard_quantiles(grid)
+    return np.power(10.0, quantiles) if log10 else quantiles
+
+
 def summarise(
     matches: pd.DataFrame,
     prior: pd.DataFrame,
@@ -167,14 +194,20 @@ def summarise(
     truth: Mapping[str, float] | None,
     *,
     rule: ConstraintRule | None = None,
+    log10: Collection[str] = (),
+    calibration: IntervalCalibration | None = None,
 ) -> dict[str, Any]:
-    """Per parameter: similarity-weighted quantiles of the matches, the prior's, the truth.
+    """Per parameter: weighted quantiles of the matches, the prior's, the truth.
+
+    Each match weighs its similarity over its system's count among the matches
+    (:func:`protomatch._quantiles.system_weights`; plain similarity without a ``system``
+    column), so a system seen in many projections counts once.
 
     Parameters
     ----------
     matches
         The best matches, best first: a ``similarity`` column (cosine in [-1, 1]; negative
-        ones get weight 0) and one column per parameter in ``names``.
+        ones get weight 0), one column per parameter in ``names``, optionally ``system``.
     prior
         The library's parameter values, one column per name.
     names
@@ -186,6 +219,11 @@ def summarise(
     rule
         When a parameter counts as constrained by the matches (default
         :class:`ConstraintRule`).
+    log10
+        Parameters whose intervals are calibrated in log10 (the model's log-scaled ones).
+    calibration
+        Interval calibration to apply (:mod:`protomatch.calibration.intervals`), in the
+        space given by ``log10``; None: the matches' own quantiles.
 
     Returns
     -------
@@ -196,9 +234,14 @@ def summarise(
         ``truth`` (None when unknown) and its ``constraint`` (:func:`constraint`).
     """
     qs = list(QUANTILES.values())
+    weights = matches["similarity"].to_numpy(dtype=np.float64)
+    if "system" in matches.columns:
+        weights = system_weights(weights, matches["system"].astype(str).to_numpy())
     parameters = {}
     for name in names:
-        weighted = weighted_quantiles(matches[name], matches["similarity"], qs)
+        weighted = _matches_quantiles(
+            matches[name].to_numpy(dtype=np.float64), weights, name in log10, name, calibration
+        )
         prior_values = prior[name].to_numpy(dtype=np.float64)
         plain = np.quantile(prior_values, qs)
         matches_q = dict(zip(QUANTILES, weighted.tolist()))

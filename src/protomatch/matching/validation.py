@@ -5,7 +5,8 @@ verdict in ``EVAL/metrics.json``: whether the model's best matches recover each 
 better than the strongest simple baseline on that parameter. ``protomatch match --evaluation
 EVAL`` reads it here, refuses an evaluation of another model or library, and puts the verdict
 beside each parameter's estimate, so a parameter where the network does not beat the baseline
-says so where the estimate is read.
+says so where the estimate is read. The same evaluation fits the interval calibration
+(``EVAL/calibration.json``) that match applies to observations ranked as evaluated.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from protomatch._artefact import read_manifest
+from protomatch.calibration.intervals import IntervalCalibration
 from protomatch.errors import InputError
 
 __all__ = [
+    "CALIBRATION_FILE",
+    "CALIBRATION_KIND",
     "EVALUATION_KIND",
     "EVALUATION_SCHEMA_VERSION",
     "METRICS_FILE",
+    "read_calibrations",
     "read_validation",
 ]
 
@@ -28,6 +33,9 @@ __all__ = [
 EVALUATION_KIND = "observation-evaluation"
 EVALUATION_SCHEMA_VERSION = 1
 METRICS_FILE = "metrics.json"
+#: The interval calibrations fitted by ``evaluate --observations``, beside its metrics.
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_KIND = "interval-calibration"
 
 
 def read_validation(
@@ -56,21 +64,67 @@ def read_validation(
     """
     path = Path(folder) / METRICS_FILE
     metrics = read_manifest(path, EVALUATION_KIND, EVALUATION_SCHEMA_VERSION)
-    evaluated = (metrics.get("model") or {}).get("fingerprint")
-    if evaluated != model_fingerprint:
-        raise InputError(
-            path,
-            f"evaluates model {evaluated}, not the index's model {model_fingerprint}; "
-            "evaluate this model (protomatch evaluate MODEL STORE --observations OBS)",
-        )
-    library = (metrics.get("library") or {}).get("fingerprint")
-    if library != library_fingerprint:
-        raise InputError(
-            path, f"was made with library {library}, not the index's {library_fingerprint}"
-        )
+    _check_made_with(path, metrics, model_fingerprint, library_fingerprint)
     verdict = metrics.get("verdict")
     if not isinstance(verdict, Mapping) or not isinstance(verdict.get("parameters"), Mapping):
         raise InputError(
             path, "has no per-parameter verdict; rerun protomatch evaluate --observations"
         )
     return {"folder": str(Path(folder).resolve()), **verdict}
+
+
+def read_calibrations(
+    folder: str | Path, model_fingerprint: str, library_fingerprint: str
+) -> dict[str, IntervalCalibration]:
+    """The interval calibrations an observation evaluation fitted, by ranking, checked.
+
+    Parameters
+    ----------
+    folder
+        Output folder of ``protomatch evaluate --observations``.
+    model_fingerprint, library_fingerprint
+        The fingerprints of the model and library store being matched with.
+
+    Returns
+    -------
+    dict
+        Evaluated method (``protomatch_fused``, ``protomatch_beam_noise``) -> its calibration.
+
+    Raises
+    ------
+    InputError
+        If the folder has no calibration file (an evaluation from before calibration), one
+        of another model or library, or one that does not read as a calibration.
+    """
+    path = Path(folder) / CALIBRATION_FILE
+    if not path.is_file():
+        raise InputError(
+            path.parent, f"has no {CALIBRATION_FILE}; rerun protomatch evaluate --observations"
+        )
+    record = read_manifest(path, CALIBRATION_KIND, EVALUATION_SCHEMA_VERSION)
+    _check_made_with(path, record, model_fingerprint, library_fingerprint)
+    calibrations = record.get("calibrations")
+    if not isinstance(calibrations, Mapping):
+        raise InputError(path, "holds no calibrations")
+    try:
+        return {str(m): IntervalCalibration.from_record(c) for m, c in calibrations.items()}
+    except (TypeError, ValueError, AttributeError) as error:
+        raise InputError(path, f"is not a valid calibration: {error}") from None
+
+
+def _check_made_with(
+    path: Path, record: Mapping[str, Any], model_fingerprint: str, library_fingerprint: str
+) -> None:
+    """Refuse an evaluation artefact of another model or library."""
+    evaluated = (record.get("model") or {}).get("fingerprint")
+    if evaluated != model_fingerprint:
+        raise InputError(
+            path,
+            f"evaluates model {evaluated}, not the index's model {model_fingerprint}; "
+            "evaluate this model (protomatch evaluate MODEL STORE --observations OBS)",
+        )
+    library = (record.get("library") or {}).get("fingerprint")
+    if library != library_fingerprint:
+        raise InputError(
+            path, f"was made with library {library}, not the index's {library_fingerprint}"
+        )

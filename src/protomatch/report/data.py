@@ -251,3 +251,25 @@ def verdict_phrase(entry: Mapping[str, Any], observations: int) -> str:
     if verdict == "worse":
         return f"does NOT beat {baseline}: worse ({errors})"
     return f"does not beat {baseline}: not resolved ({errors})"
+
+
+def calibration_phrase(calibration: Mapping[str, Any] | None) -> str:
+    """Whether a target's intervals are calibrated, and on what, as one sentence.
+
+    Parameters
+    ----------
+    calibration
+        The summary's ``calibration`` block (``applied`` with ``fitted_on`` and ``ranking``,
+        or a ``reason``); None for a summary without one.
+    """
+    if not calibration or not calibration.get("applied"):
+        reason = (calibration or {}).get("reason", "no calibration given")
+        return (
+            f"intervals NOT calibrated ({reason}): they are the matches' own quantiles, "
+            "which tend to be too narrow"
+        )
+    return (
+        f"intervals calibrated on {calibration['fitted_on']} (ranking "
+        f"{calibration['ranking']}): each 68 % / 95 % interval is widened or narrowed about "
+        "the median so that it held the truth that often there"
+    )

@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from protomatch._png import png_bytes as _png_bytes
+from protomatch._quantiles import system_weights
 from protomatch.report.data import (
     MATCH_COLOUR,
     PRIOR_COLOUR,
@@ -71,8 +72,10 @@ def _finite(values: Any) -> np.ndarray:
 
 
 def _match_weights(matches: pd.DataFrame) -> np.ndarray:
-    """Similarity clipped at 0 as a weight per match; uniform if no match is positive."""
+    """The summary's weight per match: similarity over its system's count (or uniform)."""
     weights = np.clip(np.nan_to_num(matches["similarity"].to_numpy(np.float64)), 0.0, None)
+    if "system" in matches.columns:
+        weights = system_weights(weights, matches["system"].astype(str).to_numpy())
     return weights if weights.sum() > 0 else np.ones_like(weights)
 
 
@@ -231,7 +234,7 @@ def _parameters_figure(data: MatchReportData) -> Figure:
         ax.set_axis_off()
     fig.suptitle(
         f"{shorten(data.target_name, 70)}: parameters of the {len(data.matches)} "
-        "matches (weighted by similarity) over the library",
+        "matches (weighted by similarity, each system once) over the library",
         fontsize=11,
     )
     return fig
@@ -298,7 +301,7 @@ def _corner_message(text: str) -> Figure:
 
 
 def _corner_figure(data: MatchReportData) -> Figure:
-    """Pairs of parameters: matches (red, weighted by similarity) over the library prior (grey).
+    """Pairs of parameters: matches (red, weighted per system) over the library prior (grey).
 
     Log parameters are drawn as log10 values on linear axes, which keeps the small panels'
     ticks readable (a log axis spanning less than a decade has no labelled major tick).
@@ -393,7 +396,7 @@ def _corner_legend(
 ) -> None:
     lines = [
         (f"{shorten(data.target_name, 40)}: {n_shown} matches", "black"),
-        ("red: matches, weighted by similarity (dotted: median)", MATCH_COLOUR),
+        ("red: matches, weighted by similarity, each system once (dotted: median)", MATCH_COLOUR),
         ("grey: the library (prior); contours hold 39 % and 86 %", "0.45"),
     ]
     if any(t is not None for t in truths):

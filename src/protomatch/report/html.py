@@ -31,7 +31,13 @@ import numpy as np
 import pandas as pd
 
 from protomatch._artefact import write_bytes_atomic, write_json_atomic
-from protomatch.report.data import MatchReportData, cell_text, plain_number, verdict_phrase
+from protomatch.report.data import (
+    MatchReportData,
+    calibration_phrase,
+    cell_text,
+    plain_number,
+    verdict_phrase,
+)
 from protomatch.report.figures import parameter_stats, render_figures
 
 __all__ = ["write_match_report", "write_report_index"]
@@ -147,7 +153,9 @@ def _summary_table(data: MatchReportData) -> str:
         cells.append(f"<td class='verdict'>{verdict}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     table = f"<div class='scroll'><table>{head}{''.join(rows)}</table></div>"
-    return table + _validation_table(data.param_names, validation)
+    calibration = html.escape(calibration_phrase(data.summary.get("calibration")))
+    calibrated = f"<p class='meta'><b>Intervals</b>: {calibration}.</p>"
+    return table + calibrated + _validation_table(data.param_names, validation)
 
 
 def _validation_table(names: Sequence[str], validation: Mapping[str, Any] | None) -> str:
