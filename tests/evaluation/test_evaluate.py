@@ -24,6 +24,7 @@ FIGURES = (
     "pairs_least_similar.png",
     "recovery.png",
     "coverage.png",
+    "calibration.png",
 )
 
 

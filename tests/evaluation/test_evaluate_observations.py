@@ -364,7 +364,7 @@ def test_a_calibration_of_another_model_or_a_broken_one_is_refused(evaluated, tm
     assert read["protomatch_fused"].n_queries == SMALL["n"]
     with pytest.raises(InputError, match="not the index's model"):
         read_calibrations(evaluated.out, "0" * 16, library)
-    with pytest.raises(InputError, match="has no calibration.json"):
+    with pytest.raises(InputError, match=r"has no calibration\.json"):
         read_calibrations(tmp_path, fingerprint, library)
     saved["calibrations"]["protomatch_fused"]["scales"] = {"mass": [1.0, "x"]}
     (tmp_path / "calibration.json").write_text(json.dumps(saved))

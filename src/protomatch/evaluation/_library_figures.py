@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from protomatch._png import png_bytes as _png_bytes
+from protomatch.evaluation._calibration_report import calibration_figure, calibration_table
 from protomatch.evaluation._markdown import fmt, nan_if_none, table_row
 from protomatch.report.data import STRETCH_FLOOR
 
@@ -91,6 +92,9 @@ def render_figures(data: FigureData) -> dict[str, bytes]:
         "similarity_errors.png": _error_figure(data),
         "recovery.png": _recovery_figure(data),
         "coverage.png": _coverage_figure(data),
+        "calibration.png": calibration_figure(
+            data.metrics["recovery"]["parameters"], "protomatch", "library test systems"
+        ),
     }
     for name, (title, rows) in _pair_groups(data).items():
         figures[name] = _pairs_figure(data, rows, title)
@@ -351,6 +355,7 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
             fmt(ours["coverage95"], 2),
         ]
         lines.append(table_row(cells))
+    lines += calibration_table(recovery["parameters"], "protomatch")
     return "\n".join(lines) + "\n"
 
 

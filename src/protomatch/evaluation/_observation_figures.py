@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from protomatch._png import png_bytes as _png_bytes
 from protomatch.evaluation import recovery as R
+from protomatch.evaluation._calibration_report import calibration_figure, calibration_table
 from protomatch.evaluation._markdown import fmt, nan_if_none, table_row
 
 _OURS = "#d1495b"
@@ -87,6 +88,7 @@ def markdown_tables(metrics: Mapping[str, Any]) -> str:
             for s in (record["methods"][m] for m in methods)
         ]
         lines.append(table_row([name, *cells]))
+    lines += calibration_table(parameters, best)
     lines += _mean_error_table(metrics, methods, best)
     lines += _verdict_table(metrics, best)
     lines += _condition_tables(metrics)
@@ -335,6 +337,9 @@ def render_figures(
     figures = {
         "recovery.png": _recovery_figure(metrics, truth, estimates[best], names, log10),
         "coverage.png": _coverage_figure(metrics),
+        "calibration.png": calibration_figure(
+            metrics["parameters"], best, f"{metrics['observations']['n']} mock observations"
+        ),
     }
     return {name: _png_bytes(fig) for name, fig in figures.items()}
 
