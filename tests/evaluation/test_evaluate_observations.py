@@ -370,3 +370,27 @@ def test_a_calibration_of_another_model_or_a_broken_one_is_refused(evaluated, tm
     (tmp_path / "calibration.json").write_text(json.dumps(saved))
     with pytest.raises(InputError, match="not a valid calibration"):
         read_calibrations(tmp_path, fingerprint, library)
+
+
+@pytest.mark.slow
+def test_a_batch_of_observations_is_tested_against_the_library(
+    tiny_model, tiny_store, observations, tmp_path
+):
+    from protomatch.matching.index import build_index
+    from protomatch.matching.match import MatchConfig, match_observations
+
+    index = tmp_path / "index"
+    build_index(tiny_model, tiny_store, index)
+    files = sorted(observations.glob("obs_*.fits"))
+    assert len(files) >= 5
+    result = match_observations(index, files, tmp_path / "batch", config=MatchConfig(k=5))
+    batch = json.loads((tmp_path / "batch" / "manifest.json").read_text())["batch_test"]
+    assert batch["tested"] is True
+    assert 0 < batch["p_value"] <= 1 and batch["n_observations"] == len(files)
+    assert batch["rejected"] == (batch["p_value"] < batch["level"])
+    assert "batch test (MMD" in result.describe()
+    assert "batch test (MMD" in (tmp_path / "batch" / "index.html").read_text()
+    # too few for a batch test: said, not tested
+    few = match_observations(index, files[:2], tmp_path / "few", config=MatchConfig(k=5))
+    assert few.batch_test is not None and few.batch_test["tested"] is False
+    assert "no batch test" in few.describe()

@@ -71,7 +71,8 @@ def pool_rankings(runs: Sequence[tuple[float, Ranking]]) -> tuple[Ranking, np.nd
         f"matched at {len(runs)} distances from {runs[0][0]:.4g} to {runs[-1][0]:.4g} pc "
         "(log-spaced); each library image counts once, at the distance where it matched best",
     )
-    pooled = Ranking(sims[keep], ids[keep], analogues, runs[0][1].noise, notes)
+    sample = runs[0][1].sample  # the batch test sees the target at the first distance
+    pooled = Ranking(sims[keep], ids[keep], analogues, runs[0][1].noise, notes, sample)
     return pooled, where[keep]
 
 

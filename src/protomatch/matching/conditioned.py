@@ -434,13 +434,25 @@ class BeamMatchedLibrary:
             The observation's noise rms relative to its peak; at 0 the library is compared
             without noise and with the plain mean intensity.
         """
+        query, noise = self.noise_matched_query(prepared)
+        return self.embeddings(beam, noise, prepared.footprint) @ query, noise
+
+    def noise_matched_query(self, prepared: PreparedObservation) -> tuple[np.ndarray, float]:
+        """The observation's embedding as :meth:`noise_matched_similarities` compares it.
+
+        Returns
+        -------
+        query : numpy.ndarray
+            (D,) float32 unit embedding.
+        noise : float
+            Its noise rms relative to the peak (:func:`noise_level`).
+        """
         noise = noise_level(prepared.image)
         brightness = self._trained.compared_brightness(
             prepared.clipped_intensity(noise) if noise > 0 else prepared.mean_intensity
         )
         intensity = None if brightness is None else np.array([brightness])
-        query = self._trained.embed(prepared.image[None], intensity)[0]
-        return self.embeddings(beam, noise, prepared.footprint) @ query, noise
+        return self._trained.embed(prepared.image[None], intensity)[0], noise
 
     def _pixel_block(self, images: np.ndarray, start: int, stop: int) -> np.ndarray:
         return pixel_vectors(images, self._trained.preprocess)

@@ -16,7 +16,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +27,11 @@ from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch.calibration.intervals import IntervalCalibration
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.matching._distances import distance_grid, pool_rankings, preferred_distances
+from protomatch.matching._evidence import (
+    calibration_for,
+    estimate_lines,
+    validation_for,
+)
 from protomatch.matching._record import (
     analogue_warnings,
     compared_block,
@@ -38,6 +42,7 @@ from protomatch.matching._record import (
 )
 from protomatch.matching.facts import ObservationFacts, required_facts, with_facts
 from protomatch.matching.index import EmbeddingIndex
+from protomatch.matching.misspecification import batch_phrase, batch_test
 from protomatch.matching.observation import (
     Centre,
     Observation,
@@ -45,7 +50,13 @@ from protomatch.matching.observation import (
     prepare_observation,
     read_observation,
 )
-from protomatch.matching.search import IndexSearch, LibrarySearch, NoiseMatchedSearch, Ranking
+from protomatch.matching.search import (
+    EmbeddingSample,
+    IndexSearch,
+    LibrarySearch,
+    NoiseMatchedSearch,
+    Ranking,
+)
 from protomatch.matching.summary import DEFAULT_MATCHES, summarise
 from protomatch.matching.validation import read_calibrations, read_validation
 from protomatch.neural_nets.trained import TrainedModel
@@ -54,7 +65,6 @@ from protomatch.report.data import (
     STRETCH_FLOOR,
     MatchReportData,
     calibration_phrase,
-    verdict_phrase,
 )
 from protomatch.report.html import write_match_report, write_report_index
 
@@ -156,6 +166,7 @@ class MatchResult:
 
     out: Path
     targets: tuple[TargetResult, ...]
+    batch_test: Mapping[str, Any] | None = None
 
     def describe(self) -> str:
         """Each target's estimates, then its warnings and notes, one line each; the report.
@@ -173,97 +184,17 @@ class MatchResult:
             )
             if missing:
                 lines.append(f"  MATCHED WITHOUT {', '.join(missing).upper()} (--unscaled)")
-            lines += _estimate_lines(s)
+            lines += estimate_lines(s)
             lines += [f"  WARNING: {w}" for w in s["warnings"]]
             lines += [f"  note: {n}" for n in s["notes"]]
             skipped = (s.get("validation") or {}).get("not_applicable")
             if skipped:
                 lines.append(f"  note: no verdict from --evaluation: {skipped}")
             lines.append(f"  note: {calibration_phrase(s.get('calibration'))}")
+        if self.batch_test is not None:
+            lines.append(batch_phrase(self.batch_test))
         lines.append(f"report: {self.out / 'index.html'}")
         return "\n".join(lines)
-
-
-def _estimate_lines(summary: Mapping[str, Any]) -> list[str]:
-    """Median and 16-84 % interval per parameter (and the truth when known)."""
-    lines = []
-    for name, stats in summary["parameters"].items():
-        m = stats["matches"]
-        truth = stats["truth"]
-        known = f"  (true {truth:.3g})" if truth is not None else ""
-        lines.append(
-            f"  {name:>15}: {m['median']:.3g} [{m['q16']:.3g}, {m['q84']:.3g}] "
-            f"{stats['unit']}{known}{_verdict_suffix(summary.get('validation'), name)}"
-        )
-    distance = summary.get("distance")
-    if distance:
-        lines.append(
-            f"  {'distance':>15}: {distance['median']:.3g} [{distance['q16']:.3g}, "
-            f"{distance['q84']:.3g}] pc preferred by the matches (best at {distance['best']:.3g})"
-        )
-    return lines
-
-
-def _validation_for(
-    validation: Mapping[str, Any] | None, prepared: PreparedObservation
-) -> Mapping[str, Any] | None:
-    """The evaluation's verdict if it applies to this target, else why it does not.
-
-    The verdict scores observations matched through their beam; a target without a beam
-    (a library image, an image of unknown resolution) is ranked another way.
-    """
-    if validation is None or prepared.beam is not None:
-        return validation
-    return {
-        "not_applicable": "the evaluation scored observations matched through their beam; "
-        "this target has no beam and is ranked by the network alone (evaluate on library "
-        "test systems, protomatch evaluate MODEL STORE, measures that case)"
-    }
-
-
-#: The evaluated method whose calibration applies to each ranking of an observation with a beam.
-_CALIBRATED_METHOD = MappingProxyType(
-    {"fused": "protomatch_fused", "network": "protomatch_beam_noise"}
-)
-
-
-def _calibration_for(
-    target: _Target, prepared: PreparedObservation, config: MatchConfig
-) -> tuple[IntervalCalibration | None, dict[str, Any]]:
-    """The interval calibration that applies to this target, and what the report says of it.
-
-    Calibrations are fitted on mock observations ranked through their beam; they apply to a
-    target with a beam ranked the same way, not to a library image or an image without one.
-    """
-    method = _CALIBRATED_METHOD[config.ranking]
-    calibration = target.calibrations.get(method)
-    if calibration is None:
-        reason = (
-            "no --evaluation given"
-            if not target.calibrations
-            else f"the evaluation did not calibrate {method}"
-        )
-        return None, {"applied": False, "reason": reason}
-    if prepared.beam is None:
-        return None, {
-            "applied": False,
-            "reason": "calibrated on observations matched through their beam; this target "
-            "has no beam",
-        }
-    return calibration, {
-        "applied": True,
-        "fitted_on": calibration.fitted_on,
-        "n_queries": calibration.n_queries,
-        "ranking": calibration.ranking,
-    }
-
-
-def _verdict_suffix(validation: Mapping[str, Any] | None, name: str) -> str:
-    """The verdict against the strongest baseline to append to a parameter line ("" if none)."""
-    entry = None if validation is None else validation.get("parameters", {}).get(name)
-    if validation is None or entry is None:
-        return ""
-    return f"; {verdict_phrase(entry, validation['observations'])}"
 
 
 def match_observations(
@@ -328,18 +259,22 @@ def match_observations(
         IndexSearch(opened), NoiseMatchedSearch(opened, fused=config.ranking == "fused")
     )
     out = Path(out)
-    results = []
+    results, samples = [], []
     with atomic_directory(out, overwrite) as tmp:
         names = _unique_names([t.source for t in targets], [str(p) for p in observations])
         for name, observation, lacking in zip(names, targets, missing):
             folder = Path(name) if len(targets) > 1 else Path(".")
             target = _Target(observation, name, lacking, validation, calibrations)
-            summary = _match_one(opened, searches, target, tmp / folder, config)
+            summary, sample = _match_one(opened, searches, target, tmp / folder, config)
             results.append(TargetResult(name, out / folder, summary))
-        if len(targets) > 1:
-            write_report_index(tmp, [(r.name, Path(r.name), r.summary) for r in results])
-        write_json_atomic(tmp / "manifest.json", _report_manifest(opened, results, config))
-    return MatchResult(out, tuple(results))
+            samples += [sample] if sample is not None else []
+        batch = batch_test(samples) if len(targets) > 1 else None
+        if batch is not None:
+            entries = [(r.name, Path(r.name), r.summary) for r in results]
+            write_report_index(tmp, entries, batch_phrase(batch))
+        manifest = _report_manifest(opened, results, config)
+        write_json_atomic(tmp / "manifest.json", {**manifest, "batch_test": batch})
+    return MatchResult(out, tuple(results), batch)
 
 
 def _in_distance_range(observation: Observation, config: MatchConfig) -> Observation:
@@ -456,7 +391,8 @@ def _match_one(
     target: _Target,
     folder: Path,
     config: MatchConfig,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], EmbeddingSample | None]:
+    """Match one target, write its report; its summary and its sample for the batch test."""
     trained, store = index.model, index.store
     observation, name = target.observation, target.name
     k, threshold = config.k, config.threshold
@@ -486,7 +422,7 @@ def _match_one(
     for warning in warnings:
         log.warning("%s: %s", name, warning)
     units = dict(trained.manifest["parameters"]["units"])
-    calibration, calibrated = _calibration_for(target, prepared, config)
+    calibration, calibrated = calibration_for(target.calibrations, prepared, config.ranking)
     log_params = frozenset(n for n, f in zip(names, trained.normaliser.log10) if f)
     summary = summarise(
         matches,
@@ -505,7 +441,7 @@ def _match_one(
         notes=notes,
         compared=compared_block(shown, target.missing, prepared, found, store),
         provenance=provenance_block(index),
-        validation=_validation_for(target.validation, prepared),
+        validation=validation_for(target.validation, prepared),
         calibration=calibrated,
     )
     if config.distance_range_pc is not None:
@@ -531,7 +467,7 @@ def _match_one(
             **display,
         ),
     )
-    return summary
+    return summary, found.sample
 
 
 def _ranked(

@@ -17,6 +17,7 @@ comparison, against which the best match is judged.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,7 +30,7 @@ from protomatch.matching.index import EmbeddingIndex
 from protomatch.matching.observation import PreparedObservation
 from protomatch.matching.pixels import NETWORK_WEIGHT, fused_scores, strong_pixel_similarities
 
-__all__ = ["IndexSearch", "LibrarySearch", "NoiseMatchedSearch", "Ranking"]
+__all__ = ["EmbeddingSample", "IndexSearch", "LibrarySearch", "NoiseMatchedSearch", "Ranking"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +51,10 @@ class Ranking:
         Noise rms relative to the peak the comparison was made at (0: none).
     notes
         What the comparison did, for the report.
+    sample
+        The target's embedding and library embeddings compared the same way, for the batch
+        misspecification test (:mod:`~protomatch.matching.misspecification`); None when the
+        comparison has no conditions to match (the plain index).
     """
 
     similarities: np.ndarray
@@ -57,6 +62,24 @@ class Ranking:
     analogues: Mapping[str, float]
     noise: float = 0.0
     notes: tuple[str, ...] = ()
+    sample: EmbeddingSample | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingSample:
+    """A target's embedding beside library embeddings seen through its beam and noise.
+
+    Attributes
+    ----------
+    query
+        (D,) the target's unit embedding.
+    reference
+        (R, D) unit embeddings of R library images drawn at random (seeded by the target's
+        pixels), convolved to its beam and noised to its level.
+    """
+
+    query: np.ndarray
+    reference: np.ndarray
 
 
 class LibrarySearch(Protocol):
@@ -170,7 +193,9 @@ class NoiseMatchedSearch:
         beam = prepared.beam
         if beam is None:
             raise ProtomatchError("a noise-matched comparison needs the target's beam")
-        scores, noise = self.library.noise_matched_similarities(prepared, beam)
+        query, noise = self.library.noise_matched_query(prepared)
+        embeddings = self.library.embeddings(beam, noise, prepared.footprint)
+        scores = embeddings @ query
         notes = [
             f"compared with the library convolved to the observation's beam ({beam[0]:.2g} x "
             f"{beam[1]:.2g} library pixels, PA {beam[2]:.0f} deg) and at its noise level "
@@ -190,4 +215,18 @@ class NoiseMatchedSearch:
             )
         order = np.argsort(-ranked_by, kind="stable")[:wanted]
         analogues = self.library.analogue_similarity(beam, noise, prepared.footprint)
-        return Ranking(scores[order], self._index.ids[order], analogues, noise, tuple(notes))
+        sample = EmbeddingSample(query, embeddings[_reference_rows(prepared, len(embeddings))])
+        return Ranking(
+            scores[order], self._index.ids[order], analogues, noise, tuple(notes), sample
+        )
+
+
+#: Library images drawn per target as the batch test's reference sample.
+REFERENCE_PER_TARGET = 20
+
+
+def _reference_rows(prepared: PreparedObservation, n_library: int) -> np.ndarray:
+    """Distinct random library rows, seeded by the target's pixels (same target, same rows)."""
+    seed = zlib.crc32(np.ascontiguousarray(prepared.image).tobytes())
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_library, size=min(REFERENCE_PER_TARGET, n_library), replace=False))

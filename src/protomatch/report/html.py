@@ -425,7 +425,9 @@ def write_match_report(out: Path, data: MatchReportData) -> list[Path]:
     return written
 
 
-def write_report_index(out: Path, entries: Sequence[tuple[str, Path, Mapping[str, Any]]]) -> Path:
+def write_report_index(
+    out: Path, entries: Sequence[tuple[str, Path, Mapping[str, Any]]], batch: str = ""
+) -> Path:
     """Write ``out/index.html`` linking the reports of several targets.
 
     Parameters
@@ -434,6 +436,8 @@ def write_report_index(out: Path, entries: Sequence[tuple[str, Path, Mapping[str
         Folder holding the per-target report folders.
     entries : sequence of (name, folder, summary)
         Target name, its report folder (relative to ``out``, or absolute) and its summary.
+    batch : str
+        What the batch misspecification test found, one sentence ("" for nothing).
 
     Returns
     -------
@@ -462,7 +466,8 @@ def write_report_index(out: Path, entries: Sequence[tuple[str, Path, Mapping[str
         )
     body = (
         f"<h1>protomatch reports</h1><p class='meta'>{len(rows)} targets</p>"
-        "<div class='scroll'><table><tr><th class='name'>target</th><th>best similarity</th>"
+        + (f"<p class='meta'><b>{html.escape(batch)}</b></p>" if batch else "")
+        + "<div class='scroll'><table><tr><th class='name'>target</th><th>best similarity</th>"
         "<th>matches</th><th>warnings</th><th class='name'>best matches</th></tr>"
         + "".join(rows)
         + "</table></div>"
