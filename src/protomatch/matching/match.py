@@ -438,6 +438,7 @@ def _match_one(
         k=k if threshold is None else None,
         threshold=threshold,
         warnings=warnings,
+        analogues={key: float(v) for key, v in found.analogues.items()},
         notes=notes,
         compared=compared_block(shown, target.missing, prepared, found, store),
         provenance=provenance_block(index),
