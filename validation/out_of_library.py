@@ -112,6 +112,7 @@ def unit_noise(template: Template, rng: np.random.Generator) -> np.ndarray:
 
 
 def point_source(template: Template, rng: np.random.Generator) -> np.ndarray:
+    """An unresolved source at the centre: the beam itself."""
     sky = np.zeros((template.npix, template.npix))
     sky[template.npix // 2, template.npix // 2] = 1.0
     return observed(sky, template, rng)
@@ -159,6 +160,7 @@ def simulated(scale: float) -> Callable[[Template, np.random.Generator], np.ndar
 
 
 def noise_only(template: Template, rng: np.random.Generator) -> np.ndarray:
+    """No source: beam-correlated noise at the template's rms."""
     return template.rms * unit_noise(template, rng)
 
 
@@ -245,6 +247,7 @@ def detect(
 
 
 def table(results: dict[str, dict[str, Any]], batch: int) -> str:
+    """The README table: per kind, warnings and batch rejections."""
     lines = [
         "| input | observations | no-analogue warning | batches of "
         f"{batch} rejected (MMD, p < 0.05) | median best similarity |",
@@ -260,6 +263,7 @@ def table(results: dict[str, dict[str, Any]], batch: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Make the inputs, match them, write and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("index", type=Path, help="index folder written by protomatch index")
     parser.add_argument("--mocks", type=Path, required=True, help="protomatch observe output")
