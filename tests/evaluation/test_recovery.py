@@ -144,16 +144,22 @@ def test_per_parameter_differences_and_their_verdicts() -> None:
     assert R.verdict([-0.1, 0.2]) == "not resolved"
 
 
-def test_matches_are_weighted_per_system_not_per_image() -> None:
-    """Nine near-twin images of one system do not outvote one image each of two others."""
+def test_intervals_count_systems_and_the_median_counts_similarity() -> None:
+    """Nine near-twin images of one system do not make the interval look nine times surer."""
     values = np.array([[1.0] * 9 + [5.0, 6.0]])
     systems = np.array([["a"] * 9 + ["b", "c"]])
     weights = np.ones_like(values)
     per_image = R.recovered_quantiles(values, weights)
     per_system = R.recovered_quantiles(values, weights, systems=systems)
-    median = R.quantile_index("median")
-    assert per_image[0, median] == pytest.approx(1.0)
-    assert per_system[0, median] == pytest.approx(5.0)  # a, b, c count once each
+    q = {name: R.quantile_index(name) for name in ("median", "q16", "q84")}
+    assert per_image[0, q["median"]] == per_system[0, q["median"]] == pytest.approx(1.0)
+    # per system a, b, c weigh alike: the interval spans their spread (1 to 6), moved to the
+    # median; per image, system a's nine twins squeeze it
+    def width(quantiles: np.ndarray) -> float:
+        return float(quantiles[0, q["q84"]] - quantiles[0, q["q16"]])
+
+    assert width(per_system) == pytest.approx(5.0)
+    assert width(per_image) < 0.7 * width(per_system)
 
 
 def test_cross_fitted_calibration_is_reported_beside_the_uncalibrated_coverage() -> None:

@@ -20,11 +20,11 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from protomatch._quantiles import system_weights, weighted_quantiles
 from protomatch.calibration import diagnostics
 from protomatch.calibration.intervals import (
     cross_fitted,
     grid_levels,
+    matches_grid,
     standard_quantiles,
     truth_credibility,
 )
@@ -62,7 +62,7 @@ def recovered_grids(
     valid: np.ndarray | None = None,
     systems: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Quantile grids of each query's matches, weighted by similarity (per system).
+    """Quantile grids of each query's matches (see :func:`matches_grid`).
 
     Parameters
     ----------
@@ -73,8 +73,8 @@ def recovered_grids(
     valid : ndarray, shape (Q, K), bool, optional
         Filled match slots (default: all).
     systems : ndarray, shape (Q, K), optional
-        System of each match: each weight is divided by its system's count among the query's
-        matches (:func:`protomatch._quantiles.system_weights`); None: plain similarities.
+        System of each match: the intervals count each system once; None: plain
+        similarities.
 
     Returns
     -------
@@ -90,10 +90,8 @@ def recovered_grids(
     out = np.full((len(values), len(levels)), np.nan)
     for q in range(len(values)):
         if valid[q].any():
-            w = weights[q, valid[q]]
-            if systems is not None:
-                w = system_weights(w, np.asarray(systems)[q, valid[q]])
-            out[q] = weighted_quantiles(values[q, valid[q]], w, levels)
+            matched = None if systems is None else np.asarray(systems)[q, valid[q]]
+            out[q] = matches_grid(values[q, valid[q]], weights[q, valid[q]], matched)
     return out
 
 
@@ -348,7 +346,7 @@ def parameter_recovery(
     k : int, optional
         Matches summarised per query (default: all K).
     systems : ndarray, shape (N,), optional
-        System of every library row: match weights count systems, not images.
+        System of every library row: the intervals count systems, not images.
     folds : ndarray, shape (Q,), optional
         Calibration fold of every query (:func:`protomatch.calibration.intervals.
         group_folds`): each query's intervals are calibrated on the other folds' queries.

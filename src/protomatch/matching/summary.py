@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from protomatch._quantiles import system_weights
 from protomatch.calibration.intervals import (
     IntervalCalibration,
+    matches_grid,
     standard_quantiles,
-    weighted_grid,
 )
 
 #: Summary quantiles of a parameter distribution, by name.
@@ -166,7 +165,8 @@ def unit_rows(vectors: np.ndarray, weights: np.ndarray | None = None) -> np.ndar
 
 def _matches_quantiles(
     values: np.ndarray,
-    weights: np.ndarray,
+    similarity: np.ndarray,
+    systems: np.ndarray | None,
     log10: bool,
     name: str,
     calibration: IntervalCalibration | None,
@@ -176,10 +176,11 @@ def _matches_quantiles(
     Taken in log10 for a log-scaled parameter, where the calibration was fitted.
     """
     keep = np.isfinite(values) & (values > 0 if log10 else True)
-    values, weights = values[keep], weights[keep]
+    values, similarity = values[keep], similarity[keep]
     if values.size == 0:
         return np.full(len(QUANTILES), np.nan)
-    grid = weighted_grid(np.log10(values) if log10 else values, weights)
+    matched = None if systems is None else systems[keep]
+    grid = matches_grid(np.log10(values) if log10 else values, similarity, matched)
     if calibration is not None:
         grid = calibration.apply(name, grid)
     quantiles = standard_quantiles(grid)
@@ -199,9 +200,9 @@ def summarise(
 ) -> dict[str, Any]:
     """Per parameter: weighted quantiles of the matches, the prior's, the truth.
 
-    Each match weighs its similarity over its system's count among the matches
-    (:func:`protomatch._quantiles.system_weights`; plain similarity without a ``system``
-    column), so a system seen in many projections counts once.
+    The median weighs each match by its similarity; the intervals count each system once
+    (:func:`protomatch.calibration.intervals.matches_grid`; plain similarity without a
+    ``system`` column), so a system seen in many projections does not narrow them.
 
     Parameters
     ----------
@@ -234,13 +235,17 @@ def summarise(
         ``truth`` (None when unknown) and its ``constraint`` (:func:`constraint`).
     """
     qs = list(QUANTILES.values())
-    weights = matches["similarity"].to_numpy(dtype=np.float64)
-    if "system" in matches.columns:
-        weights = system_weights(weights, matches["system"].astype(str).to_numpy())
+    similarity = matches["similarity"].to_numpy(dtype=np.float64)
+    systems = matches["system"].astype(str).to_numpy() if "system" in matches.columns else None
     parameters = {}
     for name in names:
         weighted = _matches_quantiles(
-            matches[name].to_numpy(dtype=np.float64), weights, name in log10, name, calibration
+            matches[name].to_numpy(dtype=np.float64),
+            similarity,
+            systems,
+            name in log10,
+            name,
+            calibration,
         )
         prior_values = prior[name].to_numpy(dtype=np.float64)
         plain = np.quantile(prior_values, qs)
