@@ -202,6 +202,26 @@ def make_inputs(
     return {kind: files[kind] for kind in KINDS}
 
 
+def _matched(
+    index: Path, files: Sequence[Path], out: Path, evaluation: Path | None
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+    """(name, summary) per file and the batch test, read back if ``out`` is a finished report."""
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        record = json.loads(manifest.read_text())
+        names = [t["name"] for t in record["targets"]]
+        if names == [f.name for f in files]:
+            summaries = [
+                (t["name"], json.loads((out / t["folder"] / "summary.json").read_text()))
+                for t in record["targets"]
+            ]
+            return summaries, record.get("batch_test") or {}
+    result = match_observations(
+        index, files, out, config=MatchConfig(), evaluation=evaluation, overwrite=True
+    )
+    return [(t.name, dict(t.summary)) for t in result.targets], dict(result.batch_test or {})
+
+
 def detect(
     index: Path, files: Sequence[Path], out: Path, batch: int, evaluation: Path | None
 ) -> dict[str, Any]:
@@ -209,27 +229,19 @@ def detect(
     warned, best, rejected, p_values, targets = [], [], [], [], []
     for b, start in enumerate(range(0, len(files), batch)):
         chunk = list(files[start : start + batch])
-        result = match_observations(
-            index,
-            chunk,
-            out / f"batch{b:02d}",
-            config=MatchConfig(),
-            evaluation=evaluation,
-            overwrite=True,
-        )
-        for target in result.targets:
-            warnings = target.summary["warnings"]
+        summaries, test = _matched(index, chunk, out / f"batch{b:02d}", evaluation)
+        for name, summary in summaries:
+            warnings = summary["warnings"]
             warned.append(any("no good simulated analogue" in w for w in warnings))
-            best.append(float(target.summary["best_similarity"]))
+            best.append(float(summary["best_similarity"]))
             targets.append(
                 {
-                    "name": target.name,
+                    "name": name,
                     "best_similarity": best[-1],
-                    "analogues": target.summary.get("analogues"),
+                    "analogues": summary.get("analogues"),
                     "warned": warned[-1],
                 }
             )
-        test = result.batch_test or {}
         if test.get("tested"):
             rejected.append(bool(test["rejected"]))
             p_values.append(float(test["p_value"]))
