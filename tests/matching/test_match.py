@@ -262,6 +262,16 @@ def test_observation_with_a_beam_is_ranked_by_the_fused_score(tiny_index, tmp_pa
     np.testing.assert_array_equal(
         network_only.ids, index.ids[np.argsort(-network, kind="stable")[:8]]
     )
+    # the no-analogue warning judges the library's closest image by the network, which the
+    # fused ranking need not put first (a bug: the first fused match's similarity was used)
+    assert ranking.closest == pytest.approx(float(network.max()))
+    assert ranking.closest >= ranking.similarities[0]
+    assert math.isnan(network_only.closest)
+    # the batch test's sample: the target's embedding and 20 library embeddings, seeded by it
+    assert ranking.sample is not None and ranking.sample.reference.shape[0] == 20
+    again = search.best(prepared, 8).sample
+    assert again is not None
+    np.testing.assert_array_equal(again.reference, ranking.sample.reference)
     match_observations(tiny_index, [path], tmp_path / "r", config=MatchConfig(k=8, distance_pc=140))
     matches = pd.read_csv(tmp_path / "r" / "matches.csv")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())

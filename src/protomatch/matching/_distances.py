@@ -6,6 +6,7 @@ matches prefer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,7 +73,8 @@ def pool_rankings(runs: Sequence[tuple[float, Ranking]]) -> tuple[Ranking, np.nd
         "(log-spaced); each library image counts once, at the distance where it matched best",
     )
     sample = runs[0][1].sample  # the batch test sees the target at the first distance
-    pooled = Ranking(sims[keep], ids[keep], analogues, runs[0][1].noise, notes, sample)
+    closest = max((r.closest for _, r in runs), default=math.nan)
+    pooled = Ranking(sims[keep], ids[keep], analogues, runs[0][1].noise, notes, sample, closest)
     return pooled, where[keep]
 
 

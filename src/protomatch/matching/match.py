@@ -418,7 +418,9 @@ def _match_one(
     if config.distance_range_pc is not None:
         matches["distance_pc"] = kept_at
     truth = truth_values(observation, names, notes)
-    warnings = analogue_warnings(float(sims[0]), found.analogues)
+    # the analogues describe the library's closest image by the network's similarity
+    closest = found.closest if math.isfinite(found.closest) else float(sims[0])
+    warnings = analogue_warnings(closest, found.analogues)
     for warning in warnings:
         log.warning("%s: %s", name, warning)
     units = dict(trained.manifest["parameters"]["units"])

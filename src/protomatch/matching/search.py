@@ -17,6 +17,7 @@ comparison, against which the best match is judged.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ class Ranking:
         The target's embedding and library embeddings compared the same way, for the batch
         misspecification test (:mod:`~protomatch.matching.misspecification`); None when the
         comparison has no conditions to match (the plain index).
+    closest
+        The highest network similarity over the whole library in this comparison, when the
+        ranking is not by it (fused with the pixels); NaN when ``similarities[0]`` is it.
+        ``analogues`` describe this number.
     """
 
     similarities: np.ndarray
@@ -63,6 +68,7 @@ class Ranking:
     noise: float = 0.0
     notes: tuple[str, ...] = ()
     sample: EmbeddingSample | None = None
+    closest: float = math.nan
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,7 +223,13 @@ class NoiseMatchedSearch:
         analogues = self.library.analogue_similarity(beam, noise, prepared.footprint)
         sample = EmbeddingSample(query, embeddings[_reference_rows(prepared, len(embeddings))])
         return Ranking(
-            scores[order], self._index.ids[order], analogues, noise, tuple(notes), sample
+            scores[order],
+            self._index.ids[order],
+            analogues,
+            noise,
+            tuple(notes),
+            sample,
+            float(scores.max()) if self._fused else math.nan,
         )
 
 
