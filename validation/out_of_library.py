@@ -232,7 +232,7 @@ def detect(
         summaries, test = _matched(index, chunk, out / f"batch{b:02d}", evaluation)
         for name, summary in summaries:
             warnings = summary["warnings"]
-            warned.append(any("no good simulated analogue" in w for w in warnings))
+            warned.append(bool(warnings))  # no good analogue, or no significant source
             best.append(float(summary["best_similarity"]))
             targets.append(
                 {

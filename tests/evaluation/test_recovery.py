@@ -153,6 +153,7 @@ def test_intervals_count_systems_and_the_median_counts_similarity() -> None:
     per_system = R.recovered_quantiles(values, weights, systems=systems)
     q = {name: R.quantile_index(name) for name in ("median", "q16", "q84")}
     assert per_image[0, q["median"]] == per_system[0, q["median"]] == pytest.approx(1.0)
+
     # per system a, b, c weigh alike: the interval spans their spread (1 to 6), moved to the
     # median; per image, system a's nine twins squeeze it
     def width(quantiles: np.ndarray) -> float:

@@ -464,3 +464,23 @@ def test_bad_centre_choice_is_refused(tiny_library: Path, tiny_store: Path) -> N
     store = LibraryStore.open(tiny_store)
     with pytest.raises(InputError, match="centre"):
         prepare_observation(observation, store.preprocess, store.au_per_pixel, centre="x")
+
+
+def test_pure_noise_is_said_to_hold_no_significant_source(tiny_index, tmp_path) -> None:
+    from protomatch.matching._record import MIN_PEAK_SNR, detection_warnings
+
+    assert detection_warnings(0.0) == []  # noise not measured: no claim
+    assert detection_warnings(1 / (MIN_PEAK_SNR + 1)) == []
+    assert "no significant source" in detection_warnings(1 / 3.0)[0]
+    rng = np.random.default_rng(4)
+    white = rng.normal(size=(104, 104))
+    kernel = np.exp(-(np.arange(-2, 3)[:, None] ** 2 + np.arange(-2, 3)[None, :] ** 2) / 2.0)
+    noise = np.real(np.fft.ifft2(np.fft.fft2(white) * np.fft.fft2(kernel, white.shape)))[:100, :100]
+    path = _fits_observation(tmp_path / "noise.fits", noise, cdelt_deg=0.05 / 3600)
+    with fits.open(path, mode="update") as hdus:
+        hdus[0].header.update(BMAJ=0.2 / 3600, BMIN=0.2 / 3600, BPA=0.0, BUNIT="Jy/beam")
+    result = match_observations(
+        tiny_index, [path], tmp_path / "r", config=MatchConfig(k=5, distance_pc=140)
+    )
+    warnings = result.targets[0].summary["warnings"]
+    assert any("no significant source" in w for w in warnings), warnings

@@ -141,3 +141,24 @@ def analogue_warnings(best: float, stats: Mapping[str, float]) -> list[str]:
         f"(1st percentile {floor:.3f}, median {stats['median']:.3f}); treat these parameters "
         "with caution"
     ]
+
+
+#: Below this peak signal-to-noise ratio an image holds no significant source: the maximum
+#: of pure beam-correlated noise over a few thousand beams is about 4 rms.
+MIN_PEAK_SNR = 5.0
+
+
+def detection_warnings(noise: float) -> list[str]:
+    """The "no significant source" warning when the peak is within noise of nothing.
+
+    Parameters
+    ----------
+    noise
+        The image's noise rms relative to its peak (0: not measured, no warning).
+    """
+    if not noise or 1.0 / noise >= MIN_PEAK_SNR:
+        return []
+    return [
+        f"no significant source: the peak is only {1.0 / noise:.1f} times the noise rms (below "
+        f"{MIN_PEAK_SNR:g}); the matches describe noise, not a protostar"
+    ]

@@ -35,6 +35,7 @@ from protomatch.matching._evidence import (
 from protomatch.matching._record import (
     analogue_warnings,
     compared_block,
+    detection_warnings,
     matches_table,
     observed_view,
     provenance_block,
@@ -420,7 +421,7 @@ def _match_one(
     truth = truth_values(observation, names, notes)
     # the analogues describe the library's closest image by the network's similarity
     closest = found.closest if math.isfinite(found.closest) else float(sims[0])
-    warnings = analogue_warnings(closest, found.analogues)
+    warnings = detection_warnings(found.noise) + analogue_warnings(closest, found.analogues)
     for warning in warnings:
         log.warning("%s: %s", name, warning)
     units = dict(trained.manifest["parameters"]["units"])
