@@ -261,7 +261,7 @@ def detect(
 def table(results: dict[str, dict[str, Any]], batch: int) -> str:
     """The README table: per kind, warnings and batch rejections."""
     lines = [
-        "| input | observations | no-analogue warning | batches of "
+        "| input | observations | warned (no analogue, or no source) | batches of "
         f"{batch} rejected (MMD, p < 0.05) | median best similarity |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
