@@ -80,9 +80,10 @@ _OBSERVATION_CAVEAT = (
     "matching observed images is validated on mock observations only, of the built-in "
     "simulator and of an independently written forward model (README, 'Beating the strongest "
     "simple baseline'): on both, the fused ranking's median errors are below the strongest "
-    "simple baseline's on every parameter (resolved on four of seven), but on the built-in "
-    "library its 68 % intervals hold the truth only 49 % of the time for disk size and 58 % "
-    "for envelope mass; real data will be harder"
+    "simple baseline's on every parameter (resolved on four of seven) and calibrated 68 % "
+    "intervals hold the truth 67-70 % of the time; an observation unlike the library is "
+    "often not flagged (README, 'Knowing when an observation is outside the library'); real "
+    "data will be harder"
 )
 
 
