@@ -91,3 +91,16 @@ def test_summarise_adds_systems_and_constraints_as_json():
     assert mass["scale"] == "linear" and mass["constrained"] is False
     assert age["constraint"]["scale"] == "log10" and age["constraint"]["constrained"] is True
     assert json.loads(json.dumps(summary)) == summary
+
+
+def test_a_calibrated_interval_does_not_go_below_zero_for_a_positive_parameter() -> None:
+    from protomatch.calibration.intervals import CREDIBILITY, IntervalCalibration
+
+    matches = pd.DataFrame({"similarity": np.ones(20), "mass": np.linspace(0.5, 1.5, 20)})
+    prior = pd.DataFrame({"mass": np.linspace(0.1, 3.0, 50)})
+    wide = IntervalCalibration({"mass": (20.0,) * len(CREDIBILITY)}, "toy", 10, "toy")
+    summary = summarise(matches, prior, ["mass"], {}, None, calibration=wide)
+    q = summary["parameters"]["mass"]["matches"]
+    assert q["q2.5"] == 0.0 and q["q16"] == 0.0  # would be far below 0 unclipped
+    assert q["median"] == pytest.approx(1.0)
+    assert q["q97.5"] > 3.0  # no upper bound is imposed

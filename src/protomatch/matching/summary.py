@@ -248,6 +248,10 @@ def summarise(
             calibration,
         )
         prior_values = prior[name].to_numpy(dtype=np.float64)
+        if (prior_values[np.isfinite(prior_values)] >= 0).all():
+            # a widened interval must not claim negative masses or sizes: where the truth
+            # cannot be negative, this changes neither the median nor any coverage
+            weighted = np.maximum(weighted, 0.0)
         plain = np.quantile(prior_values, qs)
         matches_q = dict(zip(QUANTILES, weighted.tolist()))
         prior_q = dict(zip(QUANTILES, plain.tolist()))
