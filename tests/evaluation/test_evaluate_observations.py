@@ -286,7 +286,7 @@ def test_match_report_carries_the_verdict(
     assert "Validated on mock observations" in page
     assert summary["calibration"]["applied"] is True
     assert f"{SMALL['n']} mock observations" in summary["calibration"]["fitted_on"]
-    assert "intervals calibrated on" in page
+    assert "Intervals calibrated on" in page
     assert "intervals calibrated on" in result.describe()
     lines = result.describe().splitlines()
     for name, entry in verdicts.items():
@@ -311,7 +311,7 @@ def test_match_report_carries_the_verdict(
     # without an evaluation the report says the estimates are neither validated nor calibrated
     match_observations(index, target, tmp_path / "plain", config=MatchConfig(k=5))
     assert "Not validated" in (tmp_path / "plain" / "index.html").read_text()
-    assert "intervals NOT calibrated" in (tmp_path / "plain" / "index.html").read_text()
+    assert "Intervals NOT calibrated" in (tmp_path / "plain" / "index.html").read_text()
     plain = json.loads((tmp_path / "plain" / "summary.json").read_text())["parameters"]
     calibrated = json.loads((tmp_path / "r" / "summary.json").read_text())["parameters"]
     for name, stats in plain.items():  # the median stays; the interval is rescaled

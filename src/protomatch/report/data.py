@@ -269,7 +269,7 @@ def calibration_phrase(calibration: Mapping[str, Any] | None) -> str:
             "which tend to be too narrow"
         )
     return (
-        f"intervals calibrated on {calibration['fitted_on']} (ranking "
-        f"{calibration['ranking']}): each 68 % / 95 % interval is widened or narrowed about "
+        f"intervals calibrated on {calibration['fitted_on']}, ranked by "
+        f"{calibration['ranking']}: each 68 % / 95 % interval is widened or narrowed about "
         "the median so that it held the truth that often there"
     )

@@ -153,8 +153,8 @@ def _summary_table(data: MatchReportData) -> str:
         cells.append(f"<td class='verdict'>{verdict}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     table = f"<div class='scroll'><table>{head}{''.join(rows)}</table></div>"
-    calibration = html.escape(calibration_phrase(data.summary.get("calibration")))
-    calibrated = f"<p class='meta'><b>Intervals</b>: {calibration}.</p>"
+    phrase = calibration_phrase(data.summary.get("calibration"))
+    calibrated = f"<p class='meta'>{html.escape(phrase[:1].upper() + phrase[1:])}.</p>"
     return table + calibrated + _validation_table(data.param_names, validation)
 
 
