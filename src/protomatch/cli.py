@@ -241,7 +241,8 @@ def match(
         Path | None,
         typer.Option(
             help="Folder of 'protomatch evaluate --observations' for this model: its "
-            "per-parameter verdict against the strongest baseline goes into the report."
+            "per-parameter verdict against the strongest baseline goes into the report, and "
+            "its interval calibration is applied to observations ranked as it ranked them."
         ),
     ] = None,
     include_own_system: Annotated[
