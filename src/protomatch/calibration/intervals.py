@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from protomatch._quantiles import system_weights, weighted_quantiles
 
@@ -315,18 +316,11 @@ def group_folds(
     numpy.ndarray
         (Q,) int fold in [0, min(n_folds, number of groups)).
     """
-    codes, unique = _factorize(groups)
+    codes, unique = pd.factorize(np.asarray([str(g) for g in groups]))
     order = np.random.default_rng(seed).permutation(len(unique))
     fold_of_group = np.empty(len(unique), dtype=np.int64)
     fold_of_group[order] = np.arange(len(unique)) % max(1, min(n_folds, len(unique)))
     return fold_of_group[codes]
-
-
-def _factorize(groups: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
-    """(codes (Q,), distinct values as strings in first-seen order)."""
-    seen: dict[str, int] = {}
-    codes = np.array([seen.setdefault(str(g), len(seen)) for g in groups], dtype=np.int64)
-    return codes, list(seen)
 
 
 def cross_fitted(

@@ -119,7 +119,7 @@ def _rank_panel(ax: Any, diagnostics: Mapping[str, Any]) -> None:
         counts = np.asarray(hist["counts"], dtype=np.float64)
         centres = (np.arange(len(counts)) + 0.5) / len(counts) + offset
         ax.bar(centres, counts, width=0.04, color=colour)
-        expected = nan_if_none(hist["expected"])
+    expected = nan_if_none(diagnostics["calibrated"]["rank_histogram"]["expected"])
     if not math.isnan(expected):
         ax.axhline(expected, color="k", ls="--", lw=0.8)
     ax.set_xlim(0, 1)
