@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from protomatch._parallel import ordered_map, unordered_map
+from tests.conftest import write_foreign_library
+from tests.processes import children, is_running, kill, needs_proc, start_protomatch, wait_for
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -33,3 +40,50 @@ def test_closing_early_stops_the_map() -> None:
     results = ordered_map(operator.neg, list(range(100)), 2, desc="test", unit="task")
     assert next(results) == 0
     results.close()
+
+
+@needs_proc
+@pytest.mark.slow
+def test_workers_die_with_a_killed_ingest(tmp_path: Path) -> None:
+    library = write_foreign_library(
+        tmp_path / "library", {"au_per_pixel": 10.0, "intensity_unit": "Jy/sr"}, systems=200
+    )
+    ingest = start_protomatch("ingest", library, "-o", tmp_path / "store", "--workers", 2)
+    workers: list[int] = []
+    try:
+        workers = list(
+            wait_for(lambda: len(children(ingest.pid)) >= 2 and children(ingest.pid), 60, "workers")
+        )
+        kill(ingest)
+        wait_for(lambda: not any(map(is_running, workers)), 5, "the workers to exit")
+    finally:
+        kill(ingest)
+        for pid in filter(is_running, workers):
+            os.kill(pid, signal.SIGKILL)
+
+
+@needs_proc
+def test_watchdog_ends_a_worker_whose_parent_died() -> None:
+    """The watchdog used where the kernel cannot kill orphans (not Linux) works for real."""
+    script = (
+        "import os, threading, time\n"
+        "from protomatch._parallel import _watch_parent\n"
+        "if os.fork() == 0:\n"
+        "    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    orphans: list[int] = []
+    try:
+        orphans = list(wait_for(lambda: children(parent.pid), 30, "the worker"))
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        wait_for(lambda: not any(map(is_running, orphans)), 5, "the orphan to exit")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=30)
+        for pid in filter(is_running, orphans):
+            os.kill(pid, signal.SIGKILL)

@@ -10,6 +10,11 @@ with two workers than with one. In-process runs (``workers == 1``) also run torc
 thread, since the small per-task tensors gain nothing from threads and lose to their
 hand-off.
 
+Workers die with their parent: on Linux the kernel kills each worker when the process that
+started it dies (``PR_SET_PDEATHSIG``), elsewhere a watchdog thread in the worker notices
+that its parent is gone; so a parent killed with SIGKILL leaves no orphans busy or holding
+memory.
+
 :func:`unordered_map` yields results as tasks finish; :func:`ordered_map` yields them in
 task order with a bounded backlog, so a parent can stream them to disk in order.
 """
@@ -17,9 +22,13 @@ task order with a bounded backlog, so a parent can stream them to disk in order.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -33,6 +42,10 @@ Result = TypeVar("Result")
 #: Tasks in flight per worker in :func:`ordered_map`.
 _BACKLOG_PER_WORKER = 4
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Linux prctl option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+#: Seconds between the watchdog's checks that the parent is alive (non-Linux).
+_WATCHDOG_INTERVAL = 0.5
 
 
 def unordered_map(
@@ -119,7 +132,9 @@ def _in_process(
 
 def _pool(workers: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker)
+    return ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
+    )
 
 
 def _unordered(
@@ -157,12 +172,45 @@ def _ordered(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _init_worker() -> None:
-    """One thread per worker process (set before torch or numpy start their pools)."""
+def _init_worker(parent: int) -> None:
+    """Make the worker die with ``parent``; run it with one thread.
+
+    The thread limits are set before torch or numpy start their pools.
+    """
+    _die_with_parent(parent)
     for variable in _THREAD_VARIABLES:
         os.environ[variable] = "1"
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process as soon as ``parent`` (the pid that started it) is gone.
+
+    Linux: ask the kernel for SIGKILL when the parent dies, then check the parent did not
+    die before the request. Elsewhere (or if prctl is unavailable): a daemon thread that
+    polls the parent pid every :data:`_WATCHDOG_INTERVAL` seconds.
+    """
+    if not (sys.platform.startswith("linux") and _request_death_signal()):
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _request_death_signal() -> bool:
+    """Ask Linux to send SIGKILL to this process when its parent dies; True if granted."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit the process once its parent is no longer ``parent`` (it died; we were adopted)."""
+    while os.getppid() == parent:
+        time.sleep(_WATCHDOG_INTERVAL)
+    os._exit(1)
 
 
 @contextlib.contextmanager
