@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from protomatch._artefact import (
     atomic_path,
     provenance,
     read_manifest,
+    remove_stale_temporaries,
     write_json_atomic,
 )
 from protomatch.errors import InputError
@@ -72,3 +75,33 @@ def test_provenance_names_the_tool_and_version() -> None:
     record = provenance("library-store", 1)
     assert record["protomatch_version"] and record["created_utc"]
     assert json.loads(json.dumps(record)) == record
+
+
+def test_temporary_names_carry_the_writing_process_id(tmp_path: Path) -> None:
+    with atomic_directory(tmp_path / "out") as folder, atomic_path(tmp_path / "f.json") as file:
+        assert folder.name.startswith(f".out.pid{os.getpid()}.")
+        assert file.name.startswith(f".f.json.pid{os.getpid()}.")
+
+
+def test_only_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead = int(finished.stdout)
+    stale = tmp_path / f".out.pid{dead}.ab12_x.tmp"
+    (stale / "inner").mkdir(parents=True)
+    stale_file = tmp_path / f".out.pid{dead}.cd34.tmp"
+    stale_file.write_text("half")
+    kept = [
+        tmp_path / f".out.pid{os.getpid()}.ef56.tmp",  # a live process's (this one)
+        tmp_path / f".out.pid{os.getppid()}.gh78.tmp",  # another live process's
+        tmp_path / ".out.ij90.tmp",  # no pid: cannot be proven stale
+        tmp_path / f".other.pid{dead}.kl12.tmp",  # another output's
+    ]
+    for path in kept:
+        path.mkdir()
+    assert sorted(remove_stale_temporaries(tmp_path, "out")) == sorted([stale, stale_file])
+    assert sorted(tmp_path.iterdir()) == sorted(kept)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from protomatch._parallel import ordered_map, unordered_map
+from protomatch.library.ingest import ingest_library
 from tests.conftest import write_foreign_library
 from tests.processes import children, is_running, kill, needs_proc, start_protomatch, wait_for
 
@@ -44,11 +45,14 @@ def test_closing_early_stops_the_map() -> None:
 
 @needs_proc
 @pytest.mark.slow
-def test_workers_die_with_a_killed_ingest(tmp_path: Path) -> None:
+def test_a_killed_ingest_leaves_no_workers_and_the_next_run_clears_its_temporary(
+    tmp_path: Path,
+) -> None:
     library = write_foreign_library(
         tmp_path / "library", {"au_per_pixel": 10.0, "intensity_unit": "Jy/sr"}, systems=200
     )
-    ingest = start_protomatch("ingest", library, "-o", tmp_path / "store", "--workers", 2)
+    out = tmp_path / "store"
+    ingest = start_protomatch("ingest", library, "-o", out, "--workers", 2)
     workers: list[int] = []
     try:
         workers = list(
@@ -60,6 +64,9 @@ def test_workers_die_with_a_killed_ingest(tmp_path: Path) -> None:
         kill(ingest)
         for pid in filter(is_running, workers):
             os.kill(pid, signal.SIGKILL)
+    [stale] = tmp_path.glob(f".store.pid{ingest.pid}.*.tmp")
+    ingest_library(library, out, workers=1)
+    assert not stale.exists() and (out / "manifest.json").is_file()
 
 
 @needs_proc
@@ -68,8 +75,9 @@ def test_watchdog_ends_a_worker_whose_parent_died() -> None:
     script = (
         "import os, threading, time\n"
         "from protomatch._parallel import _watch_parent\n"
+        "parent = os.getpid()\n"
         "if os.fork() == 0:\n"
-        "    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()\n"
+        "    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()\n"
         "    time.sleep(60)\n"
         "    os._exit(0)\n"
         "time.sleep(60)\n"

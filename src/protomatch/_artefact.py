@@ -3,7 +3,9 @@
 Every artefact protomatch writes (library, store, model, index, report) is a folder with a
 ``manifest.json`` (or ``<name>.json``) saying what made it. Files appear atomically: they are
 written to a temporary sibling and renamed, so an interrupted run never leaves a half-written
-file under the final name.
+file under the final name. A temporary's name carries the pid of the process writing it
+(``.NAME.pid<PID>.<random>.tmp``), so one left by a killed run is provably stale once that
+process is gone, and :func:`remove_stale_temporaries` removes it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -22,6 +25,9 @@ from typing import Any
 
 from protomatch import __version__
 from protomatch.errors import InputError
+
+#: The name of a temporary: ``.NAME.pid<PID>.<random>.tmp``.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.pid(?P<pid>\d+)\.[^.]*\.tmp")
 
 
 @contextlib.contextmanager
@@ -40,7 +46,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp makes owner-only files
@@ -76,7 +82,7 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     path = Path(path)
     ensure_writable_output(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_current_umask())
     try:
         yield tmp
@@ -86,6 +92,57 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _temporary_prefix(path: Path) -> str:
+    """The start of a temporary's name for ``path``: ``.NAME.pid<PID>.``."""
+    return f".{path.name}.pid{os.getpid()}."
+
+
+def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporaries in ``folder`` whose writing process is gone.
+
+    A temporary of a live process (another run, or this one) is never touched; nor is one
+    without a pid in its name (it cannot be proven stale).
+
+    Parameters
+    ----------
+    folder
+        The folder to look in (nothing happens if it is not one).
+    name
+        Only temporaries for this file or folder name (None: any).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The removed temporaries.
+    """
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        match = _TEMPORARY.fullmatch(entry.name)
+        if match is None or name not in (None, match["name"]) or _running(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (always True where that cannot be asked safely)."""
+    if pid == os.getpid() or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _current_umask() -> int:
