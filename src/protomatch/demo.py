@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protomatch._artefact import provenance, write_json_atomic
+from protomatch._artefact import provenance, remove_stale_temporaries, write_json_atomic
+from protomatch._locking import output_lock
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.evaluation.library import EvaluationResult, evaluate_model
 from protomatch.evaluation.observations import ObservationEvaluationConfig, evaluate_observations
@@ -168,13 +169,21 @@ def run_demo(
     Raises
     ------
     InputError
-        If ``out`` is a file, or a non-empty folder the demo did not write.
+        If ``out`` is a file, a non-empty folder the demo did not write, or in use by
+        another protomatch run.
     """
     out = Path(out)
-    check_demo_output(out)
+    with output_lock(out):
+        check_demo_output(out)
+        remove_stale_temporaries(out)
+        return _run_stages(out, workers, library or DEMO_LIBRARY, training or demo_config())
+
+
+def _run_stages(
+    out: Path, workers: int | None, library: SimulateConfig, config: TrainConfig
+) -> DemoResult:
+    """Every stage of the demo into ``out``, timed (see :func:`run_demo`)."""
     seconds: dict[str, float] = {}
-    library = library or DEMO_LIBRARY
-    config = training or demo_config()
     write_demo_manifest(out, library, config)
     folder = out / "library"
     if not _reusable_library(folder, library):

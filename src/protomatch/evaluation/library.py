@@ -38,6 +38,7 @@ import pandas as pd
 from pydantic import BaseModel, Field, field_validator
 
 from protomatch import _artefact
+from protomatch._locking import claims_output
 from protomatch.calibration.intervals import CALIBRATION_FOLDS, group_folds
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.evaluation import metrics as M
@@ -129,6 +130,7 @@ class EvaluationResult:
         return markdown_tables(self.metrics)
 
 
+@claims_output("evaluation", inputs=("model", "library"))
 def evaluate_model(
     model: str | Path,
     library: str | Path,

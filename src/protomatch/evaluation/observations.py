@@ -51,6 +51,7 @@ import pydantic
 from tqdm import tqdm
 
 from protomatch import _artefact
+from protomatch._locking import claims_output
 from protomatch.calibration.intervals import (
     CALIBRATION_FOLDS,
     IntervalCalibration,
@@ -172,6 +173,7 @@ class ObservationEvaluationConfig(pydantic.BaseModel, extra="forbid", frozen=Tru
     centre: Centre = "source"
 
 
+@claims_output(KIND, inputs=("model", "library", "observations_dir"))
 def evaluate_observations(
     model: str | Path,
     library: str | Path,

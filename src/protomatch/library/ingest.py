@@ -27,6 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from protomatch import _artefact
+from protomatch._locking import claims_output
 from protomatch._parallel import ordered_map
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.library._resolve import ResolvedDescription, resolve_description
@@ -161,6 +162,7 @@ class IngestResult:
         return "\n".join([text, *describe_library(self.description)])
 
 
+@claims_output(STORE_KIND, inputs=("src", "description_file"))
 def ingest_library(
     src: str | Path,
     out: str | Path,
@@ -211,8 +213,6 @@ def ingest_library(
     src, out = Path(src), Path(out)
     _artefact.ensure_writable_output(out, overwrite)
     layout = discover_library(src)
-    if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
-        raise InputError(out, "the store must not replace the library folder")
     description = resolve_description(
         layout,
         described or LibraryDescription(),

@@ -25,6 +25,7 @@ from protomatch._artefact import (
     read_manifest,
     write_json_atomic,
 )
+from protomatch._locking import claims_output
 from protomatch.errors import InputError
 from protomatch.library.store import LibraryStore
 from protomatch.neural_nets.trained import TrainedModel, load_model
@@ -126,6 +127,7 @@ class IndexResult:
         )
 
 
+@claims_output("index", inputs=("model", "library"))
 def build_index(
     model: str | Path,
     library: str | Path,

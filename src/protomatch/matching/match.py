@@ -24,6 +24,7 @@ import pydantic
 import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
+from protomatch._locking import claims_output
 from protomatch.calibration.intervals import IntervalCalibration
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.matching._distances import distance_grid, pool_rankings, preferred_distances
@@ -199,6 +200,7 @@ class MatchResult:
         return "\n".join(lines)
 
 
+@claims_output("match-report", inputs=("index", "observations", "model", "library", "evaluation"))
 def match_observations(
     index: str | Path,
     observations: Sequence[str | Path],

@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
+from protomatch._locking import claims_output
 from protomatch._parallel import unordered_map
 from protomatch.errors import ProtomatchError
 from protomatch.library import schema
@@ -277,6 +278,7 @@ class _SnapshotRecord:
     parameters: dict[str, float]
 
 
+@claims_output(MANIFEST_KIND)
 def simulate_library(
     out: str | Path,
     *,

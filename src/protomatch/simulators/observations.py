@@ -51,6 +51,7 @@ import pydantic
 from numpy.typing import NDArray
 
 from protomatch._artefact import atomic_directory, provenance, read_manifest, write_json_atomic
+from protomatch._locking import claims_output
 from protomatch._parallel import unordered_map
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.simulators._mock_observation import (
@@ -309,6 +310,7 @@ def _plan(
 # --- the command -----------------------------------------------------------------------------
 
 
+@claims_output(MANIFEST_KIND, inputs=("library",))
 def make_observations(
     library: str | Path,
     out: str | Path,
