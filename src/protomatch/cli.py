@@ -154,12 +154,28 @@ def train(
         list[str] | None,
         typer.Option("--set", help="Override any setting: KEY=VALUE, e.g. augment.beam=true."),
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue a killed or finished run from its last checkpoint, with its own "
+            "settings and library (a different one given is refused)."
+        ),
+    ] = False,
+    allow_changed: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --resume: let this setting (e.g. epochs, optim.learning_rate, or "
+            "'library') differ from the run's; recorded in model.json. Repeatable."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start a new run in a non-empty output (emptied first).")
+    ] = False,
 ) -> None:
     """Train the Siamese network on a library store."""
     from protomatch.training.config import load_config
     from protomatch.training.engine import train_model
+    from protomatch.training.resume import run_settings
 
     overrides = _parse_settings(set_ or [])
     named: dict[str, object] = {
@@ -175,8 +191,16 @@ def train(
     overrides.update({key: value for key, value in named.items() if value is not None})
     if tensorboard:
         overrides["tensorboard"] = True
-    resolved = load_config(config, overrides)
-    result = train_model(library, output, config=resolved, resume=resume, overwrite=overwrite)
+    base = run_settings(output) if resume and config is None else None
+    resolved = load_config(config, overrides, base)
+    result = train_model(
+        library,
+        output,
+        config=resolved,
+        resume=resume,
+        overwrite=overwrite,
+        allow_changed=allow_changed or (),
+    )
     typer.echo(result.describe())
 
 

@@ -122,7 +122,7 @@ def test_corrupted_checkpoint_is_a_clear_error(tiny_model: Path, tiny_store: Pat
     copy = tmp_path / "model"
     shutil.copytree(tiny_model, copy)
     (copy / "checkpoints" / "last.safetensors").write_bytes(b"\x00garbage" * 10)
-    config = load_config(None, tiny_training_overrides(epochs=4))
+    config = load_config(None, tiny_training_overrides())
     with pytest.raises(InputError, match=r"last\.safetensors"):
         train_model(tiny_store, copy, config=config, resume=True)
 

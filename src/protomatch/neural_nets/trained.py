@@ -255,11 +255,13 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedM
     Raises
     ------
     InputError
-        For a missing, incomplete or newer manifest, or weights that do not fit it.
+        For a missing, incomplete or newer manifest, weights that do not fit it, or an
+        unfinished training run.
     """
     folder = Path(path)
     if folder.is_file():
         folder = folder.parent
+    _refuse_unfinished(folder)
     manifest = read_manifest(folder / MANIFEST_FILE, "model", MODEL_SCHEMA_VERSION)
     try:
         encoder_config = EncoderConfig(**manifest["architecture"])
@@ -283,6 +285,28 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedM
     return TrainedModel(
         network, encoder_config, preprocess, normaliser, weights, manifest, brightness
     )
+
+
+def _refuse_unfinished(folder: Path) -> None:
+    """Refuse a model folder whose training has not finished (killed, or still running).
+
+    Its model.json says ``"complete": false`` (one written before that field existed is
+    taken as complete), or there is a checkpoint but no model.json yet.
+    """
+    manifest_path = folder / MANIFEST_FILE
+    if manifest_path.is_file():
+        try:
+            unfinished = json.loads(manifest_path.read_text()).get("complete") is False
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            return  # read_manifest says what is wrong with it
+    else:
+        unfinished = (folder / "checkpoints" / "last.json").is_file()
+    if unfinished:
+        raise InputError(
+            folder,
+            "is an unfinished training run (killed or still running); finish it with "
+            f"protomatch train STORE -o {folder} --resume",
+        )
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ model's ``model.json``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -125,9 +126,11 @@ class TrainConfig(BaseModel):
 
 
 def load_config(
-    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
-    """Build a training config from a YAML file, then dotted-key overrides.
+    """Build a training config from a YAML file (or base settings), then dotted-key overrides.
 
     Parameters
     ----------
@@ -136,6 +139,9 @@ def load_config(
     overrides
         Settings by dotted key, e.g. ``{"optim.learning_rate": 3e-4, "epochs": 20}``;
         they win over the file.
+    base
+        Settings to start from instead of the defaults when no file is given (e.g. a run's
+        own, to resume it); nested as :class:`TrainConfig` fields.
 
     Returns
     -------
@@ -149,7 +155,7 @@ def load_config(
     ProtomatchError
         One line naming the first invalid setting.
     """
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = copy.deepcopy(dict(base or {}))
     if path is not None:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}

@@ -5,6 +5,11 @@ optionally pretrains the encoder as an autoencoder, then trains the Siamese netw
 random pairs each epoch (AdamW, ReduceLROnPlateau, early stopping). Every epoch writes a
 metrics row and a resumable checkpoint; the best epoch by validation loss is the model.
 Randomness is keyed on (seed, epoch), so a resumed run repeats an uninterrupted one exactly.
+
+The model folder is written in place (checkpoints must survive a killed run), so its
+``model.json`` says ``"complete": false`` until the run has finished; only ``--resume``
+takes such a folder. A new run (``--overwrite``) first empties the folder, so no checkpoint
+of an earlier run can be resumed on another library.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import torch
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from protomatch._artefact import ensure_writable_output
+from protomatch._artefact import remove_stale_temporaries
+from protomatch._locking import artefact_kind, claim_output
 from protomatch.errors import InputError, ProtomatchError, validation_message
 from protomatch.library.params import ParameterNormaliser, weight_vector
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform
@@ -55,6 +61,7 @@ from protomatch.training.pairs import (
     SystemSplit,
     split_by_system,
 )
+from protomatch.training.resume import mark_incomplete, resume_changes, run_record, start_clean
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +122,7 @@ def train_model(
     config: TrainConfig | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    allow_changed: Sequence[str] = (),
     on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
     """Train a Siamese network on a library store and write the model folder.
@@ -127,12 +135,16 @@ def train_model(
         The model folder to write: ``model.safetensors``, ``model.json``, ``metrics.csv``,
         ``training_curve.png`` and ``checkpoints/``.
     config
-        The training settings (None: defaults); see :func:`~protomatch.training.config.load_config`.
+        The training settings (None: defaults, or the run's own with ``resume``); see
+        :func:`~protomatch.training.config.load_config`.
     resume
-        Continue from the last checkpoint in ``out`` (same config); the result equals an
-        uninterrupted run.
+        Continue from the last checkpoint in ``out``; the result equals an uninterrupted
+        run. The library and settings must be the run's (:mod:`protomatch.training.resume`).
     overwrite
-        Replace a non-empty ``out`` (ignored with ``resume``).
+        Start a new run in a non-empty ``out`` (emptied first; ignored with ``resume``).
+    allow_changed
+        With ``resume``: settings (or ``"library"``) that may differ from the run's; the
+        changes are recorded in ``model.json``.
     on_epoch_end
         Called after every epoch with the epoch number and its metrics row.
 
@@ -144,20 +156,30 @@ def train_model(
     Raises
     ------
     InputError
-        For a bad store, an output that may not be replaced, or no checkpoint to resume.
+        For a bad store, an output that may not be replaced or is in use, or no checkpoint
+        to resume.
     ProtomatchError
         If the store cannot be trained on with this config (too few systems, missing
-        parameters, an encoder that cannot take its images).
+        parameters, an encoder that cannot take its images), or a resume differs from its
+        run in a way not allowed.
     """
-    config = config or TrainConfig()
     out = Path(out)
-    if not resume:
-        ensure_writable_output(out, overwrite)
-    elif not (out / "checkpoints" / "last.json").is_file():
-        raise InputError(out, "has no checkpoint to resume from (checkpoints/last.json)")
-    store = LibraryStore.open(library)
-    run = _Run.prepare(store, config, out)
-    return run.fit(resume, on_epoch_end)
+    if not (resume or overwrite) and artefact_kind(out) == "model":
+        raise InputError(
+            out,
+            "holds a model or training run; continue it with --resume, or replace it "
+            "with --overwrite",
+        )
+    with claim_output(out, "model", overwrite=overwrite or resume, inputs=(library,)):
+        store = LibraryStore.open(library)
+        changes: list[dict[str, Any]] = []
+        if resume:
+            record = run_record(out)
+            config = config or TrainConfig(**record["config"])
+            changes = resume_changes(record, config, store.fingerprint, allow_changed)
+            remove_stale_temporaries(out / "checkpoints")
+        run = _Run.prepare(store, config or TrainConfig(), out)
+        return run.fit(resume, on_epoch_end, changes)
 
 
 @dataclass
@@ -223,10 +245,15 @@ class _Run:
             features,
         )
 
-    def fit(self, resume: bool, on_epoch_end: EpochCallback | None) -> TrainResult:
+    def fit(
+        self, resume: bool, on_epoch_end: EpochCallback | None, changes: list[dict[str, Any]]
+    ) -> TrainResult:
         started = time.perf_counter()
         config = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            mark_incomplete(self.out)
+        else:
+            start_clean(self.out)
         progress: dict[str, Any] = {
             "epoch": 0,
             "best_val_loss": math.inf,
@@ -234,6 +261,7 @@ class _Run:
             "stale": 0,
             "history": [],
             "scheduler": None,
+            "run": self._run_record([]),
         }
         if not resume and config.pretrain_epochs:
             self._pretrain()
@@ -247,6 +275,8 @@ class _Run:
         if resume:
             progress = load_checkpoint(self.out / "checkpoints", self.network, optimizer)
             log.info("resuming after epoch %d", progress["epoch"])
+            new = [{"after_epoch": progress["epoch"], **change} for change in changes]
+            progress["run"] = self._run_record(progress["run"]["changes"] + new)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=config.optim.lr_factor, patience=config.optim.lr_patience
         )
@@ -290,8 +320,8 @@ class _Run:
         if writer is not None:
             writer.close()
         save_checkpoint(self.out / "checkpoints", self.network, optimizer, progress)
-        self._save_model(progress, final=True)
         plot_training_curve(progress["history"], self.out / "training_curve.png")
+        self._save_model(progress, final=True)
         best = next(r for r in progress["history"] if r["epoch"] == progress["best_epoch"])
         return TrainResult(
             self.out,
@@ -395,9 +425,8 @@ class _Run:
     def _save_model(self, progress: Mapping[str, Any], final: bool = False) -> None:
         history = progress["history"]
         best = next((r for r in history if r["epoch"] == progress["best_epoch"]), None)
-        if final:
-            # the best epoch's weights are already on disk; the manifest gains the history
-            update_model_manifest(self.out, {"metrics": metrics_record(progress, best)})
+        if final:  # the best epoch's weights are on disk; last of all, say the model is whole
+            update_model_manifest(self.out, {**self._manifest(progress, best), "complete": True})
             return
         save_model(self.out, self.network, self._manifest(progress, best))
 
@@ -423,7 +452,17 @@ class _Run:
             },
             "split": self.split.to_dict(),
             "config": self.config.model_dump(mode="json"),
+            "changed_on_resume": progress["run"]["changes"],
             "metrics": metrics_record(progress, best),
+            "complete": False,
+        }
+
+    def _run_record(self, changes: list[dict[str, Any]]) -> dict[str, Any]:
+        """What a resume must match: the library, the settings, the changes allowed so far."""
+        return {
+            "library_fingerprint": self.store.fingerprint,
+            "config": self.config.model_dump(mode="json"),
+            "changes": changes,
         }
 
 
