@@ -114,8 +114,9 @@ def claim_output(
     with output_lock(out):
         refuse_other_kind(out, kind)
         ensure_writable_output(out, overwrite)
-        remove_stale_temporaries(out.parent, out.name)
-        remove_stale_temporaries(out)
+        target = out.resolve()
+        remove_stale_temporaries(target.parent, target.name)
+        remove_stale_temporaries(target)
         yield out
 
 
@@ -221,8 +222,9 @@ def output_lock(out: str | Path) -> Iterator[None]:
         holds the lock.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = out.parent / f".{out.name}.lock"
+    target = out.resolve()  # one lock however the output is spelt
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{target.name}.lock"
     descriptor = _acquire(lock_path, out)
     try:
         os.ftruncate(descriptor, 0)

@@ -162,7 +162,7 @@ def resume_changes(
             "--resume: "
             + "; ".join(d.phrase() for d in refused)
             + ". Resume with the run's settings and library, or pass --allow-changed "
-            "SETTING for each change you mean (it is recorded in model.json)"
+            "SETTING (or 'library') for each change you mean; it is recorded in model.json"
         )
     return [d.record() for d in differences]
 
