@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from protomatch.errors import ProtomatchError, validated
+from protomatch.library.formats import DEFAULT_MAX_IMAGE_SIDE
 from protomatch.matching.summary import DEFAULT_MATCHES
 
 app = typer.Typer(
@@ -103,6 +104,9 @@ def ingest(
     description: Annotated[
         Path | None, typer.Option(help="Library description YAML (default: SRC/library.yaml).")
     ] = None,
+    max_image_side: Annotated[
+        int, typer.Option(help="Refuse (or with --skip-bad skip) images with a longer side, px.")
+    ] = DEFAULT_MAX_IMAGE_SIDE,
     workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
@@ -115,7 +119,13 @@ def ingest(
     from protomatch.library.description import LibraryDescription
     from protomatch.library.ingest import IngestConfig, ingest_library
 
-    config = validated(IngestConfig, size=size, stretch=stretch, skip_bad=skip_bad)
+    config = validated(
+        IngestConfig,
+        size=size,
+        stretch=stretch,
+        skip_bad=skip_bad,
+        max_image_side=max_image_side,
+    )
     described = validated(
         LibraryDescription,
         au_per_pixel=au_per_pixel,
@@ -259,6 +269,9 @@ def match(
             "with the pixels' (measured better) or by the 'network' alone."
         ),
     ] = "fused",
+    max_image_side: Annotated[
+        int, typer.Option(help="Refuse observations with a longer side, px (read from headers).")
+    ] = DEFAULT_MAX_IMAGE_SIDE,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Find the best-matching simulated images of each observation and write a report.
@@ -289,6 +302,7 @@ def match(
         include_own_system=include_own_system,
         centre=centre,
         ranking=ranking,
+        max_image_side=max_image_side,
     )
     result = match_observations(
         index,
@@ -431,7 +445,14 @@ def _parse_settings(settings: list[str]) -> dict[str, Any]:
         key, sep, value = setting.partition("=")
         if not sep or not key:
             raise ProtomatchError(f"--set expects KEY=VALUE, got {setting!r}")
-        parsed[key.strip()] = yaml.safe_load(value)
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(exc).split())
+            raise ProtomatchError(
+                f"--set {key.strip()}: {value!r} is not a plain YAML value "
+                f"(numbers, text, true/false, lists; no tags): {problem}"
+            ) from None
     return parsed
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from protomatch._text import safe_name
+
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
@@ -33,7 +35,7 @@ class InputError(ProtomatchError):
     def __init__(self, path: str | Path, problem: str) -> None:
         self.path = Path(path)
         self.problem = problem
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{safe_name(path)}: {problem}")
 
 
 class OptionalDependencyError(ProtomatchError):

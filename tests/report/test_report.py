@@ -404,8 +404,8 @@ def test_corner_plot_is_drawn_by_corner_over_the_prior():
     fig = _corner_figure(data)
     n = len(data.param_names)
     assert len(fig.axes) == n * n
-    assert fig.axes[n].get_ylabel().startswith("log$_{10}$ accretion_rate")  # row 1, column 0
-    assert fig.axes[n * n - 1].get_xlabel() == "log$_{10}$ age\n[yr]"
+    assert fig.axes[n].get_ylabel().startswith("log₁₀ accretion_rate")  # row 1, column 0
+    assert fig.axes[n * n - 1].get_xlabel() == "log₁₀ age\n[yr]"
 
 
 def test_corner_plot_of_a_single_parameter_and_a_single_match():
