@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from protomatch.errors import InputError
+from protomatch.library.formats import brief
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def _load_table(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise InputError(path, "is empty") from None
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise InputError(path, f"cannot be read as a table ({exc})") from None
+        raise InputError(path, f"cannot be read as a table ({brief(exc)})") from None
 
 
 def _parameter_columns(path: Path, table: pd.DataFrame) -> dict[str, str]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import tokenize
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +29,7 @@ _NPY_SIGNATURE = b"\x93NUMPY"
 _GZIP_SIGNATURE = b"\x1f\x8b"
 _PICKLE_OPCODE = 0x80
 _PICKLE_MESSAGE = "looks like a Python pickle; protomatch never unpickles files"
-READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError)
+READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, zlib.error)
 HDF5_ERRORS = (*READ_ERRORS, RuntimeError)
 
 #: Largest image side [pixels] read by default; ``--max-image-side`` changes it.
@@ -84,7 +86,7 @@ def _sniff_gzip(path: Path) -> FileFormat:
     try:
         with gzip.open(path, "rb") as stream:
             inner = stream.read(len(_FITS_SIGNATURE))
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise InputError(path, f"is a corrupt gzip file ({brief(exc)})") from None
     if inner == _FITS_SIGNATURE:
         return "fits"
@@ -343,12 +345,17 @@ def read_npy(path: Path, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> np.ndarray:
 def _npy_header(path: Path, stream: Any) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     """(shape, dtype, data offset [bytes]) from a ``.npy`` header; nothing else is read."""
     version = np.lib.format.read_magic(stream)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-    elif version in ((2, 0), (3, 0)):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
-    else:
+    if version not in ((1, 0), (2, 0), (3, 0)):
         raise InputError(path, f"is a .npy file of unknown version {version}")
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    try:
+        shape, _, dtype = read_header(stream)
+    except (SyntaxError, tokenize.TokenError, RecursionError, TypeError) as exc:
+        raise InputError(path, f"has an unreadable .npy header ({brief(exc)})") from None
     if not isinstance(shape, tuple) or not all(isinstance(n, int) for n in shape):
         raise InputError(path, f"has an invalid .npy shape {shape!r}")
     return shape, dtype, stream.tell()
@@ -375,7 +382,8 @@ def read_fits(
     data : numpy.ndarray
         The HDU's array, any shape.
     header : astropy.io.fits.Header
-        A copy of its header.
+        A copy of its header without the cards that cannot be parsed (a warning names
+        them), so reading any keyword later cannot fail.
 
     Raises
     ------
@@ -397,11 +405,26 @@ def read_fits(
                 data = chosen.data
                 if data is None:
                     raise InputError(path, "holds no image data")
-                return np.array(data), chosen.header.copy()
+                return np.array(data), _readable_header(path, chosen.header)
     except IndexError:
         raise InputError(path, f"has no HDU {hdu}") from None
     except (*READ_ERRORS, fits.VerifyError) as exc:
         raise unreadable(path, "FITS", exc) from None
+
+
+def _readable_header(path: Path, header: Any) -> Any:
+    """A copy of ``header`` holding only the cards whose keyword and value parse."""
+    from astropy.io import fits
+
+    readable, unreadable_cards = fits.Header(), 0
+    for card in header.cards:
+        try:
+            readable.append((card.keyword, card.value, card.comment), end=True)
+        except (*READ_ERRORS, fits.VerifyError):
+            unreadable_cards += 1
+    if unreadable_cards:
+        log.warning("%s: ignoring %d unreadable header card(s)", path, unreadable_cards)
+    return readable
 
 
 def _fits_shape(path: Path, hdu: Any) -> tuple[int, ...]:
