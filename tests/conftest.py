@@ -16,7 +16,11 @@ from hypothesis import HealthCheck, settings
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile(
-    "ci", max_examples=40, deadline=None, derandomize=True, database=None,
+    "ci",
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=_HEALTH,
 )
 settings.register_profile(

@@ -1,8 +1,8 @@
-"""Text from files and users made safe to show: in a terminal, a web page, a figure or a sheet.
+r"""Text from files and users made safe to show: in a terminal, a web page, a figure or a sheet.
 
 A file name is bytes on POSIX; Python decodes the bytes that are not UTF-8 to lone
 surrogates, which cannot be written as UTF-8 (Parquet, JSON, HTML, a figure's font all
-fail on them). :func:`safe_name` shows such bytes as ``\\xNN`` and control characters
+fail on them). :func:`safe_name` shows such bytes as ``\xNN`` and control characters
 (an escape sequence that would recolour a terminal, a newline) as escapes, so one name is
 always one printable line. :func:`csv_bytes` writes a table that a spreadsheet opens
 without running any cell as a formula.
@@ -26,7 +26,7 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def safe_name(name: str | bytes | os.PathLike[Any]) -> str:
-    """A file name (or any text) as one printable line that encodes as UTF-8.
+    r"""A file name (or any text) as one printable line that encodes as UTF-8.
 
     Parameters
     ----------
@@ -36,8 +36,8 @@ def safe_name(name: str | bytes | os.PathLike[Any]) -> str:
     Returns
     -------
     str
-        The name with each undecodable byte shown as ``\\xNN``, other lone surrogates as
-        ``\\uNNNN`` and control characters (newline, escape, ...) as ``\\xNN``; unchanged
+        The name with each undecodable byte shown as ``\xNN``, other lone surrogates as
+        ``\uNNNN`` and control characters (newline, escape, ...) as ``\xNN``; unchanged
         when it has none.
     """
     return _UNSAFE.sub(_escape, os.fsdecode(name))

@@ -299,9 +299,7 @@ def test_npy_headers_declaring_any_shape(folder, rss_bound, data) -> None:
     check_reader(lambda: read_observation(path, max_side=MAX_SIDE))
 
 
-HDF5_TYPES = st.sampled_from(
-    ["f4", "f8", "u1", "i8", "?", "c8", "S4", "O", "compound", "f2"]
-)
+HDF5_TYPES = st.sampled_from(["f4", "f8", "u1", "i8", "?", "c8", "S4", "O", "compound", "f2"])
 
 
 def _hdf5_type(name: str) -> Any:

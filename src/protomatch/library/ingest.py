@@ -31,7 +31,6 @@ from protomatch._parallel import ordered_map
 from protomatch._text import csv_bytes, safe_name
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.library._resolve import ResolvedDescription, resolve_description
-from protomatch.library.formats import DEFAULT_MAX_IMAGE_SIDE
 from protomatch.library.description import (
     GivenFacts,
     Known,
@@ -39,6 +38,7 @@ from protomatch.library.description import (
     describe_library,
     find_description,
 )
+from protomatch.library.formats import DEFAULT_MAX_IMAGE_SIDE
 from protomatch.library.preprocess import PreprocessConfig, crop_box, prepare_images
 from protomatch.library.readers import (
     LibraryImage,
@@ -389,13 +389,19 @@ def _common(values: set[tuple[Any, str] | None], what: str) -> Known | None:
 def _loader(
     description: ResolvedDescription, config: PreprocessConfig, max_side: int
 ) -> Callable[[Any], _Loaded | _Failed]:
-    layout = description.layout
-    common = {"root": layout.root, "config": config, "given": description.given}
+    layout, given = description.layout, description.given
     if layout.form == "hdf5":
         return functools.partial(
-            _load_hdf5, param_names=layout.param_names, max_side=max_side, **common
+            _load_hdf5,
+            root=layout.root,
+            param_names=layout.param_names,
+            config=config,
+            given=given,
+            max_side=max_side,
         )
-    return functools.partial(_load_catalog_row, max_side=max_side, **common)
+    return functools.partial(
+        _load_catalog_row, root=layout.root, config=config, given=given, max_side=max_side
+    )
 
 
 def _load_hdf5(

@@ -182,7 +182,7 @@ def _read_projections(path: Path, handle: h5py.File, max_side: int) -> np.ndarra
             f"missing projection dataset '{schema.projection_dataset(count + 1)}' "
             f"(expected {schema.N_PROJECTIONS} projections)",
         )
-    images = []
+    images: list[np.ndarray] = []
     for k in range(1, count + 1):
         image = _read_projection(path, handle, k, max_side)
         if images and image.shape != images[0].shape:
@@ -194,9 +194,7 @@ def _read_projections(path: Path, handle: h5py.File, max_side: int) -> np.ndarra
     return np.stack(images)
 
 
-def _read_projection(
-    path: Path, handle: h5py.File, projection: int, max_side: int
-) -> np.ndarray:
+def _read_projection(path: Path, handle: h5py.File, projection: int, max_side: int) -> np.ndarray:
     """One projection as (H, W) float32, its shape, type and storage checked before reading."""
     name = schema.projection_dataset(projection)
     if isinstance(handle.get(name, getlink=True), h5py.ExternalLink):

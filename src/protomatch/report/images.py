@@ -153,9 +153,7 @@ def matches_figure(data: MatchReportData) -> Figure:
     for ax in match_axes[len(images) :]:
         ax.set_axis_off()
     cax = fig.add_axes((1 - 0.8 / width, 0.15, 0.15 / width, 0.6))
-    fig.colorbar(shown, cax=cax).set_label(
-        "log$_{10}$ I / I$_{peak}$", fontsize=9, parse_math=True
-    )
+    fig.colorbar(shown, cax=cax).set_label("log$_{10}$ I / I$_{peak}$", fontsize=9, parse_math=True)
     shown_text = f"best {len(images)} matches" if len(images) else "no matches to show"
     if data.matches_seen_through and len(images):
         shown_text += f", seen through {data.matches_seen_through}"
