@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from protomatch._text import safe_name
 from protomatch.errors import ProtomatchError, validated
 from protomatch.library.formats import DEFAULT_MAX_IMAGE_SIDE
 from protomatch.matching.summary import DEFAULT_MATCHES
@@ -36,6 +37,14 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _SafeFormatter(logging.Formatter):
+    """Log lines as printable text: a file name's odd bytes or escape codes shown escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        lines = super().format(record).split("\n")
+        return "\n".join(safe_name(line) for line in lines)
+
+
 @app.callback()
 def _configure(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
@@ -48,7 +57,7 @@ def _configure(
 ) -> None:
     """Send the package's log messages to stderr, one line each."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_SafeFormatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
@@ -465,7 +474,7 @@ def main() -> None:
     try:
         app()
     except ProtomatchError as exc:
-        typer.echo(f"protomatch: error: {exc}", err=True)
+        typer.echo(f"protomatch: error: {safe_name(str(exc))}", err=True)
         sys.exit(2)
 
 

@@ -404,3 +404,41 @@ def test_mutated_catalog_parquet(seeds, folder, rss_bound, data, keep) -> None:
     mutated = _mutate(original, data.draw(mutations(len(original))), keep)
     path = _write(folder, "catalog.parquet", mutated)
     check_reader(lambda: read_catalog(path))
+
+
+# --------------------------------------------------------------------------- found by fuzzing
+
+
+def _one_line_error(read: Callable[[], Any], match: str) -> None:
+    with pytest.raises(ProtomatchError, match=match) as info:
+        read()
+    assert "\n" not in str(info.value)
+
+
+def test_unparsable_fits_card_is_dropped_with_a_warning(seeds, folder, caplog) -> None:
+    broken = bytearray(seeds["fits"])
+    broken[490] = 0  # a NUL inside the value of CTYPE1 (card 7): astropy cannot parse it
+    path = _write(folder, "card.fits", bytes(broken))
+    observation = read_observation(path)
+    assert observation.image.shape == (SIDE, SIDE)
+    assert observation.header["BUNIT"] == "Jy/beam" and "CTYPE1" not in observation.header
+    assert any("1 unreadable header card" in r.getMessage() for r in caplog.records)
+
+
+def test_corrupt_gzip_stream_is_one_line(seeds, folder) -> None:
+    broken = bytearray(seeds["fits.gz"])
+    broken[10] = 0  # the deflate stream's first byte: zlib.error, not an OSError
+    path = _write(folder, "broken.fits.gz", bytes(broken))
+    _one_line_error(lambda: read_observation(path), "is a corrupt gzip file")
+
+
+def test_unreadable_npy_header_is_one_line(seeds, folder) -> None:
+    broken = bytearray(seeds["npy"])
+    broken[8] = 1  # header length 1: numpy's header parser raises tokenize.TokenError
+    path = _write(folder, "header.npy", bytes(broken))
+    _one_line_error(lambda: read_observation(path), "unreadable .npy header")
+
+
+def test_catalog_parser_message_is_one_line(catalog_folder) -> None:
+    (catalog_folder / "catalog.csv").write_text("file\na.npy\n\n,,")  # pandas: a 2-line message
+    _one_line_error(lambda: discover_library(catalog_folder), "cannot be read as a table")

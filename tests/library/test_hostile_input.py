@@ -327,3 +327,16 @@ def test_a_file_name_in_an_error_is_one_printable_line(tmp_path: Path) -> None:
     message = str(info.value)
     assert "obs\\xff\\x0a.fits: is empty" in message and "\n" not in message
     message.encode("utf-8")  # no lone surrogate left
+
+
+def test_terminal_output_shows_escape_codes_in_names_escaped(tmp_path: Path, run_cli) -> None:
+    name = "red\x1b[31m.npy"
+    root = _catalog(tmp_path / "lib", ["a.npy", name])
+    np.save(root / "a.npy", _blob())
+    (root / name).write_bytes(b"\x93NUMPY garbage")
+    status, _, err = run_cli(
+        "ingest", root, "-o", tmp_path / "store", "--skip-bad", "--workers", 1, "--size", 16
+    )
+    assert status == 0 and "red\\x1b[31m.npy" in err and "\x1b" not in err
+    status, _, err = run_cli("ingest", root, "-o", tmp_path / "other", "--workers", 1)
+    assert status == 2 and "red\\x1b[31m.npy" in err and "\x1b" not in err
