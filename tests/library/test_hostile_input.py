@@ -340,3 +340,11 @@ def test_terminal_output_shows_escape_codes_in_names_escaped(tmp_path: Path, run
     assert status == 0 and "red\\x1b[31m.npy" in err and "\x1b" not in err
     status, _, err = run_cli("ingest", root, "-o", tmp_path / "other", "--workers", 1)
     assert status == 2 and "red\\x1b[31m.npy" in err and "\x1b" not in err
+
+
+def test_projections_of_different_shapes_are_refused(tmp_path: Path) -> None:
+    path = write_library_file(
+        tmp_path / "mixed.hdf5", images={schema.projection_dataset(5): _blob(20)}
+    )
+    with pytest.raises(InputError, match=r"projections differ in shape: \(24, 24\) and \(20, 20\)"):
+        read_library_file(path)

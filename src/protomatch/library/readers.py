@@ -182,16 +182,18 @@ def _read_projections(path: Path, handle: h5py.File, max_side: int) -> np.ndarra
             f"missing projection dataset '{schema.projection_dataset(count + 1)}' "
             f"(expected {schema.N_PROJECTIONS} projections)",
         )
-    images: list[np.ndarray] = []
-    for k in range(1, count + 1):
+    images = np.empty(0, dtype=np.float32)
+    for k in range(1, count + 1):  # one projection in memory besides the stack
         image = _read_projection(path, handle, k, max_side)
-        if images and image.shape != images[0].shape:
+        if k == 1:
+            images = np.empty((count, *image.shape), dtype=np.float32)
+        elif image.shape != images.shape[1:]:
             raise InputError(
-                path, f"projections differ in shape: {images[0].shape} and {image.shape}"
+                path, f"projections differ in shape: {images.shape[1:]} and {image.shape}"
             )
         refuse_infinite(path, image, f"'{schema.projection_dataset(k)}'")
-        images.append(image)
-    return np.stack(images)
+        images[k - 1] = image
+    return images
 
 
 def _read_projection(path: Path, handle: h5py.File, projection: int, max_side: int) -> np.ndarray:
