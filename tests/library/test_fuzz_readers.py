@@ -442,3 +442,14 @@ def test_unreadable_npy_header_is_one_line(seeds, folder) -> None:
 def test_catalog_parser_message_is_one_line(catalog_folder) -> None:
     (catalog_folder / "catalog.csv").write_text("file\na.npy\n\n,,")  # pandas: a 2-line message
     _one_line_error(lambda: discover_library(catalog_folder), "cannot be read as a table")
+
+
+@pytest.mark.parametrize(
+    ("position", "value"),
+    [(24, 128), (1397, 65)],  # a text cell that is not UTF-8; broken pandas metadata
+)
+def test_corrupt_parquet_catalog_is_one_line(seeds, folder, position, value) -> None:
+    broken = bytearray(seeds["parquet"])
+    broken[position] = value
+    path = _write(folder, "catalog.parquet", bytes(broken))
+    _one_line_error(lambda: read_catalog(path), "cannot be read as a table")
