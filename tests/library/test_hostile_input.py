@@ -195,6 +195,10 @@ def test_match_max_image_side_option_refuses_before_opening_the_index(
     )  # fmt: skip
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "obs.npy" in err and "maximum image side of 32 px" in err
+    huge = huge_fits(tmp_path / "huge.fits")
+    status, _, err = run_cli("match", tmp_path / "no-index", huge, "-o", tmp_path / "r")
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "huge.fits: image declares 100000x100000 pixels" in err and "8192 px" in err
 
 
 # --------------------------------------------------------------------------- other files
