@@ -1,12 +1,32 @@
-"""Shared fixtures: every test starts from the same seeds and a single torch thread."""
+"""Shared fixtures: every test starts from the same seeds and a single torch thread.
+
+Property-based tests (hypothesis) run under the ``ci`` profile: a bounded, reproducible
+number of examples. ``HYPOTHESIS_PROFILE=long`` runs 2000 random examples per test.
+"""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=_HEALTH,
+)
+settings.register_profile(
+    "long", max_examples=2000, deadline=None, database=None, suppress_health_check=_HEALTH
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

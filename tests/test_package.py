@@ -91,3 +91,14 @@ EARLIER_PUBLIC_NAMES = (
 def test_earlier_public_names_still_import(name: str) -> None:
     assert name in protomatch.__all__
     assert getattr(protomatch, name) is not None
+
+
+@pytest.mark.parametrize(
+    "value", ["!!python/object:os.system", "!!python/object/apply:os.system ['true']", "[1, 2"]
+)
+def test_set_with_a_yaml_tag_or_bad_yaml_is_one_line(run_cli, tmp_path, value) -> None:
+    status, _, err = run_cli(
+        "observe", tmp_path / "lib", "-o", tmp_path / "o", "--set", f"x={value}"
+    )
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("protomatch: error: --set x:") and "Traceback" not in err

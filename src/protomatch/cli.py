@@ -13,7 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
+from protomatch._text import safe_name
 from protomatch.errors import ProtomatchError, validated
+from protomatch.library.formats import DEFAULT_MAX_IMAGE_SIDE
 from protomatch.matching.summary import DEFAULT_MATCHES
 
 app = typer.Typer(
@@ -35,6 +37,14 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _SafeFormatter(logging.Formatter):
+    """Log lines as printable text: a file name's odd bytes or escape codes shown escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        lines = super().format(record).split("\n")
+        return "\n".join(safe_name(line) for line in lines)
+
+
 @app.callback()
 def _configure(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
@@ -47,7 +57,7 @@ def _configure(
 ) -> None:
     """Send the package's log messages to stderr, one line each."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_SafeFormatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
@@ -103,6 +113,9 @@ def ingest(
     description: Annotated[
         Path | None, typer.Option(help="Library description YAML (default: SRC/library.yaml).")
     ] = None,
+    max_image_side: Annotated[
+        int, typer.Option(help="Refuse (or with --skip-bad skip) images with a longer side, px.")
+    ] = DEFAULT_MAX_IMAGE_SIDE,
     workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
@@ -115,7 +128,13 @@ def ingest(
     from protomatch.library.description import LibraryDescription
     from protomatch.library.ingest import IngestConfig, ingest_library
 
-    config = validated(IngestConfig, size=size, stretch=stretch, skip_bad=skip_bad)
+    config = validated(
+        IngestConfig,
+        size=size,
+        stretch=stretch,
+        skip_bad=skip_bad,
+        max_image_side=max_image_side,
+    )
     described = validated(
         LibraryDescription,
         au_per_pixel=au_per_pixel,
@@ -283,6 +302,9 @@ def match(
             "with the pixels' (measured better) or by the 'network' alone."
         ),
     ] = "fused",
+    max_image_side: Annotated[
+        int, typer.Option(help="Refuse observations with a longer side, px (read from headers).")
+    ] = DEFAULT_MAX_IMAGE_SIDE,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output.")] = False,
 ) -> None:
     """Find the best-matching simulated images of each observation and write a report.
@@ -313,6 +335,7 @@ def match(
         include_own_system=include_own_system,
         centre=centre,
         ranking=ranking,
+        max_image_side=max_image_side,
     )
     result = match_observations(
         index,
@@ -455,7 +478,14 @@ def _parse_settings(settings: list[str]) -> dict[str, Any]:
         key, sep, value = setting.partition("=")
         if not sep or not key:
             raise ProtomatchError(f"--set expects KEY=VALUE, got {setting!r}")
-        parsed[key.strip()] = yaml.safe_load(value)
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(exc).split())
+            raise ProtomatchError(
+                f"--set {key.strip()}: {value!r} is not a plain YAML value "
+                f"(numbers, text, true/false, lists; no tags): {problem}"
+            ) from None
     return parsed
 
 
@@ -468,7 +498,7 @@ def main() -> None:
     try:
         app()
     except ProtomatchError as exc:
-        typer.echo(f"protomatch: error: {exc}", err=True)
+        typer.echo(f"protomatch: error: {safe_name(str(exc))}", err=True)
         sys.exit(2)
 
 

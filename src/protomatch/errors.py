@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from protomatch._text import safe_name
+
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
@@ -27,13 +29,15 @@ class InputError(ProtomatchError):
     path
         The file or folder at fault.
     problem
-        What is wrong with it, as the end of a sentence that starts with the path.
+        What is wrong with it, as the end of a sentence that starts with the path; line
+        breaks in it (from a parser's message) are joined into one line.
     """
 
     def __init__(self, path: str | Path, problem: str) -> None:
+        problem = " ".join(problem.split())
         self.path = Path(path)
         self.problem = problem
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{safe_name(path)}: {problem}")
 
 
 class OptionalDependencyError(ProtomatchError):

@@ -369,7 +369,7 @@ BAD_OBSERVATIONS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "3-D fits": (_fits_3d, "3 non-degenerate axes"),
     "zero fits": (_fits_zero, "is all zero"),
     "nan fits": (_fits_nan, "no finite pixels"),
-    "truncated fits": (_fits_truncated, "cannot be read as FITS"),
+    "truncated fits": (_fits_truncated, "is truncated: its header declares"),
     "random fits": (lambda d: _touch(d / "r.fits", np.random.bytes(999)), "unrecognised"),
     "random npy": (lambda d: _touch(d / "r.npy", np.random.bytes(999)), "unrecognised"),
     "random hdf5": (lambda d: _touch(d / "r.hdf5", np.random.bytes(999)), "unrecognised"),

@@ -404,8 +404,8 @@ def test_corner_plot_is_drawn_by_corner_over_the_prior():
     fig = _corner_figure(data)
     n = len(data.param_names)
     assert len(fig.axes) == n * n
-    assert fig.axes[n].get_ylabel().startswith("log$_{10}$ accretion_rate")  # row 1, column 0
-    assert fig.axes[n * n - 1].get_xlabel() == "log$_{10}$ age\n[yr]"
+    assert fig.axes[n].get_ylabel().startswith("log₁₀ accretion_rate")  # row 1, column 0
+    assert fig.axes[n * n - 1].get_xlabel() == "log₁₀ age\n[yr]"
 
 
 def test_corner_plot_of_a_single_parameter_and_a_single_match():
@@ -414,3 +414,44 @@ def test_corner_plot_of_a_single_parameter_and_a_single_match():
     data = make_report_data(n_matches=1, n_prior=10)
     figures = render_figures(dataclasses.replace(data, param_names=("mass",)))
     assert figures["corner.png"][:8] == PNG_SIGNATURE
+
+
+def _renamed(data: MatchReportData, old: str, new: str, unit: str) -> MatchReportData:
+    """The report with parameter ``old`` renamed ``new`` (in unit ``unit``) everywhere."""
+    names = tuple(new if name == old else name for name in data.param_names)
+    units = {(new if name == old else name): u for name, u in data.units.items()} | {new: unit}
+    matches = data.matches.rename(columns={old: new})
+    prior = data.prior.rename(columns={old: new})
+    truth = {(new if name == old else name): v for name, v in (data.truth or {}).items()}
+    summary = summarise(matches, prior, names, units, truth)
+    summary.update(target=data.target_name, k=len(matches), threshold=None, warnings=[])
+    return dataclasses.replace(
+        data, param_names=names, units=units, matches=matches, prior=prior, truth=truth,
+        summary=summary, log_params=frozenset({new} | set(data.log_params)),
+    )  # fmt: skip
+
+
+def test_dollars_and_undecodable_bytes_in_names_are_drawn_as_text(tmp_path: Path):
+    data = make_report_data(target_name="obs_$x^$_\udcff\x1b.fits", n_matches=8, n_prior=80)
+    data = _renamed(data, "mass", "ma$s^$s", "M$_\\odot")
+    written = write_match_report(tmp_path, data)
+    for path in written:
+        if path.suffix == ".png":
+            _check_png(path)
+    page = _visible((tmp_path / "index.html").read_text(encoding="utf-8"))
+    assert "obs_$x^$_\\xff\\x1b.fits" in page and "ma$s^$s" in page
+    assert "ma$s^$s" in (tmp_path / "matches.csv").read_text().splitlines()[0]
+
+
+def test_matches_csv_cells_never_become_spreadsheet_formulas(tmp_path: Path):
+    data = make_report_data(n_matches=4, n_prior=50)
+    matches = data.matches.copy()
+    matches["system"] = ['=HYPERLINK("http://x")', "+1", "-cmd", "@SUM(A1)"]
+    matches["source"] = ["\tq.fits", "\rr.fits", "ok.fits", "-2"]
+    matches["temperature"] = [-5.0, -0.5, 3.0, 4.0]
+    write_match_report(tmp_path, dataclasses.replace(data, matches=matches))
+    table = pd.read_csv(tmp_path / "matches.csv")
+    assert list(table["system"]) == ['\'=HYPERLINK("http://x")', "'+1", "'-cmd", "'@SUM(A1)"]
+    assert list(table["source"]) == ["'\\x09q.fits", "'\\x0dr.fits", "ok.fits", "'-2"]
+    assert table["temperature"].tolist() == [-5.0, -0.5, 3.0, 4.0]  # numbers stay numbers
+    assert table["rank"].tolist() == [1, 2, 3, 4]

@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from protomatch._png import plain_text
 from protomatch._png import png_bytes as _png_bytes
 from protomatch.evaluation._calibration_report import calibration_figure, calibration_table
 from protomatch.evaluation._markdown import fmt, nan_if_none, table_row
@@ -74,6 +75,7 @@ class FigureData:
     metrics: Mapping[str, Any]
 
 
+@plain_text()
 def render_figures(data: FigureData) -> dict[str, bytes]:
     """Draw every figure of the library evaluation.
 

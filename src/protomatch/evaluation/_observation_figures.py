@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from protomatch._png import plain_text
 from protomatch._png import png_bytes as _png_bytes
 from protomatch.evaluation import recovery as R
 from protomatch.evaluation._calibration_report import calibration_figure, calibration_table
@@ -305,6 +306,7 @@ def describe(metrics: Mapping[str, Any], out: Path) -> str:
 # --------------------------------------------------------------------------- figures
 
 
+@plain_text()
 def render_figures(
     metrics: Mapping[str, Any],
     truth: pd.DataFrame,

@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 from protomatch import _artefact
 from protomatch._locking import claims_output
+from protomatch._text import csv_bytes
 from protomatch.calibration.intervals import (
     CALIBRATION_FOLDS,
     IntervalCalibration,
@@ -280,9 +281,8 @@ def evaluate_observations(
         for name, png in figures.items():
             _artefact.write_bytes_atomic(tmp / name, png)
         metrics["figures"] = sorted(figures)
-        _estimates_table(truth, estimates, names, trained.normaliser.log10).to_csv(
-            tmp / "estimates.csv", index=False
-        )
+        estimates_table = _estimates_table(truth, estimates, names, trained.normaliser.log10)
+        (tmp / "estimates.csv").write_bytes(csv_bytes(estimates_table))
         _artefact.write_json_atomic(tmp / "metrics.json", metrics)
         _artefact.write_json_atomic(
             tmp / CALIBRATION_FILE,

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from protomatch.errors import InputError
+from protomatch.library.formats import READ_ERRORS, brief
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +99,18 @@ def read_catalog(path: Path) -> Catalog:
 
 
 def _load_table(path: Path) -> pd.DataFrame:
+    """The table, its text columns decoded now (Arrow decodes them lazily, on first access)."""
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path, skipinitialspace=True)
+            table = pd.read_parquet(path)
+        else:
+            table = pd.read_csv(path, skipinitialspace=True)
+        text = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+        return table.astype(dict.fromkeys(text, object))
     except pd.errors.EmptyDataError:
         raise InputError(path, "is empty") from None
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise InputError(path, f"cannot be read as a table ({exc})") from None
+    except (*READ_ERRORS, pd.errors.ParserError, pa.ArrowException) as exc:
+        raise InputError(path, f"cannot be read as a table ({brief(exc)})") from None
 
 
 def _parameter_columns(path: Path, table: pd.DataFrame) -> dict[str, str]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
+import tokenize
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,8 +29,13 @@ _NPY_SIGNATURE = b"\x93NUMPY"
 _GZIP_SIGNATURE = b"\x1f\x8b"
 _PICKLE_OPCODE = 0x80
 _PICKLE_MESSAGE = "looks like a Python pickle; protomatch never unpickles files"
-READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError)
+READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, EOFError, zlib.error)
 HDF5_ERRORS = (*READ_ERRORS, RuntimeError)
+
+#: Largest image side [pixels] read by default; ``--max-image-side`` changes it.
+DEFAULT_MAX_IMAGE_SIDE = 8192
+#: Numeric kinds an image may have (float, signed and unsigned integers).
+_IMAGE_KINDS = "fiu"
 
 FileFormat = Literal["hdf5", "fits", "npy"]
 
@@ -78,7 +86,7 @@ def _sniff_gzip(path: Path) -> FileFormat:
     try:
         with gzip.open(path, "rb") as stream:
             inner = stream.read(len(_FITS_SIGNATURE))
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise InputError(path, f"is a corrupt gzip file ({brief(exc)})") from None
     if inner == _FITS_SIGNATURE:
         return "fits"
@@ -204,6 +212,28 @@ def as_image(path: Path, array: np.ndarray, what: str, projection: int | None) -
     return image
 
 
+def blank_infinite(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """Infinite pixels made blank (NaN), and how many there were.
+
+    Parameters
+    ----------
+    image
+        Float pixels, any shape.
+
+    Returns
+    -------
+    image : numpy.ndarray
+        ``image`` itself when it has no infinite pixel, else a copy with them set to NaN.
+    count : int
+        The number of infinite (inf or -inf) pixels.
+    """
+    infinite = np.isinf(image)
+    count = int(infinite.sum())
+    if not count:
+        return image, 0
+    return np.where(infinite, np.float32(np.nan), image).astype(image.dtype, copy=False), count
+
+
 def require_square(path: Path, image: np.ndarray, what: str) -> None:
     """Refuse a non-square (H, W) image.
 
@@ -225,13 +255,65 @@ def require_square(path: Path, image: np.ndarray, what: str) -> None:
         raise InputError(path, f"{what} is not square ({image.shape[0]}x{image.shape[1]} px)")
 
 
-def read_npy(path: Path) -> np.ndarray:
-    """Load a ``.npy`` array without ever unpickling.
+def check_declared_shape(
+    path: Path, shape: tuple[int, ...], max_side: int, what: str = "image"
+) -> None:
+    """Refuse an array whose declared shape is larger than an image of ``max_side`` pixels.
+
+    Called with the shape a file's header declares, before any pixel is read, so a small
+    file claiming a huge image never allocates it.
+
+    Parameters
+    ----------
+    path
+        The file, for the message.
+    shape
+        The declared shape, any number of axes.
+    max_side
+        Largest accepted image side [pixels]: every axis and the total number of pixels
+        (at most ``max_side`` squared) are checked.
+    what
+        How the message names the array.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the declared shape, the limit and the option that raises it.
+    """
+    sides = [int(n) for n in shape]
+    if any(n < 0 for n in sides):
+        raise InputError(path, f"{what} declares a negative size {tuple(sides)}")
+    total = math.prod(sides)
+    if max(sides, default=0) > max_side or total > max_side * max_side:
+        declared = "x".join(map(str, sides))
+        raise InputError(
+            path,
+            f"{what} declares {declared} pixels, more than the maximum image side of "
+            f"{max_side} px allows; raise it with --max-image-side if the file is genuine",
+        )
+
+
+def _check_complete(path: Path, needed: int, what: str) -> None:
+    """Refuse a file shorter than the ``needed`` bytes its header declares."""
+    size = path.stat().st_size
+    if size < needed:
+        raise InputError(
+            path,
+            f"is truncated: its header declares {needed} bytes up to the end of the {what}, "
+            f"the file has {size}",
+        )
+
+
+def read_npy(path: Path, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> np.ndarray:
+    """Load a ``.npy`` array without ever unpickling, checking its header first.
 
     Parameters
     ----------
     path
         The ``.npy`` file.
+    max_side
+        Largest accepted image side [pixels] (:func:`check_declared_shape`), checked on
+        the header's shape before the data is read.
 
     Returns
     -------
@@ -241,22 +323,48 @@ def read_npy(path: Path) -> np.ndarray:
     Raises
     ------
     InputError
-        For an object array or a truncated or invalid file.
+        For an object or non-numeric array, a shape over the limit, or a truncated or
+        invalid file.
     """
     try:
+        with path.open("rb") as stream:
+            shape, dtype, offset = _npy_header(path, stream)
+        if dtype.hasobject:
+            raise InputError(path, "holds a Python object array; protomatch never unpickles files")
+        if dtype.kind not in _IMAGE_KINDS:
+            raise InputError(path, f"holds non-numeric type {dtype}")
+        check_declared_shape(path, shape, max_side)
+        _check_complete(path, offset + math.prod(shape) * dtype.itemsize, "data")
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
-        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-            raise InputError(
-                path, "holds a Python object array; protomatch never unpickles files"
-            ) from None
         raise InputError(path, f"is not a valid .npy file ({brief(exc)})") from None
     except (OSError, EOFError) as exc:
         raise InputError(path, f"is not a valid .npy file, truncated? ({brief(exc)})") from None
 
 
-def read_fits(path: Path, hdu: int | None) -> tuple[np.ndarray, Any]:
-    """Read the image data and header of one FITS HDU.
+def _npy_header(path: Path, stream: Any) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """(shape, dtype, data offset [bytes]) from a ``.npy`` header; nothing else is read."""
+    version = np.lib.format.read_magic(stream)
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise InputError(path, f"is a .npy file of unknown version {version}")
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    try:
+        shape, _, dtype = read_header(stream)
+    except (SyntaxError, tokenize.TokenError, RecursionError, TypeError) as exc:
+        raise InputError(path, f"has an unreadable .npy header ({brief(exc)})") from None
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) for n in shape):
+        raise InputError(path, f"has an invalid .npy shape {shape!r}")
+    return shape, dtype, stream.tell()
+
+
+def read_fits(
+    path: Path, hdu: int | None, max_side: int = DEFAULT_MAX_IMAGE_SIDE
+) -> tuple[np.ndarray, Any]:
+    """Read the image data and header of one FITS HDU, checking its header first.
 
     Parameters
     ----------
@@ -264,13 +372,18 @@ def read_fits(path: Path, hdu: int | None) -> tuple[np.ndarray, Any]:
         The FITS file (maybe gzipped).
     hdu
         0-based HDU index (None: the first HDU holding an image).
+    max_side
+        Largest accepted image side [pixels] (:func:`check_declared_shape`), checked on
+        the header's ``NAXISn`` before the data is read; an uncompressed file shorter than
+        its header declares is refused then too.
 
     Returns
     -------
     data : numpy.ndarray
         The HDU's array, any shape.
     header : astropy.io.fits.Header
-        A copy of its header.
+        A copy of its header without the cards that cannot be parsed (a warning names
+        them), so reading any keyword later cannot fail.
 
     Raises
     ------
@@ -284,19 +397,74 @@ def read_fits(path: Path, hdu: int | None) -> tuple[np.ndarray, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
             with fits.open(path, memmap=False) as hdus:
-                chosen = hdus[hdu] if hdu is not None else _first_image_hdu(hdus)
-                if chosen is None or chosen.data is None or not chosen.is_image:
+                chosen = hdus[hdu] if hdu is not None else _first_image_hdu(path, hdus)
+                if chosen is None or not chosen.is_image or not _fits_shape(path, chosen):
                     raise InputError(path, "holds no image data")
-                return np.array(chosen.data), chosen.header.copy()
+                check_declared_shape(path, _fits_shape(path, chosen), max_side)
+                _check_fits_complete(path, chosen)
+                data = chosen.data
+                if data is None:
+                    raise InputError(path, "holds no image data")
+                return np.array(data), _readable_header(path, chosen.header)
     except IndexError:
         raise InputError(path, f"has no HDU {hdu}") from None
     except (*READ_ERRORS, fits.VerifyError) as exc:
         raise unreadable(path, "FITS", exc) from None
 
 
-def _first_image_hdu(hdus: Any) -> Any:
+def _readable_header(path: Path, header: Any) -> Any:
+    """A copy of ``header`` holding only the cards whose keyword and value parse."""
+    from astropy.io import fits
+
+    readable, unreadable_cards = fits.Header(), 0
+    for card in header.cards:
+        try:
+            readable.append((card.keyword, card.value, card.comment), end=True)
+        except (*READ_ERRORS, fits.VerifyError):
+            unreadable_cards += 1
+    if unreadable_cards:
+        log.warning("%s: ignoring %d unreadable header card(s)", path, unreadable_cards)
+    return readable
+
+
+def _fits_shape(path: Path, hdu: Any) -> tuple[int, ...]:
+    """The (..., NAXIS2, NAXIS1) shape an image HDU's header declares; () without data.
+
+    For a tile-compressed HDU astropy's header is already the image's (``ZNAXISn`` read as
+    ``NAXISn``).
+    """
+    header = hdu.header
+    count = header.get("NAXIS", 0)
+    if not _is_integer(count) or not 0 <= count <= 999:
+        raise InputError(path, f"has an invalid NAXIS = {count!r}")
+    sides = tuple(header.get(f"NAXIS{k}", 0) for k in range(count, 0, -1))
+    if not all(_is_integer(n) for n in sides):
+        raise InputError(path, "has a non-integer NAXISn value")
+    return sides if sides and all(sides) else ()
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_fits_complete(path: Path, hdu: Any) -> None:
+    """Refuse an uncompressed FITS file shorter than the data its header declares."""
+    from astropy.io import fits
+
+    with path.open("rb") as stream:
+        gzipped = stream.read(len(_GZIP_SIGNATURE)) == _GZIP_SIGNATURE
+    if gzipped or isinstance(hdu, fits.CompImageHDU):
+        return
+    bitpix = hdu.header.get("BITPIX")
+    if not _is_integer(bitpix) or bitpix not in (8, 16, 32, 64, -32, -64):
+        raise InputError(path, f"has an invalid BITPIX = {bitpix!r}")
+    needed = hdu.fileinfo()["datLoc"] + math.prod(_fits_shape(path, hdu)) * abs(bitpix) // 8
+    _check_complete(path, needed, "image data")
+
+
+def _first_image_hdu(path: Path, hdus: Any) -> Any:
     for candidate in hdus:
-        if candidate.is_image and candidate.data is not None and candidate.data.size:
+        if candidate.is_image and _fits_shape(path, candidate):
             return candidate
     return None
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from protomatch import _artefact
 from protomatch._locking import claims_output
 from protomatch._parallel import ordered_map
+from protomatch._text import csv_bytes, safe_name
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.library._resolve import ResolvedDescription, resolve_description
 from protomatch.library.description import (
@@ -38,6 +39,7 @@ from protomatch.library.description import (
     describe_library,
     find_description,
 )
+from protomatch.library.formats import DEFAULT_MAX_IMAGE_SIDE
 from protomatch.library.preprocess import PreprocessConfig, crop_box, prepare_images
 from protomatch.library.readers import (
     LibraryImage,
@@ -76,6 +78,9 @@ class IngestConfig(BaseModel):
         Side of the centred square crop as a fraction of the shorter image side, in (0, 1].
     skip_bad
         Skip unreadable files and list them in ``skipped.csv`` instead of stopping.
+    max_image_side
+        Largest image side [pixels] read; checked on each file's header before its pixels
+        are read, so a file claiming a huge image is refused (or skipped) at once.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -84,6 +89,7 @@ class IngestConfig(BaseModel):
     stretch: Literal["log", "asinh", "linear"] = "log"
     crop_fraction: float = Field(1.0, gt=0.0, le=1.0)
     skip_bad: bool = False
+    max_image_side: int = Field(DEFAULT_MAX_IMAGE_SIDE, ge=16)
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -222,7 +228,7 @@ def ingest_library(
     workers = _worker_count(workers, len(layout))
     log.debug("ingesting %d units from %s with %d workers", len(layout), src, workers)
     with _artefact.atomic_directory(out, overwrite) as tmp:
-        summary = _ingest_into(tmp, description, config.preprocess, config.skip_bad, workers)
+        summary = _ingest_into(tmp, description, config, workers)
     result = IngestResult(
         path=out,
         form=layout.form,
@@ -265,17 +271,14 @@ class _Collected:
 
 
 def _ingest_into(
-    tmp: Path,
-    description: ResolvedDescription,
-    config: PreprocessConfig,
-    skip_bad: bool,
-    workers: int,
+    tmp: Path, description: ResolvedDescription, ingest: IngestConfig, workers: int
 ) -> dict[str, Any]:
     """Read every unit, write the store files into ``tmp``; return the manifest."""
     layout = description.layout
+    config, skip_bad = ingest.preprocess, ingest.skip_bad
     raw_path = tmp / ".images.raw"
     collected = _Collected([], [], set(), set(), set())
-    load = _loader(description, config)
+    load = _loader(description, config, ingest.max_image_side)
     units: tuple[Any, ...] = layout.files if layout.form == "hdf5" else layout.images
     outcomes = ordered_map(load, units, workers, desc="ingest", unit="file")
     with raw_path.open("wb") as raw, contextlib.closing(outcomes):
@@ -297,7 +300,8 @@ def _ingest_into(
     raw_path.unlink()
     table.to_parquet(tmp / TABLE_FILE, index=False, engine="pyarrow")
     if skipped:
-        pd.DataFrame(skipped, columns=["file", "problem"]).to_csv(tmp / SKIPPED_FILE, index=False)
+        skipped_table = pd.DataFrame(skipped, columns=["file", "problem"])
+        (tmp / SKIPPED_FILE).write_bytes(csv_bytes(skipped_table))
     scale, unit = _common(collected.scales, "pixel scales"), _common(collected.units, "units")
     manifest = {
         **_artefact.provenance(STORE_KIND, STORE_SCHEMA_VERSION),
@@ -383,19 +387,20 @@ def _common(values: set[tuple[Any, str] | None], what: str) -> Known | None:
 
 
 def _loader(
-    description: ResolvedDescription, config: PreprocessConfig
+    description: ResolvedDescription, config: PreprocessConfig, max_side: int
 ) -> Callable[[Any], _Loaded | _Failed]:
-    layout = description.layout
+    layout, given = description.layout, description.given
     if layout.form == "hdf5":
         return functools.partial(
             _load_hdf5,
             root=layout.root,
             param_names=layout.param_names,
             config=config,
-            given=description.given,
+            given=given,
+            max_side=max_side,
         )
     return functools.partial(
-        _load_catalog_row, root=layout.root, config=config, given=description.given
+        _load_catalog_row, root=layout.root, config=config, given=given, max_side=max_side
     )
 
 
@@ -406,10 +411,11 @@ def _load_hdf5(
     param_names: tuple[str, ...],
     config: PreprocessConfig,
     given: GivenFacts,
+    max_side: int,
 ) -> _Loaded | _Failed:
     source = _relative(path, root)
     try:
-        record = read_library_file(path, param_names)
+        record = read_library_file(path, param_names, max_side)
     except InputError as exc:
         return _Failed(source, str(exc.path), exc.problem)
     images, peaks, totals = prepare_images(record.images, config)
@@ -431,11 +437,16 @@ def _load_hdf5(
 
 
 def _load_catalog_row(
-    image: LibraryImage, *, root: Path, config: PreprocessConfig, given: GivenFacts
+    image: LibraryImage,
+    *,
+    root: Path,
+    config: PreprocessConfig,
+    given: GivenFacts,
+    max_side: int,
 ) -> _Loaded | _Failed:
     source = _relative(image.source, root)
     try:
-        pixels = read_library_image(image)
+        pixels = read_library_image(image, max_side)
     except InputError as exc:
         return _Failed(source, str(exc.path), exc.problem)
     images, peaks, totals = prepare_images(pixels[None], config)
@@ -463,7 +474,8 @@ def _store_scale(file_scale: Known | None, side: int, config: PreprocessConfig) 
 
 
 def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` as the store records it (:func:`safe_name`)."""
     try:
-        return path.relative_to(root).as_posix()
+        return safe_name(path.relative_to(root).as_posix())
     except ValueError:
-        return str(path)
+        return safe_name(path)

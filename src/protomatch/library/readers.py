@@ -32,8 +32,10 @@ from protomatch.library import schema
 from protomatch.library._catalog import read_catalog
 from protomatch.library.description import FileAttributes, read_file_attributes
 from protomatch.library.formats import (
+    DEFAULT_MAX_IMAGE_SIDE,
     HDF5_ERRORS,
     as_image,
+    check_declared_shape,
     expect_format,
     read_fits,
     read_npy,
@@ -121,7 +123,9 @@ class LibraryProjection:
 
 
 def read_library_file(
-    path: str | Path, param_names: Sequence[str] = schema.DEFAULT_PARAMETERS
+    path: str | Path,
+    param_names: Sequence[str] = schema.DEFAULT_PARAMETERS,
+    max_side: int = DEFAULT_MAX_IMAGE_SIDE,
 ) -> LibraryRecord:
     """Read and validate one HDF5 library file of the schema (:mod:`~protomatch.library.schema`).
 
@@ -132,19 +136,28 @@ def read_library_file(
         snapshot = 0).
     param_names
         Scalar datasets to read as physical parameters.
+    max_side
+        Largest accepted image side [pixels], checked on each dataset's shape before it
+        is read.
 
     Returns
     -------
     LibraryRecord
         images (P, H, W) float32 for projections 1 … P (P >= 8; all square, same shape),
         params (finite floats), system, snapshot and the pixel scale (AU/px) if recorded.
+
+    Raises
+    ------
+    InputError
+        For a missing or bad dataset, a dataset over ``max_side`` or reading other files,
+        an infinite pixel or a non-finite parameter.
     """
     path = Path(path)
     expect_format(path, "hdf5")
     system, snapshot = _system_snapshot(path)
     try:
         with h5py.File(path, "r") as handle:
-            images = _read_projections(path, handle)
+            images = _read_projections(path, handle, max_side)
             params = {name: _read_scalar(path, handle, name) for name in param_names}
             attributes = read_file_attributes(handle.attrs, images.shape[-1])
     except HDF5_ERRORS as exc:
@@ -159,7 +172,7 @@ def _system_snapshot(path: Path) -> tuple[str, int]:
     return str(int(match[2])), int(match[1])
 
 
-def _read_projections(path: Path, handle: h5py.File) -> np.ndarray:
+def _read_projections(path: Path, handle: h5py.File, max_side: int) -> np.ndarray:
     count = 0
     while schema.projection_dataset(count + 1) in handle:
         count += 1
@@ -169,25 +182,66 @@ def _read_projections(path: Path, handle: h5py.File) -> np.ndarray:
             f"missing projection dataset '{schema.projection_dataset(count + 1)}' "
             f"(expected {schema.N_PROJECTIONS} projections)",
         )
-    images = [_read_projection(path, handle, k) for k in range(1, count + 1)]
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1:
-        raise InputError(path, f"projections differ in shape: {sorted(shapes)}")
-    return np.stack(images)
+    images = np.empty(0, dtype=np.float32)
+    for k in range(1, count + 1):  # one projection in memory besides the stack
+        image = _read_projection(path, handle, k, max_side)
+        if k == 1:
+            images = np.empty((count, *image.shape), dtype=np.float32)
+        elif image.shape != images.shape[1:]:
+            raise InputError(
+                path, f"projections differ in shape: {images.shape[1:]} and {image.shape}"
+            )
+        refuse_infinite(path, image, f"'{schema.projection_dataset(k)}'")
+        images[k - 1] = image
+    return images
 
 
-def _read_projection(path: Path, handle: h5py.File, projection: int) -> np.ndarray:
+def _read_projection(path: Path, handle: h5py.File, projection: int, max_side: int) -> np.ndarray:
+    """One projection as (H, W) float32, its shape, type and storage checked before reading."""
     name = schema.projection_dataset(projection)
+    if isinstance(handle.get(name, getlink=True), h5py.ExternalLink):
+        raise InputError(path, f"'{name}' is a link to another file; protomatch refuses it")
     if name not in handle:
         raise InputError(path, f"has no projection {projection} (dataset '{name}')")
     dataset = handle[name]
     if not isinstance(dataset, h5py.Dataset):
         raise InputError(path, f"'{name}' is not a dataset")
+    if dataset.external or dataset.is_virtual:
+        raise InputError(path, f"'{name}' reads its data from other files; protomatch refuses it")
     if dataset.ndim != 2:
         raise InputError(path, f"'{name}' is not a 2-D image (shape {dataset.shape})")
+    if dataset.dtype.kind not in "fiu":
+        raise InputError(path, f"'{name}' has non-numeric type {dataset.dtype}")
+    check_declared_shape(path, dataset.shape, max_side, f"'{name}'")
     image = as_image(path, dataset[()], f"'{name}'", None)
     require_square(path, image, f"'{name}'")
     return image
+
+
+def refuse_infinite(path: Path, image: np.ndarray, what: str) -> None:
+    """Refuse a library image with infinite pixels (NaN stays: it is a blank).
+
+    Parameters
+    ----------
+    path
+        The file it came from, for the message.
+    image
+        The pixels, any shape.
+    what
+        How the message names the image.
+
+    Raises
+    ------
+    InputError
+        Naming the file and how many pixels are infinite.
+    """
+    infinite = int(np.isinf(image).sum())
+    if infinite:
+        raise InputError(
+            path,
+            f"{what} has {infinite} infinite pixel(s) (inf or -inf); a library image must "
+            "be finite or NaN (blank): fix the file, or skip it with --skip-bad",
+        )
 
 
 def _read_scalar(path: Path, handle: h5py.File, name: str) -> float:
@@ -255,12 +309,30 @@ def _schema_files(root: Path) -> tuple[Path, ...]:
         if match is None:
             log.debug("ignoring %s: not named like a library file", path)
             continue
+        if not _inside(root, path):
+            raise InputError(
+                path,
+                f"is a link to {path.resolve()}, outside the library folder {root}; "
+                "library files must lie inside it",
+            )
         found.append((int(match[2]), int(match[1]), path))
     return tuple(path for _, _, path in sorted(found))
 
 
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, with every link and '..' resolved, lies inside ``root``."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
 def _catalog_layout(root: Path, catalog: Path) -> LibraryLayout:
     parsed = read_catalog(catalog)
+    for i, row in enumerate(parsed.rows):
+        if not _inside(root, root / row.file):
+            raise InputError(
+                catalog,
+                f"row {i + 2}: file {row.file!r} lies outside the library folder {root}; "
+                "catalog paths must stay inside it (no absolute paths, '..' or links out)",
+            )
     images = tuple(
         LibraryImage(
             source=root / row.file,
@@ -280,23 +352,26 @@ def _catalog_layout(root: Path, catalog: Path) -> LibraryLayout:
 # --------------------------------------------------------------------------- generic images
 
 
-def read_library_image(image: LibraryImage) -> np.ndarray:
+def read_library_image(image: LibraryImage, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> np.ndarray:
     """Read and validate the image of one catalog row.
 
     Parameters
     ----------
     image
         The catalog row: file (FITS, ``.npy`` or library HDF5), HDU, projection, parameters.
+    max_side
+        Largest accepted image side [pixels], checked on the file's header before reading.
 
     Returns
     -------
     numpy.ndarray
-        The square (H, W) float32 image (NaN/inf kept).
+        The square (H, W) float32 image (NaN kept as blank).
 
     Raises
     ------
     InputError
-        For a non-finite parameter, an unreadable file or an unusable image.
+        For a non-finite parameter, an unreadable file, an image over ``max_side``, an
+        infinite pixel or an otherwise unusable image.
     """
     path = image.source
     for name, value in image.params.items():
@@ -304,14 +379,21 @@ def read_library_image(image: LibraryImage) -> np.ndarray:
             raise InputError(path, f"catalog gives a non-finite value for parameter '{name}'")
     fmt = sniff_format(path)
     if fmt == "hdf5":
-        return read_library_projection(path, image.projection).image
-    array = read_fits(path, image.hdu)[0] if fmt == "fits" else read_npy(path)
-    pixels = as_image(path, array, "image", image.projection)
-    require_square(path, pixels, "image")
+        pixels = read_library_projection(path, image.projection, max_side).image
+    else:
+        if fmt == "fits":
+            array = read_fits(path, image.hdu, max_side)[0]
+        else:
+            array = read_npy(path, max_side)
+        pixels = as_image(path, array, "image", image.projection)
+        require_square(path, pixels, "image")
+    refuse_infinite(path, pixels, "image")
     return pixels
 
 
-def read_library_projection(path: str | Path, projection: int | None) -> LibraryProjection:
+def read_library_projection(
+    path: str | Path, projection: int | None, max_side: int = DEFAULT_MAX_IMAGE_SIDE
+) -> LibraryProjection:
     """Read one projection of a library HDF5 file, with its system, pixel scale and unit.
 
     Parameters
@@ -320,6 +402,8 @@ def read_library_projection(path: str | Path, projection: int | None) -> Library
         A library file of the HDF5 schema.
     projection
         1-based projection; None is refused with a message naming the file.
+    max_side
+        Largest accepted image side [pixels], checked on the dataset before reading.
 
     Returns
     -------
@@ -332,7 +416,7 @@ def read_library_projection(path: str | Path, projection: int | None) -> Library
         raise InputError(path, "is an HDF5 library file; name a projection, e.g. 'file.hdf5:1'")
     try:
         with h5py.File(path, "r") as handle:
-            image = _read_projection(path, handle, projection)
+            image = _read_projection(path, handle, projection, max_side)
             attributes = read_file_attributes(handle.attrs, image.shape[-1])
     except HDF5_ERRORS as exc:
         raise unreadable(path, "HDF5", exc) from None

@@ -25,8 +25,10 @@ import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
 from protomatch._locking import claims_output
+from protomatch._text import safe_name
 from protomatch.calibration.intervals import IntervalCalibration
 from protomatch.errors import InputError, ProtomatchError
+from protomatch.library.formats import DEFAULT_MAX_IMAGE_SIDE
 from protomatch.matching._distances import distance_grid, pool_rankings, preferred_distances
 from protomatch.matching._evidence import (
     calibration_for,
@@ -118,6 +120,9 @@ class MatchConfig(pydantic.BaseModel, extra="forbid", frozen=True):
         For an observation with a beam: rank by the network's similarity ``"fused"`` with
         the pixels' (:func:`protomatch.matching.pixels.fused_scores`; measured better than
         either alone) or by the ``"network"``'s alone.
+    max_image_side
+        Largest observation side [pixels] read; checked on each file's header before its
+        pixels are read.
     """
 
     k: int = pydantic.Field(DEFAULT_MATCHES, ge=1)
@@ -130,6 +135,7 @@ class MatchConfig(pydantic.BaseModel, extra="forbid", frozen=True):
     include_own_system: bool = False
     centre: Centre = "source"
     ranking: Literal["fused", "network"] = "fused"
+    max_image_side: int = pydantic.Field(DEFAULT_MAX_IMAGE_SIDE, ge=16)
 
     @pydantic.field_validator("distance_range_pc")
     @classmethod
@@ -249,7 +255,9 @@ def match_observations(
         raise ProtomatchError("give at least one observation")
     facts = config.facts.model_copy(update={"distance_pc": config.distance_pc})
     targets = [
-        _in_distance_range(with_facts(read_observation(path), facts), config)
+        _in_distance_range(
+            with_facts(read_observation(path, max_side=config.max_image_side), facts), config
+        )
         for path in observations
     ]
     opened = EmbeddingIndex.open(index, model=model, library=library)
@@ -379,7 +387,7 @@ def _report_manifest(
 def _unique_names(sources: Sequence[Path], given: Sequence[str]) -> list[str]:
     names: list[str] = []
     for source, text in zip(sources, given):
-        base = source.name.replace(":", "_")
+        base = safe_name(source.name).replace(":", "_")
         if ":" in Path(text).name:
             base = Path(text).name.replace(":", "_p")
         name, n = base, 2

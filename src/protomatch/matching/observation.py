@@ -12,6 +12,7 @@ and its mean intensity in the library's unit when they can be known.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from protomatch._text import safe_name
 from protomatch.errors import InputError
 from protomatch.library.fits_header import (
     beam_arcsec,
@@ -32,7 +34,14 @@ from protomatch.library.fits_header import (
     sky_per_pixel,
     wcs_scale_problem,
 )
-from protomatch.library.formats import as_image, read_fits, read_npy, sniff_format
+from protomatch.library.formats import (
+    DEFAULT_MAX_IMAGE_SIDE,
+    as_image,
+    blank_infinite,
+    read_fits,
+    read_npy,
+    sniff_format,
+)
 from protomatch.library.preprocess import PreprocessConfig, prepare_image
 from protomatch.library.readers import read_library_projection
 from protomatch.matching._cutout import (
@@ -57,6 +66,8 @@ __all__ = [
     "source_position",
     "square_field",
 ]
+
+log = logging.getLogger(__name__)
 
 Centre = Literal["source", "image"]
 CENTRES: tuple[Centre, ...] = ("source", "image")
@@ -170,7 +181,9 @@ class Observation:
         return None
 
 
-def read_observation(path: str | Path, projection: int | None = None) -> Observation:
+def read_observation(
+    path: str | Path, projection: int | None = None, max_side: int = DEFAULT_MAX_IMAGE_SIDE
+) -> Observation:
     """Read an observed image and its metadata.
 
     Parameters
@@ -180,18 +193,32 @@ def read_observation(path: str | Path, projection: int | None = None) -> Observa
         array, or a library HDF5 file with a projection (``projection=3`` or ``"f.hdf5:3"``).
     projection
         1-based projection of a library file, or plane of a 3-D FITS cube / ``.npy`` stack.
+    max_side
+        Largest accepted image side [pixels], checked on the file's header before its
+        pixels are read.
 
     Returns
     -------
     Observation
-        (H, W) float32 image (NaN kept) and the typed metadata the file gives: for FITS the
-        WCS pixel scale and orientation, the beam (``BMAJ``/``BMIN``/``BPA``), ``BUNIT`` and a
-        positive ``DISTANCE`` [pc]; for a library file its pixel scale, unit and identity.
+        (H, W) float32 image (NaN kept; infinite pixels made NaN, with a note and a
+        warning) and the typed metadata the file gives: for FITS the WCS pixel scale and
+        orientation, the beam (``BMAJ``/``BMIN``/``BPA``), ``BUNIT`` and a positive
+        ``DISTANCE`` [pc]; for a library file its pixel scale, unit and identity.
     """
+    observation = _read_observation(path, projection, max_side)
+    image, infinite = blank_infinite(observation.image)
+    if not infinite:
+        return observation
+    note = f"{infinite} infinite pixel(s) (inf or -inf) treated as blank, like NaN"
+    log.warning("%s: %s", safe_name(observation.source), note)
+    return dataclasses.replace(observation, image=image, notes=(*observation.notes, note))
+
+
+def _read_observation(path: str | Path, projection: int | None, max_side: int) -> Observation:
     path, projection = _split_projection(path, projection)
     fmt = sniff_format(path)
     if fmt == "hdf5":
-        found = read_library_projection(path, projection)
+        found = read_library_projection(path, projection, max_side)
         origin = LibraryOrigin(found.system, found.snapshot, found.projection)
         return Observation(
             found.image,
@@ -201,8 +228,8 @@ def read_observation(path: str | Path, projection: int | None = None) -> Observa
             library_image=origin,
         )
     if fmt == "npy":
-        return Observation(as_image(path, read_npy(path), "image", projection), path)
-    array, fits_header = read_fits(path, None)
+        return Observation(as_image(path, read_npy(path, max_side), "image", projection), path)
+    array, fits_header = read_fits(path, None, max_side)
     header = select_header(fits_header)
     unit = header.get("BUNIT")
     distance, distance_problem = _header_distance(fits_header)

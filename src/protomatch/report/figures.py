@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from protomatch._png import plain_text
 from protomatch._png import png_bytes as _png_bytes
 from protomatch._quantiles import system_weights
 from protomatch.report.data import (
@@ -37,6 +38,7 @@ __all__ = ["parameter_stats", "render_figures"]
 _N_BINS = 30
 
 
+@plain_text()
 def render_figures(data: MatchReportData) -> dict[str, bytes]:
     """Draw the report's figures.
 
@@ -264,7 +266,7 @@ def _corner_column(
     if name in data.log_params and ((matched > 0).any() or (prior > 0).any()):
         matched, prior = _log10_or_nan(matched), _log10_or_nan(prior)
         truth = math.log10(truth) if truth is not None and truth > 0 else None
-        label = f"log$_{{10}}$ {label}"
+        label = f"log\u2081\u2080 {label}"  # log with a subscript 10, no mathtext
     return matched, prior, truth, label
 
 

@@ -18,6 +18,7 @@ touched. What the report shows is a
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import logging
 import os
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from protomatch._artefact import write_bytes_atomic, write_json_atomic
+from protomatch._text import csv_bytes, safe_name
 from protomatch.report.data import (
     MatchReportData,
     calibration_phrase,
@@ -410,11 +412,12 @@ def write_match_report(out: Path, data: MatchReportData) -> list[Path]:
         corner.png, observation.png (when ``data.observed`` is given), index.html.
     """
     out = Path(out)
+    data = dataclasses.replace(data, target_name=safe_name(data.target_name))
     figures = render_figures(data)
     page = _report_html(data, figures)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "matches.csv", out / "summary.json"]
-    write_bytes_atomic(written[0], data.matches.to_csv(index=False).encode())
+    write_bytes_atomic(written[0], csv_bytes(data.matches))
     write_json_atomic(written[1], dict(data.summary))
     for name, png in figures.items():
         write_bytes_atomic(out / name, png)
@@ -449,7 +452,8 @@ def write_report_index(
     for name, folder, summary in entries:
         folder = Path(folder)
         location = folder if folder.is_absolute() else out / folder
-        link = urllib.parse.quote(Path(os.path.relpath(location, out)).as_posix())
+        relative = Path(os.path.relpath(location, out)).as_posix()
+        link = urllib.parse.quote(relative, errors="surrogateescape")
         thumb = location / "matches.png"
         image = (
             f"<img class='thumb' src='{_data_uri(thumb.read_bytes())}' alt='matches'>"
@@ -460,7 +464,8 @@ def write_report_index(
         warn = f"<b style='color:#a4161a'>⚠ {n_warn}</b>" if n_warn else "0"
         rows.append(
             f"<tr><td class='name'><a href='{html.escape(link)}/index.html'>"
-            f"{html.escape(str(name))}</a></td><td>{_num(summary.get('best_similarity'))}</td>"
+            f"{html.escape(safe_name(name))}</a></td>"
+            f"<td>{_num(summary.get('best_similarity'))}</td>"
             f"<td>{html.escape(str(summary.get('n_matches', '–')))}</td><td>{warn}</td>"
             f"<td class='name'><a href='{html.escape(link)}/index.html'>{image}</a></td></tr>"
         )

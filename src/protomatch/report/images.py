@@ -92,7 +92,7 @@ def _residual_panel(ax: Axes, data: MatchReportData, best: np.ndarray) -> None:
     cax = ax.inset_axes((0.1, -0.1, 0.8, 0.05))
     bar = ax.figure.colorbar(shown, cax=cax, orientation="horizontal")
     bar.ax.tick_params(labelsize=7)
-    bar.set_label("I / I$_{peak}$ difference", fontsize=7.5, labelpad=1)
+    bar.set_label("I / I$_{peak}$ difference", fontsize=7.5, labelpad=1, parse_math=True)
 
 
 def _match_caption(top: pd.DataFrame, k: int) -> tuple[str, str]:
@@ -153,7 +153,7 @@ def matches_figure(data: MatchReportData) -> Figure:
     for ax in match_axes[len(images) :]:
         ax.set_axis_off()
     cax = fig.add_axes((1 - 0.8 / width, 0.15, 0.15 / width, 0.6))
-    fig.colorbar(shown, cax=cax).set_label("log$_{10}$ I / I$_{peak}$", fontsize=9)
+    fig.colorbar(shown, cax=cax).set_label("log$_{10}$ I / I$_{peak}$", fontsize=9, parse_math=True)
     shown_text = f"best {len(images)} matches" if len(images) else "no matches to show"
     if data.matches_seen_through and len(images):
         shown_text += f", seen through {data.matches_seen_through}"

@@ -132,7 +132,9 @@ def observation_figure(view: ObservedView, floor: float, name: str) -> Figure:
         ax.set_ylabel("row [px]")
     else:
         _label_sky_axes(ax, wcs)
-    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).set_label("log$_{10}$ I / I$_{peak}$")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).set_label(
+        "log$_{10}$ I / I$_{peak}$", parse_math=True
+    )
     scale = view.pixel_scale_arcsec or _wcs_pixel_scale(wcs)
     captions = [
         _draw_beam(ax, view, scale, name),

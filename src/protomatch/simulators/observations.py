@@ -53,6 +53,7 @@ from numpy.typing import NDArray
 from protomatch._artefact import atomic_directory, provenance, read_manifest, write_json_atomic
 from protomatch._locking import claims_output
 from protomatch._parallel import unordered_map
+from protomatch._text import csv_bytes
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.simulators._mock_observation import (
     FREQUENCY_HZ,
@@ -379,7 +380,7 @@ def make_observations(
 def _write_truth(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     import pandas as pd
 
-    pd.DataFrame(list(rows), columns=list(TRUTH_COLUMNS)).to_csv(path, index=False)
+    path.write_bytes(csv_bytes(pd.DataFrame(list(rows), columns=list(TRUTH_COLUMNS))))
 
 
 def _manifest(config: ObserveConfig, lib: _Library, count: int) -> dict[str, Any]:
