@@ -1,0 +1,322 @@
+"""One validated model per manifest kind, so a wrong or missing field is one line.
+
+Every artefact folder has a JSON manifest (``manifest.json``, ``model.json``,
+``index.json``, ``metrics.json`` ...). :func:`load_manifest` reads one through the pydantic
+model of its kind: the fields protomatch reads are typed and checked (strict types, so a
+string ``au_per_pixel`` is refused, not converted); fields it only records are kept as they
+are (``extra="allow"``: a manifest is a record of what made the artefact, and a newer minor
+release may add a field an older reader does not need). A problem becomes one
+:class:`~protomatch.errors.InputError` naming the file and the field.
+
+Since schema version 2 of stores, models and indexes, ``files`` holds the SHA-256 and size of
+every data file of the artefact; see :mod:`protomatch._integrity`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from protomatch._artefact import read_json, read_manifest
+from protomatch.errors import InputError, validation_message
+from protomatch.library.preprocess import PreprocessConfig
+from protomatch.neural_nets.encoder import EncoderConfig
+
+__all__ = [
+    "CalibrationManifest",
+    "CheckpointRecord",
+    "EvaluationManifest",
+    "FileRecord",
+    "ImageBlocks",
+    "IndexManifest",
+    "Manifest",
+    "ModelManifest",
+    "ReportManifest",
+    "StoreManifest",
+    "load_manifest",
+]
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+#: A float that may be NaN (statistics of too small a library are recorded as NaN).
+StatFloat = Annotated[float, Field(allow_inf_nan=True)]
+
+
+class _Record(BaseModel):
+    """A JSON object of a manifest: typed where read, other fields kept."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+
+class ImageBlocks(_Record):
+    """SHA-256 of consecutive blocks of images, so reading a few images checks only them.
+
+    Block ``b`` holds images ``b * images_per_block`` up to the next block's first (the
+    last block may be shorter), as little-endian float32 bytes in row-major order.
+    """
+
+    images_per_block: PositiveInt
+    sha256: list[Sha256]
+
+
+class FileRecord(_Record):
+    """The content hash and size of one file of an artefact."""
+
+    sha256: Sha256
+    bytes: NonNegativeInt
+    blocks: ImageBlocks | None = None
+
+
+class Manifest(_Record):
+    """The fields every manifest starts with (see :func:`protomatch._artefact.provenance`).
+
+    Subclasses set ``KIND`` and ``SCHEMA_VERSION`` (the newest layout this version reads);
+    ``CHECKSUMS_SINCE`` is the first schema version that records ``files``.
+    """
+
+    KIND: ClassVar[str] = ""
+    SCHEMA_VERSION: ClassVar[int] = 1
+    CHECKSUMS_SINCE: ClassVar[int | None] = None
+
+    kind: str
+    schema_version: PositiveInt
+    protomatch_version: str | None = None
+    created_utc: str | None = None
+    command: str | None = None
+    files: dict[str, FileRecord] | None = None
+
+    @model_validator(mode="after")
+    def _check_files_recorded(self) -> Manifest:
+        since = self.CHECKSUMS_SINCE
+        if since is not None and self.schema_version >= since and self.files is None:
+            raise ValueError(
+                f"files: missing (schema version {self.schema_version} records a checksum "
+                "of every file)"
+            )
+        return self
+
+    @property
+    def has_checksums(self) -> bool:
+        """Whether the manifest records the content hash of the artefact's files."""
+        return self.files is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The manifest as plain JSON-like data (fields as read, checked)."""
+        return self.model_dump(exclude_unset=True)
+
+
+class ArtefactRef(_Record):
+    """Another artefact this one was made from or with: its fingerprint and folder."""
+
+    fingerprint: str
+    path: str | None = None
+
+
+class _FolderRef(ArtefactRef):
+    path: str
+
+
+class _StoreParameter(_Record):
+    log: bool | None = None
+
+
+class _StoreDescription(_Record):
+    parameters: dict[str, _StoreParameter] = {}
+
+
+class StoreManifest(Manifest):
+    """``manifest.json`` of a library store (:mod:`protomatch.library.store`)."""
+
+    KIND: ClassVar[str] = "library-store"
+    SCHEMA_VERSION: ClassVar[int] = 2
+    CHECKSUMS_SINCE: ClassVar[int | None] = 2
+
+    kind: Literal["library-store"]
+    preprocess: PreprocessConfig
+    parameters: list[str]
+    units: dict[str, str] = {}
+    image_shape: Annotated[list[NonNegativeInt], Field(min_length=3, max_length=3)]
+    au_per_pixel: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    intensity_unit: str | None = None
+    description: _StoreDescription | None = None
+    fingerprint: str
+
+    @model_validator(mode="after")
+    def _check_square(self) -> StoreManifest:
+        if self.image_shape[1] != self.image_shape[2]:
+            raise ValueError(f"image_shape: images must be square, got {self.image_shape}")
+        return self
+
+
+class NormalisationRecord(_Record):
+    """What :meth:`protomatch.library.params.ParameterNormaliser.to_dict` writes."""
+
+    names: list[str]
+    log10: list[bool]
+    centre: list[FiniteFloat]
+    scale: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]
+    method: Literal["zscore", "minmax"]
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> NormalisationRecord:
+        lengths = {len(self.names), len(self.log10), len(self.centre), len(self.scale)}
+        if len(lengths) != 1:
+            raise ValueError("names, log10, centre and scale must have one entry per parameter")
+        return self
+
+
+class _ModelParameters(_Record):
+    names: list[str]
+    units: dict[str, str] = {}
+    normalisation: NormalisationRecord
+    weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> _ModelParameters:
+        if len(self.weights) != len(self.normalisation.names):
+            raise ValueError("weights: one weight per normalised parameter")
+        return self
+
+
+class ModelManifest(Manifest):
+    """``model.json`` of a model folder (:mod:`protomatch.neural_nets.trained`)."""
+
+    KIND: ClassVar[str] = "model"
+    SCHEMA_VERSION: ClassVar[int] = 2
+    CHECKSUMS_SINCE: ClassVar[int | None] = 2
+
+    kind: Literal["model"]
+    architecture: EncoderConfig
+    preprocessing: PreprocessConfig
+    parameters: _ModelParameters
+    brightness: NormalisationRecord | None = None
+    library: ArtefactRef
+    split: dict[str, list[str]] | None = None
+    fingerprint: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+
+
+class _NeighbourStats(_Record):
+    p1: StatFloat
+    p5: StatFloat
+    median: StatFloat
+
+
+class IndexManifest(Manifest):
+    """``index.json`` of an index folder (:mod:`protomatch.matching.index`)."""
+
+    KIND: ClassVar[str] = "index"
+    SCHEMA_VERSION: ClassVar[int] = 2
+    CHECKSUMS_SINCE: ClassVar[int | None] = 2
+
+    kind: Literal["index"]
+    config: dict[str, Any] = {}
+    n_images: NonNegativeInt
+    dim: PositiveInt
+    model: _FolderRef
+    library: _FolderRef
+    neighbour_similarity: _NeighbourStats
+
+
+class _Verdict(_Record):
+    parameters: dict[str, dict[str, Any]]
+
+
+class EvaluationManifest(Manifest):
+    """``metrics.json`` of ``evaluate --observations`` (:mod:`protomatch.matching.validation`)."""
+
+    KIND: ClassVar[str] = "observation-evaluation"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    kind: Literal["observation-evaluation"]
+    model: ArtefactRef
+    library: ArtefactRef
+    verdict: _Verdict | None = None
+
+
+class CalibrationManifest(Manifest):
+    """``calibration.json`` of ``evaluate --observations``: interval calibrations by ranking."""
+
+    KIND: ClassVar[str] = "interval-calibration"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    kind: Literal["interval-calibration"]
+    model: ArtefactRef
+    library: ArtefactRef
+    calibrations: dict[str, dict[str, Any]]
+
+
+class _ReportTarget(_Record):
+    name: str
+    folder: str
+    best_similarity: StatFloat | None = None
+
+
+class ReportManifest(Manifest):
+    """``manifest.json`` of a ``match`` report folder."""
+
+    KIND: ClassVar[str] = "match-report"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    kind: Literal["match-report"]
+    model: ArtefactRef
+    library: ArtefactRef
+    targets: list[_ReportTarget] = []
+
+
+class CheckpointRecord(_Record):
+    """``checkpoints/last.json``: the optimiser's groups, training progress, weights' hash."""
+
+    param_groups: list[dict[str, Any]]
+    progress: dict[str, Any]
+    files: dict[str, FileRecord] | None = None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_manifest(path: str | Path, model: type[M]) -> M:
+    """Read a JSON manifest or record and validate it as ``model``.
+
+    For a :class:`Manifest` the file must declare its kind and a schema version this
+    version reads.
+
+    Parameters
+    ----------
+    path
+        The manifest file.
+    model
+        The model of the file expected (e.g. :class:`StoreManifest`).
+
+    Returns
+    -------
+    Manifest
+        The validated manifest.
+
+    Raises
+    ------
+    InputError
+        One line naming the file and, for a bad field, the field: a missing or unreadable
+        file, another kind, a newer schema version, a missing field or one of a wrong type
+        or out of range.
+    """
+    path = Path(path)
+    if issubclass(model, Manifest):
+        payload = read_manifest(path, model.KIND, model.SCHEMA_VERSION)
+    else:
+        payload = read_json(path)
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise InputError(path, f"bad field {validation_message(exc)}") from None
+
