@@ -228,8 +228,24 @@ class IndexManifest(Manifest):
     neighbour_similarity: _NeighbourStats
 
 
+class _ParameterVerdict(_Record):
+    """One parameter's verdict, as match reports phrase it."""
+
+    baseline: str
+    verdict: str
+    error: StatFloat | None = None
+    baseline_error: StatFloat | None = None
+    prior_error: StatFloat | None = None
+    error_unit: str | None = None
+    constrained: bool = True
+
+
 class _Verdict(_Record):
-    parameters: dict[str, dict[str, Any]]
+    observations: NonNegativeInt
+    observations_path: str | None = None
+    method: str | None = None
+    rule: str = ""
+    parameters: dict[str, _ParameterVerdict]
 
 
 class EvaluationManifest(Manifest):
@@ -318,5 +334,7 @@ def load_manifest(path: str | Path, model: type[M]) -> M:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        raise InputError(path, f"bad field {validation_message(exc)}") from None
+        # the models' own checks name their field, so a whole-model location adds nothing
+        problem = validation_message(exc).removeprefix("config: ")
+        raise InputError(path, f"bad field {problem}") from None
 

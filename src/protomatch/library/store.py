@@ -233,8 +233,11 @@ def _touched_rows(key: Any, n: int) -> np.ndarray:
     if isinstance(first, slice):
         return np.arange(*first.indices(n))
     rows = np.asarray(first)
-    if rows.dtype == bool:
-        return np.flatnonzero(rows)
+    if rows.dtype == bool and rows.ndim == 0:
+        return np.arange(n) if rows else np.zeros(0, dtype=np.int64)
+    if rows.dtype == bool:  # a mask over the leading axis, or over more axes
+        rows = np.flatnonzero(rows.reshape(len(rows), -1).any(axis=1))
+        return rows[rows < n]
     if not np.issubdtype(rows.dtype, np.integer):
         return np.zeros(0, dtype=np.int64)  # numpy refuses such an index itself
     rows = rows.astype(np.int64).ravel()
