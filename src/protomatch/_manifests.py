@@ -14,7 +14,9 @@ every data file of the artefact; see :mod:`protomatch._integrity`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
@@ -34,6 +36,7 @@ from protomatch.library.preprocess import PreprocessConfig
 from protomatch.neural_nets.encoder import EncoderConfig
 
 __all__ = [
+    "BY_KIND",
     "CalibrationManifest",
     "CheckpointRecord",
     "EvaluationManifest",
@@ -112,8 +115,8 @@ class Manifest(_Record):
         return self.files is not None
 
     def as_dict(self) -> dict[str, Any]:
-        """The manifest as plain JSON-like data (fields as read, checked)."""
-        return self.model_dump(exclude_unset=True)
+        """The manifest as plain JSON-like data: checked fields (defaults filled in) and the rest."""
+        return self.model_dump()
 
 
 class ArtefactRef(_Record):
@@ -127,12 +130,31 @@ class _FolderRef(ArtefactRef):
     path: str
 
 
+class _ScaleFact(_Record):
+    value: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    source: str
+    field_au: FiniteFloat
+
+
+class _UnitFact(_Record):
+    value: str
+    source: str
+
+
 class _StoreParameter(_Record):
+    unit: str = ""
+    source: str = ""
     log: bool | None = None
 
 
 class _StoreDescription(_Record):
+    """What a store knows about its library and where each fact came from."""
+
+    au_per_pixel: _ScaleFact | None = None
+    intensity_unit: _UnitFact | None = None
     parameters: dict[str, _StoreParameter] = {}
+    unrecognised_attributes: list[str] = []
+    description_file: str | None = None
 
 
 class StoreManifest(Manifest):
@@ -150,6 +172,7 @@ class StoreManifest(Manifest):
     au_per_pixel: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     intensity_unit: str | None = None
     description: _StoreDescription | None = None
+    counts: dict[str, NonNegativeInt] = {}
     fingerprint: str
 
     @model_validator(mode="after")
@@ -189,6 +212,17 @@ class _ModelParameters(_Record):
         return self
 
 
+class _TrainingLibrary(ArtefactRef):
+    au_per_pixel: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    intensity_unit: str | None = None
+
+
+class _TrainingMetrics(_Record):
+    epochs_run: NonNegativeInt | None = None
+    best_epoch: NonNegativeInt | None = None
+    best: dict[str, Any] | None = None
+
+
 class ModelManifest(Manifest):
     """``model.json`` of a model folder (:mod:`protomatch.neural_nets.trained`)."""
 
@@ -201,8 +235,9 @@ class ModelManifest(Manifest):
     preprocessing: PreprocessConfig
     parameters: _ModelParameters
     brightness: NormalisationRecord | None = None
-    library: ArtefactRef
+    library: _TrainingLibrary
     split: dict[str, list[str]] | None = None
+    metrics: _TrainingMetrics | None = None
     fingerprint: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 
 
@@ -290,13 +325,34 @@ class ReportManifest(Manifest):
     targets: list[_ReportTarget] = []
 
 
+class _ParamGroup(_Record):
+    """One optimiser parameter group: its parameter ids and settings (checked by torch)."""
+
+    params: list[NonNegativeInt]
+
+
 class CheckpointRecord(_Record):
     """``checkpoints/last.json``: the optimiser's groups, training progress, weights' hash."""
 
-    param_groups: list[dict[str, Any]]
+    param_groups: list[_ParamGroup]
     progress: dict[str, Any]
     files: dict[str, FileRecord] | None = None
 
+
+#: The validated manifest model of each artefact kind.
+BY_KIND: Mapping[str, type[Manifest]] = MappingProxyType(
+    {
+        model.KIND: model
+        for model in (
+            StoreManifest,
+            ModelManifest,
+            IndexManifest,
+            EvaluationManifest,
+            CalibrationManifest,
+            ReportManifest,
+        )
+    }
+)
 
 M = TypeVar("M", bound=BaseModel)
 

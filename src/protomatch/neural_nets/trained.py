@@ -404,8 +404,9 @@ def load_checkpoint(
             state.setdefault(int(param_id), {})[slot] = value
     try:
         network.load_state_dict(model_state)
-        optimizer.load_state_dict({"state": state, "param_groups": meta.param_groups})
-    except (RuntimeError, KeyError, ValueError) as exc:
+        groups = [group.model_dump() for group in meta.param_groups]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         message = str(exc).splitlines()[0]
         raise InputError(
             folder, f"checkpoint does not fit this configuration ({message})"
