@@ -52,7 +52,9 @@ _NASTY = st.sampled_from(
 )  # fmt: skip
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=8,
 )
 _VALUES = _NASTY | _JSON
@@ -61,7 +63,13 @@ _VALUES = _NASTY | _JSON
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
     """Every location in a JSON tree, the root first."""
     yield prefix
-    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    children = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
     for key, child in children:
         yield from _paths(child, (*prefix, key))
 
@@ -189,7 +197,9 @@ def _evaluation(folder: Path) -> None:
     calibration = IntervalCalibration(scales, "12 mock observations", 12, "fused")
     folder.mkdir()
     (folder / "metrics.json").write_text(
-        json.dumps({"kind": "observation-evaluation", "schema_version": 1, **made_with, "verdict": verdict})
+        json.dumps(
+            {"kind": "observation-evaluation", "schema_version": 1, **made_with, "verdict": verdict}
+        )
     )
     (folder / "calibration.json").write_text(
         json.dumps(
@@ -212,7 +222,9 @@ def _use_validation(folder: Path) -> None:
 def test_evaluation_metrics(tmp_path: Path) -> None:
     _evaluation(tmp_path / "evaluation")
     _use_validation(tmp_path / "evaluation")  # the unmutated files read
-    _fuzz(tmp_path / "evaluation" / "metrics.json", lambda: _use_validation(tmp_path / "evaluation"))()
+    _fuzz(
+        tmp_path / "evaluation" / "metrics.json", lambda: _use_validation(tmp_path / "evaluation")
+    )()
 
 
 def test_evaluation_calibration(tmp_path: Path) -> None:

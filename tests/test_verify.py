@@ -129,3 +129,21 @@ def test_verify_cli_in_a_subprocess_exits_1_on_damage(tmp_path, tiny_store) -> N
     )
     assert done.returncode == 1, done.stderr
     assert "BAD  params.parquet" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_match_report_lists_every_file_and_verifies(
+    run_cli, built_index: Path, tiny_library: Path, tmp_path: Path
+) -> None:
+    from protomatch.matching.match import MatchConfig, match_observations
+
+    target = f"{sorted(tiny_library.glob('sink*/output_*_data.hdf5'))[0]}:2"
+    report = tmp_path / "report"
+    match_observations(built_index, [target], report, config=MatchConfig(k=5))
+    files = json.loads((report / "manifest.json").read_text())["files"]
+    assert {"matches.csv", "index.html", "summary.json"} <= set(files)
+    assert "manifest.json" not in files
+    status, out, _ = run_cli("verify", report)
+    assert status == 0, out
+    (report / "matches.csv").write_text("file,similarity\nother.fits,0.99\n")
+    status, out, _ = run_cli("verify", report)
+    assert status == 1 and "BAD  matches.csv: " in out

@@ -242,7 +242,9 @@ def read_json(path: Path, max_bytes: int = MAX_MANIFEST_BYTES) -> Any:
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise InputError(path, f"is {size} bytes, too large for a manifest (at most {max_bytes})")
+            raise InputError(
+                path, f"is {size} bytes, too large for a manifest (at most {max_bytes})"
+            )
         return json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None

@@ -28,6 +28,7 @@ __all__ = [
     "check_bytes",
     "corrupted",
     "file_record",
+    "folder_records",
     "image_block_hashes",
     "images_per_block",
     "note_no_checksums",
@@ -93,7 +94,7 @@ def image_block_hashes(images: np.ndarray, per_block: int) -> list[str]:
         ceil(N / per_block) hex digests of the blocks' bytes.
     """
     return [
-        hashlib.sha256(np.ascontiguousarray(images[start : start + per_block])).hexdigest()
+        hashlib.sha256(np.ascontiguousarray(images[start : start + per_block]).data).hexdigest()
         for start in range(0, len(images), per_block)
     ]
 
@@ -114,6 +115,26 @@ def file_record(path: Path, **extra: Any) -> dict[str, Any]:
         ``sha256``, ``bytes`` and ``extra``.
     """
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size, **extra}
+
+
+def folder_records(folder: Path, exclude: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """The record of every file under ``folder`` (e.g. a report), by relative POSIX path.
+
+    Parameters
+    ----------
+    folder
+        The artefact folder, complete but for its manifest.
+    exclude
+        Relative paths left out (the manifest itself).
+
+    Returns
+    -------
+    dict
+        Relative path -> :func:`file_record`, in sorted order.
+    """
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    records = {p.relative_to(folder).as_posix(): p for p in paths}
+    return {name: file_record(path) for name, path in records.items() if name not in exclude}
 
 
 def check_bytes(path: Path, data: bytes, record: FileRecord) -> None:

@@ -115,7 +115,7 @@ class Manifest(_Record):
         return self.files is not None
 
     def as_dict(self) -> dict[str, Any]:
-        """The manifest as plain JSON-like data: checked fields (defaults filled in) and the rest."""
+        """The manifest as plain data: checked fields (defaults filled in) and the rest."""
         return self.model_dump()
 
 
@@ -287,7 +287,8 @@ class EvaluationManifest(Manifest):
     """``metrics.json`` of ``evaluate --observations`` (:mod:`protomatch.matching.validation`)."""
 
     KIND: ClassVar[str] = "observation-evaluation"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
+    CHECKSUMS_SINCE: ClassVar[int | None] = 2
 
     kind: Literal["observation-evaluation"]
     model: ArtefactRef
@@ -299,7 +300,7 @@ class CalibrationManifest(Manifest):
     """``calibration.json`` of ``evaluate --observations``: interval calibrations by ranking."""
 
     KIND: ClassVar[str] = "interval-calibration"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2  # written with its metrics.json, which hashes it
 
     kind: Literal["interval-calibration"]
     model: ArtefactRef
@@ -317,7 +318,8 @@ class ReportManifest(Manifest):
     """``manifest.json`` of a ``match`` report folder."""
 
     KIND: ClassVar[str] = "match-report"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
+    CHECKSUMS_SINCE: ClassVar[int | None] = 2
 
     kind: Literal["match-report"]
     model: ArtefactRef
@@ -393,4 +395,3 @@ def load_manifest(path: str | Path, model: type[M]) -> M:
         # the models' own checks name their field, so a whole-model location adds nothing
         problem = validation_message(exc).removeprefix("config: ")
         raise InputError(path, f"bad field {problem}") from None
-

@@ -8,7 +8,7 @@ holds no NaN or infinite value, and that the artefact still opens.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -131,8 +131,7 @@ def _manifest_of(folder: Path) -> tuple[str, type[Manifest]]:
                 return _KINDS[kind]
             raise InputError(
                 folder / name,
-                f"is a manifest of kind {kind!r}; verify checks "
-                f"{', '.join(sorted(_KINDS))}",
+                f"is a manifest of kind {kind!r}; verify checks {', '.join(sorted(_KINDS))}",
             )
     raise InputError(folder, "holds no protomatch manifest (manifest.json, model.json ...)")
 
@@ -177,7 +176,7 @@ def _store_checks(folder: Path, manifest: Manifest) -> Iterator[FileCheck]:
     yield _finite_check(TABLE_FILE, list(bad), f"{len(numbers.columns)} numeric columns", "columns")
 
 
-def _finite_check(name: str, bad: list[object], what: str, where: str) -> FileCheck:
+def _finite_check(name: str, bad: Sequence[object], what: str, where: str) -> FileCheck:
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
         return FileCheck(name, False, f"NaN/inf in {len(bad)} {where}: {shown}")

@@ -11,7 +11,13 @@ import pytest
 
 from protomatch.errors import InputError
 from protomatch.matching.index import EmbeddingIndex, build_index
-from tests.damage import as_written_before_checksums, copy_artefact, edit_manifest, flip_byte, rerecord
+from tests.damage import (
+    as_written_before_checksums,
+    copy_artefact,
+    edit_manifest,
+    flip_byte,
+    rerecord,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +50,9 @@ def test_ids_outside_the_library_are_refused_even_when_recorded(index: Path) -> 
     ids[7] = 192
     np.save(index / "ids.npy", ids)
     rerecord(index / "index.json", "ids.npy")
-    with pytest.raises(InputError, match=r"ids\.npy: holds ids outside the library's rows 0 \.\. 191"):
+    with pytest.raises(
+        InputError, match=r"ids\.npy: holds ids outside the library's rows 0 \.\. 191"
+    ):
         EmbeddingIndex.open(index)
 
 
@@ -54,14 +62,19 @@ def test_index_from_before_checksums_opens_with_a_note(
     as_written_before_checksums(index / "index.json")
     with caplog.at_level(logging.WARNING):
         assert len(EmbeddingIndex.open(index)) == 192
-    assert any("index" in r.getMessage() and "no checksums" in r.getMessage() for r in caplog.records)
+    assert any(
+        "index" in r.getMessage() and "no checksums" in r.getMessage() for r in caplog.records
+    )
 
 
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"n_images": -1}, "bad field n_images: Input should be greater than or equal to 0"),
-        ({"n_images": 191}, r"faiss\.index: holds 192 vectors of dimension 16; index\.json says 191"),
+        (
+            {"n_images": 191},
+            r"faiss\.index: holds 192 vectors of dimension 16; index\.json says 191",
+        ),
         ({"dim": 0}, "bad field dim"),
         ({"model": {"fingerprint": "x"}}, r"bad field model\.path: Field required"),
         ({"neighbour_similarity": {"p1": "high"}}, r"bad field neighbour_similarity\.p1"),

@@ -51,6 +51,7 @@ import pydantic
 from tqdm import tqdm
 
 from protomatch import _artefact
+from protomatch._integrity import folder_records
 from protomatch.calibration.intervals import (
     CALIBRATION_FOLDS,
     IntervalCalibration,
@@ -281,7 +282,6 @@ def evaluate_observations(
         _estimates_table(truth, estimates, names, trained.normaliser.log10).to_csv(
             tmp / "estimates.csv", index=False
         )
-        _artefact.write_json_atomic(tmp / "metrics.json", metrics)
         _artefact.write_json_atomic(
             tmp / CALIBRATION_FILE,
             {
@@ -292,6 +292,8 @@ def evaluate_observations(
             },
         )
         _artefact.write_bytes_atomic(tmp / "metrics.md", markdown_tables(metrics).encode())
+        metrics["files"] = folder_records(tmp)  # metrics.json, written last, lists the rest
+        _artefact.write_json_atomic(tmp / "metrics.json", metrics)
     return ObservationEvaluation(metrics, out)
 
 

@@ -59,13 +59,13 @@ class LibraryStore:
     manifest
         Its parsed ``manifest.json``.
     images
-        (N, size, size) float32 memory map of ``images.h5``.
+        (N, size, size) float32 memory map of ``images.h5`` (checked as it is read).
     table
         Its ``params.parquet``, one row per image.
     """
 
     def __init__(
-        self, path: Path, manifest: dict[str, Any], images: np.memmap, table: pd.DataFrame
+        self, path: Path, manifest: dict[str, Any], images: CheckedImages, table: pd.DataFrame
     ) -> None:
         self._path = path
         self._manifest = manifest
@@ -221,7 +221,9 @@ class _BlockCheck:
             block_images = self._images[start : start + self._per_block]
             if image_block_hashes(block_images, self._per_block)[0] != self._expected[block]:
                 stop = min(start + self._per_block, len(self._images))
-                raise corrupted(self._path, f"images {start} to {stop - 1} differ from their SHA-256")
+                raise corrupted(
+                    self._path, f"images {start} to {stop - 1} differ from their SHA-256"
+                )
             self._checked[block] = True
 
 

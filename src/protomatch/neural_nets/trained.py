@@ -395,7 +395,9 @@ def load_checkpoint(
         For an unreadable checkpoint or one that does not fit this configuration.
     """
     meta = load_manifest(folder / "last.json", CheckpointRecord)
-    tensors = _tensors(folder / "last.safetensors", read_checked(folder / "last.safetensors", meta.files))
+    tensors = _tensors(
+        folder / "last.safetensors", read_checked(folder / "last.safetensors", meta.files)
+    )
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
