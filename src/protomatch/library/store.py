@@ -11,10 +11,13 @@ A store is a folder (written by :func:`protomatch.library.ingest.ingest_library`
                     brightness that peak normalisation removes) and one float64 column per
                     physical parameter (raw values, physical units)
     manifest.json   provenance, source, preprocessing, parameters + units, pixel scale,
-                    counts and a content fingerprint
+                    counts, a content fingerprint and ``files``: the SHA-256 and size of
+                    each file, and of ``images.h5``'s images in blocks of about 1 MiB
     skipped.csv     (only when bad files were skipped) file, problem
 
-:class:`LibraryStore` opens and validates a store for training, indexing and matching.
+:class:`LibraryStore` opens and validates a store for training, indexing and matching:
+``params.parquet`` is checked against its SHA-256 when the store opens, each block of
+images when it is first read (:class:`CheckedImages`).
 """
 
 from __future__ import annotations
