@@ -31,6 +31,7 @@ __all__ = [
     "folder_records",
     "image_block_hashes",
     "images_per_block",
+    "nonfinite_problem",
     "note_no_checksums",
     "read_checked",
     "sha256_file",
@@ -135,6 +136,32 @@ def folder_records(folder: Path, exclude: tuple[str, ...] = ()) -> dict[str, dic
     paths = sorted(p for p in folder.rglob("*") if p.is_file())
     records = {p.relative_to(folder).as_posix(): p for p in paths}
     return {name: file_record(path) for name, path in records.items() if name not in exclude}
+
+
+def nonfinite_problem(values: np.ndarray, what: str) -> str | None:
+    """Why ``values`` may not enter a store (NaN or infinite entries), or None.
+
+    Parameters
+    ----------
+    values
+        (P, ...) one unit's images or per-image numbers.
+    what
+        How the message names them (e.g. ``"image"``).
+
+    Returns
+    -------
+    str or None
+        E.g. "image 2 of 8 has 3 NaN/infinite value(s); ...", naming the first bad one.
+    """
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if not bad.any():
+        return None
+    first = int(np.flatnonzero(bad)[0])
+    count = int((~np.isfinite(values[first])).sum())
+    return (
+        f"{what} {first + 1} of {len(values)} has {count} NaN/infinite value(s); they never "
+        "enter a store: fix the input, or pass --skip-bad to leave it out"
+    )
 
 
 def check_bytes(path: Path, data: bytes, record: FileRecord) -> None:

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from protomatch._integrity import image_block_hashes
+from protomatch._integrity import image_block_hashes, nonfinite_problem
 from protomatch.errors import InputError
 from protomatch.library import schema
-from protomatch.library.ingest import IngestConfig, ingest_library, nonfinite_problem
+from protomatch.library.ingest import IngestConfig, ingest_library
 from protomatch.library.store import LibraryStore
 from tests.damage import as_written_before_checksums, copy_artefact, edit_manifest, flip_byte
 from tests.library.test_store import make_library

@@ -27,7 +27,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from protomatch import _artefact
-from protomatch._integrity import file_record, image_block_hashes, images_per_block
+from protomatch._integrity import (
+    file_record,
+    image_block_hashes,
+    images_per_block,
+    nonfinite_problem,
+)
 from protomatch._parallel import ordered_map
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.library._resolve import ResolvedDescription, resolve_description
@@ -389,32 +394,6 @@ def _refuse_nonfinite(outcome: _Loaded | _Failed, root: Path) -> _Loaded | _Fail
         if problem:
             return _Failed(outcome.source, str(root / outcome.source), problem)
     return outcome
-
-
-def nonfinite_problem(values: np.ndarray, what: str) -> str | None:
-    """Why ``values`` may not enter a store (NaN or infinite entries), or None.
-
-    Parameters
-    ----------
-    values
-        (P, ...) one unit's images or per-image numbers.
-    what
-        How the message names them (e.g. ``"image"``).
-
-    Returns
-    -------
-    str or None
-        E.g. "image 2 has 3 NaN/infinite values ...", for the first image with any.
-    """
-    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-    if not bad.any():
-        return None
-    first = int(np.flatnonzero(bad)[0])
-    count = int((~np.isfinite(values[first])).sum())
-    return (
-        f"{what} {first + 1} of {len(values)} has {count} NaN/infinite value(s); they never "
-        "enter a store: fix the input, or pass --skip-bad to leave it out"
-    )
 
 
 def _common(values: set[tuple[Any, str] | None], what: str) -> Known | None:
