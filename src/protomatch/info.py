@@ -104,7 +104,7 @@ def _model_lines(manifest: Mapping[str, Any]) -> list[str]:
         for name, log in zip(params.get("names", []), flags)
     )
     library = manifest.get("library", {})
-    metrics = manifest.get("metrics", {})
+    metrics = manifest.get("metrics") or {}
     best = metrics.get("best") or {}
     scale = library.get("au_per_pixel")
     lines = [
