@@ -101,6 +101,15 @@ def test_huge_architecture_is_refused_without_allocating_it(model: Path) -> None
     assert grown_kib < 200_000  # the real network would need hundreds of GB
 
 
+def test_architecture_too_large_to_describe_is_one_line(model: Path) -> None:
+    """Found by the fuzz tests: an input size of 2^63 overflowed inside torch."""
+    manifest = _manifest(model)
+    manifest["architecture"]["input_size"] = 2**63
+    (model / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=r"model\.json: architecture cannot be built"):
+        load_model(model)
+
+
 def test_loading_logs_no_note_for_current_models(
     model: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

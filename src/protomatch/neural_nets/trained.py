@@ -292,8 +292,14 @@ def _network_for(
     config: EncoderConfig, state: Mapping[str, torch.Tensor], path: Path
 ) -> SiameseNetwork:
     """The network of ``config`` holding ``state``; its shapes are compared before allocating."""
-    with torch.device("meta"):
-        skeleton = SiameseNetwork.from_config(config)
+    try:
+        with torch.device("meta"):
+            skeleton = SiameseNetwork.from_config(config)
+    except (ProtomatchError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        problem = str(exc).strip().splitlines()[0][:200]
+        raise InputError(
+            path.parent / MANIFEST_FILE, f"architecture cannot be built ({problem})"
+        ) from None
     expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
     if expected != {name: tuple(t.shape) for name, t in state.items()}:
         raise InputError(path, "weights do not fit the architecture in model.json")
