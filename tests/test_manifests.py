@@ -43,6 +43,8 @@ def _edit(path: Path, **fields: object) -> None:
             r"description\.parameters\.mass\.log",
         ),
         ({"files": {"images.h5": {"sha256": "abc", "bytes": 1}}}, r"files\.images\.h5\.sha256"),
+        ({"files": {"../../etc/passwd": {"sha256": "0" * 64, "bytes": 1}}}, "not a path inside"),
+        ({"files": {"/dev/zero": {"sha256": "0" * 64, "bytes": 0}}}, "not a path inside"),
     ],
 )
 def test_bad_store_field_is_one_line_naming_it(store_manifest: Path, fields, message) -> None:

@@ -15,7 +15,7 @@ every data file of the artefact; see :mod:`protomatch._integrity`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -98,6 +98,14 @@ class Manifest(_Record):
     created_utc: str | None = None
     command: str | None = None
     files: dict[str, FileRecord] | None = None
+
+    @model_validator(mode="after")
+    def _check_file_names(self) -> Manifest:
+        for name in self.files or {}:
+            parts = PurePosixPath(name).parts
+            if not parts or name.startswith("/") or ".." in parts or "\\" in name:
+                raise ValueError(f"files: {name!r} is not a path inside the artefact folder")
+        return self
 
     @model_validator(mode="after")
     def _check_files_recorded(self) -> Manifest:
