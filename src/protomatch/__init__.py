@@ -61,6 +61,7 @@ _PUBLIC = MappingProxyType(
         "ObserveConfig": "protomatch.simulators.observations",
         "make_observations": "protomatch.simulators.observations",
         "prepare_observation": "protomatch.matching.observation",
+        "verify_artefact": "protomatch.verify",
         "ProtomatchError": "protomatch.errors",
         "InputError": "protomatch.errors",
     }

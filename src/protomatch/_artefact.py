@@ -28,6 +28,8 @@ from protomatch.errors import InputError
 
 #: The name of a temporary: ``.NAME.pid<PID>.<random>.tmp``.
 _TEMPORARY = re.compile(r"\.(?P<name>.+)\.pid(?P<pid>\d+)\.[^.]*\.tmp")
+#: The largest manifest read (a store of 10^6 images records about 1 MB of checksums).
+MAX_MANIFEST_BYTES = 64 * 2**20
 
 
 @contextlib.contextmanager
@@ -258,10 +260,7 @@ def read_manifest(path: str | Path, kind: str, schema_version: int) -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise InputError(path, f"missing; this does not look like a protomatch {kind}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"is not valid JSON ({exc})") from None
+    manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("kind") != kind:
         raise InputError(path, f"is not a protomatch {kind} manifest")
     found = manifest.get("schema_version")
@@ -274,6 +273,40 @@ def read_manifest(path: str | Path, kind: str, schema_version: int) -> dict[str,
             f"({__version__}) reads (up to {schema_version}); upgrade protomatch",
         )
     return manifest
+
+
+def read_json(path: Path, max_bytes: int = MAX_MANIFEST_BYTES) -> Any:
+    """Parse a JSON file of at most ``max_bytes``, any problem as one line.
+
+    Parameters
+    ----------
+    path
+        The file.
+    max_bytes
+        Larger files are refused before reading.
+
+    Returns
+    -------
+    Any
+        The parsed JSON (NaN and Infinity, as Python's ``json`` writes them, are accepted).
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read, is too large, is not UTF-8 JSON or nests too deeply.
+    """
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise InputError(
+                path, f"is {size} bytes, too large for a manifest (at most {max_bytes})"
+            )
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and integers of more digits than Python parses
+        raise InputError(path, f"is not valid JSON ({str(exc)[:200]})") from None
 
 
 def fingerprint_bytes(chunks: Iterable[bytes]) -> str:

@@ -469,6 +469,21 @@ def info(
     typer.echo(describe_artefact(artefact))
 
 
+@app.command()
+def verify(
+    artefact: Annotated[
+        Path, typer.Argument(help="A store, model, index, evaluation or report folder.")
+    ],
+) -> None:
+    """Re-hash every file of an artefact and check its contents; exit 1 on any problem."""
+    from protomatch.verify import verify_artefact
+
+    result = verify_artefact(artefact)
+    typer.echo(result.describe())
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 def _parse_settings(settings: list[str]) -> dict[str, Any]:
     """KEY=VALUE pairs with YAML-typed values (numbers, booleans, lists)."""
     import yaml

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from protomatch._artefact import read_json
+from protomatch._manifests import BY_KIND, load_manifest
 from protomatch.errors import InputError
 from protomatch.library.description import describe_library
 
@@ -54,13 +56,12 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     for name in _MANIFESTS:
         candidate = folder / name
         if candidate.is_file():
-            try:
-                payload = json.loads(candidate.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InputError(candidate, f"is not a valid JSON manifest ({exc})") from None
+            payload = read_json(candidate)
             if not isinstance(payload, dict):
                 raise InputError(candidate, "is not a JSON object")
-            return payload
+            kind = payload.get("kind")
+            model = BY_KIND.get(kind) if isinstance(kind, str) else None
+            return payload if model is None else load_manifest(candidate, model).as_dict()
     raise InputError(folder, f"holds no protomatch manifest ({', '.join(_MANIFESTS)})")
 
 
@@ -103,7 +104,7 @@ def _model_lines(manifest: Mapping[str, Any]) -> list[str]:
         for name, log in zip(params.get("names", []), flags)
     )
     library = manifest.get("library", {})
-    metrics = manifest.get("metrics", {})
+    metrics = manifest.get("metrics") or {}
     best = metrics.get("best") or {}
     scale = library.get("au_per_pixel")
     lines = [

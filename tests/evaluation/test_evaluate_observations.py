@@ -394,3 +394,13 @@ def test_a_batch_of_observations_is_tested_against_the_library(
     few = match_observations(index, files[:2], tmp_path / "few", config=MatchConfig(k=5))
     assert few.batch_test is not None and few.batch_test["tested"] is False
     assert "no batch test" in few.describe()
+
+
+@pytest.mark.slow
+def test_evaluation_folder_lists_its_files_and_verifies(evaluated) -> None:
+    from protomatch.verify import verify_artefact
+
+    files = json.loads((evaluated.out / "metrics.json").read_text())["files"]
+    assert {"calibration.json", "estimates.csv", "metrics.md"} <= set(files)
+    result = verify_artefact(evaluated.out)
+    assert result.ok and result.kind == "observation-evaluation", result.describe()

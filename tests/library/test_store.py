@@ -108,7 +108,7 @@ def test_ingest_round_trip(library: Path, tmp_path: Path) -> None:
         assert rows["system"].iloc[0] == record.system
         assert store.theta()[ids[0]].tolist() == [record.params[n] for n in store.param_names]
     manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
-    assert manifest["kind"] == "library-store" and manifest["schema_version"] == 1
+    assert manifest["kind"] == "library-store" and manifest["schema_version"] == 2
     assert manifest["counts"] == {"files": 6, "images": 48, "skipped": 0}
     assert manifest["source"] == str(library.resolve())
     assert manifest["preprocess"]["stretch"] == "log"

@@ -51,6 +51,7 @@ import pydantic
 from tqdm import tqdm
 
 from protomatch import _artefact
+from protomatch._integrity import folder_records
 from protomatch._locking import claims_output
 from protomatch._text import csv_bytes
 from protomatch.calibration.intervals import (
@@ -283,7 +284,6 @@ def evaluate_observations(
         metrics["figures"] = sorted(figures)
         estimates_table = _estimates_table(truth, estimates, names, trained.normaliser.log10)
         (tmp / "estimates.csv").write_bytes(csv_bytes(estimates_table))
-        _artefact.write_json_atomic(tmp / "metrics.json", metrics)
         _artefact.write_json_atomic(
             tmp / CALIBRATION_FILE,
             {
@@ -294,6 +294,8 @@ def evaluate_observations(
             },
         )
         _artefact.write_bytes_atomic(tmp / "metrics.md", markdown_tables(metrics).encode())
+        metrics["files"] = folder_records(tmp)  # metrics.json, written last, lists the rest
+        _artefact.write_json_atomic(tmp / "metrics.json", metrics)
     return ObservationEvaluation(metrics, out)
 
 

@@ -27,6 +27,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from protomatch import _artefact
+from protomatch._integrity import (
+    file_record,
+    image_block_hashes,
+    images_per_block,
+    nonfinite_problem,
+)
 from protomatch._locking import claims_output
 from protomatch._parallel import ordered_map
 from protomatch._text import csv_bytes, safe_name
@@ -282,7 +288,8 @@ def _ingest_into(
     units: tuple[Any, ...] = layout.files if layout.form == "hdf5" else layout.images
     outcomes = ordered_map(load, units, workers, desc="ingest", unit="file")
     with raw_path.open("wb") as raw, contextlib.closing(outcomes):
-        for outcome in outcomes:
+        for loaded in outcomes:
+            outcome = _refuse_nonfinite(loaded, layout.root)
             if isinstance(outcome, _Failed):
                 if not skip_bad:
                     raise InputError(outcome.path, outcome.problem)
@@ -297,11 +304,16 @@ def _ingest_into(
         raise InputError(layout.root, f"no usable images: all {len(units)} inputs are bad{first}")
     table = _table(rows, layout.param_names)
     fingerprint = _write_images(raw_path, tmp / IMAGES_FILE, len(rows), config, table)
+    blocks = _image_blocks(raw_path, len(rows), config.size)
     raw_path.unlink()
     table.to_parquet(tmp / TABLE_FILE, index=False, engine="pyarrow")
+    written = [TABLE_FILE]
     if skipped:
         skipped_table = pd.DataFrame(skipped, columns=["file", "problem"])
         (tmp / SKIPPED_FILE).write_bytes(csv_bytes(skipped_table))
+        written.append(SKIPPED_FILE)
+    files = {IMAGES_FILE: file_record(tmp / IMAGES_FILE, blocks=blocks)}
+    files |= {name: file_record(tmp / name) for name in written}
     scale, unit = _common(collected.scales, "pixel scales"), _common(collected.units, "units")
     manifest = {
         **_artefact.provenance(STORE_KIND, STORE_SCHEMA_VERSION),
@@ -316,6 +328,7 @@ def _ingest_into(
         "description": description.manifest(scale, unit, sorted(collected.ambiguous), config.size),
         "counts": {"files": collected.n_files, "images": len(rows), "skipped": len(skipped)},
         "fingerprint": fingerprint,
+        "files": files,
     }
     _artefact.write_json_atomic(tmp / MANIFEST_FILE, manifest)
     return {**manifest, "skipped": tuple(skipped)}
@@ -361,6 +374,30 @@ def _write_images(
     digest_parts.append(image_hash.digest())
     digest_parts.append(table.to_csv(index=False).encode())
     return _artefact.fingerprint_bytes(digest_parts)
+
+
+def _image_blocks(raw_path: Path, n: int, size: int) -> dict[str, Any]:
+    """The block checksums of the store's images (see :mod:`protomatch._integrity`)."""
+    raw = np.memmap(raw_path, dtype="<f4", mode="r", shape=(n, size, size))
+    per_block = images_per_block((size, size))
+    hashes = image_block_hashes(raw, per_block)
+    del raw
+    return {"images_per_block": per_block, "sha256": hashes}
+
+
+def _refuse_nonfinite(outcome: _Loaded | _Failed, root: Path) -> _Loaded | _Failed:
+    """A prepared unit whose images or brightness are not all finite, as a failure."""
+    if isinstance(outcome, _Failed):
+        return outcome
+    for what, values in (
+        ("prepared image", outcome.images),
+        ("peak intensity", outcome.peaks),
+        ("total flux", outcome.totals),
+    ):
+        problem = nonfinite_problem(values, what)
+        if problem:
+            return _Failed(outcome.source, str(root / outcome.source), problem)
+    return outcome
 
 
 def _common(values: set[tuple[Any, str] | None], what: str) -> Known | None:
@@ -418,6 +455,8 @@ def _load_hdf5(
         record = read_library_file(path, param_names, max_side)
     except InputError as exc:
         return _Failed(source, str(exc.path), exc.problem)
+    if problem := nonfinite_problem(record.images, "projection"):
+        return _Failed(source, str(path), problem)
     images, peaks, totals = prepare_images(record.images, config)
     side = record.images.shape[-1]
     attributes = record.attributes
@@ -449,6 +488,8 @@ def _load_catalog_row(
         pixels = read_library_image(image, max_side)
     except InputError as exc:
         return _Failed(source, str(exc.path), exc.problem)
+    if problem := nonfinite_problem(pixels[None], "image"):
+        return _Failed(source, str(image.source), problem)
     images, peaks, totals = prepare_images(pixels[None], config)
     side = pixels.shape[-1]
     return _Loaded(

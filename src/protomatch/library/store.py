@@ -11,14 +11,18 @@ A store is a folder (written by :func:`protomatch.library.ingest.ingest_library`
                     brightness that peak normalisation removes) and one float64 column per
                     physical parameter (raw values, physical units)
     manifest.json   provenance, source, preprocessing, parameters + units, pixel scale,
-                    counts and a content fingerprint
+                    counts, a content fingerprint and ``files``: the SHA-256 and size of
+                    each file, and of ``images.h5``'s images in blocks of about 1 MiB
     skipped.csv     (only when bad files were skipped) file, problem
 
-:class:`LibraryStore` opens and validates a store for training, indexing and matching.
+:class:`LibraryStore` opens and validates a store for training, indexing and matching:
+``params.parquet`` is checked against its SHA-256 when the store opens, each block of
+images when it is first read (:class:`CheckedImages`).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +30,13 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from protomatch import _artefact
+from protomatch._integrity import corrupted, image_block_hashes, note_no_checksums, read_checked
+from protomatch._manifests import ImageBlocks, StoreManifest, load_manifest
 from protomatch.errors import InputError
 from protomatch.library.preprocess import PreprocessConfig
 
-STORE_KIND = "library-store"
-STORE_SCHEMA_VERSION = 1
+STORE_KIND = StoreManifest.KIND
+STORE_SCHEMA_VERSION = StoreManifest.SCHEMA_VERSION
 IMAGES_FILE = "images.h5"
 IMAGES_DATASET = "images"
 TABLE_FILE = "params.parquet"
@@ -57,13 +62,13 @@ class LibraryStore:
     manifest
         Its parsed ``manifest.json``.
     images
-        (N, size, size) float32 memory map of ``images.h5``.
+        (N, size, size) float32 memory map of ``images.h5`` (checked as it is read).
     table
         Its ``params.parquet``, one row per image.
     """
 
     def __init__(
-        self, path: Path, manifest: dict[str, Any], images: np.memmap, table: pd.DataFrame
+        self, path: Path, manifest: dict[str, Any], images: CheckedImages, table: pd.DataFrame
     ) -> None:
         self._path = path
         self._manifest = manifest
@@ -92,10 +97,12 @@ class LibraryStore:
         path = Path(path)
         if not path.is_dir():
             raise InputError(path, "is not a library store folder (run 'protomatch ingest')")
-        manifest = _artefact.read_manifest(path / MANIFEST_FILE, STORE_KIND, STORE_SCHEMA_VERSION)
-        images = _map_images(path / IMAGES_FILE)
-        table = _read_table(path / TABLE_FILE, manifest.get("parameters", []), len(images))
-        return cls(path, manifest, images, table)
+        manifest = load_manifest(path / MANIFEST_FILE, StoreManifest)
+        if not manifest.has_checksums:
+            note_no_checksums(path, "library store")
+        images = _map_images(path / IMAGES_FILE, manifest)
+        table = _read_table(path / TABLE_FILE, manifest, len(images))
+        return cls(path, manifest.as_dict(), images, table)
 
     def __getstate__(self) -> dict[str, str]:
         return {"path": str(self._path)}
@@ -116,8 +123,12 @@ class LibraryStore:
         return self._path
 
     @property
-    def images(self) -> np.memmap:
-        """(N, size, size) float32 read-only memory map of linear, peak-1 images."""
+    def images(self) -> CheckedImages:
+        """(N, size, size) float32 read-only memory map of linear, peak-1 images.
+
+        Reading images by indexing checks the blocks they are in against the manifest's
+        SHA-256 first (stores written before checksums: unchecked).
+        """
         return self._images
 
     @property
@@ -177,7 +188,69 @@ class LibraryStore:
         return self._table[list(self.param_names)].to_numpy(dtype=np.float64)
 
 
-def _map_images(path: Path) -> np.memmap:
+class CheckedImages(np.memmap):
+    """A store's (N, size, size) float32 memory map that checks what it is asked for.
+
+    Indexing (``images[i]``, ``images[a:b]``, ``images[rows]``) first checks every hashed
+    block of ``images.h5`` the rows fall in against the manifest's SHA-256 (once per block
+    and process), then returns a plain array view of the map. Arrays derived by other means
+    (``reshape``, ufuncs) are not checked; library code reads stores by indexing.
+    """
+
+    _check: _BlockCheck | None = None
+
+    def __getitem__(self, key: Any) -> Any:
+        if self._check is not None:
+            self._check.ensure(_touched_rows(key, len(self)))
+        result = super().__getitem__(key)
+        return result.view(np.ndarray) if isinstance(result, np.ndarray) else result
+
+
+class _BlockCheck:
+    """Which blocks of a store's images were checked, and their expected SHA-256."""
+
+    def __init__(self, path: Path, images: np.memmap, blocks: ImageBlocks) -> None:
+        self._path = path
+        self._images = images.view(np.ndarray)
+        self._per_block = blocks.images_per_block
+        self._expected = blocks.sha256
+        self._checked = np.zeros(len(blocks.sha256), dtype=bool)
+
+    def ensure(self, rows: np.ndarray) -> None:
+        """Check the blocks holding ``rows`` (valid row numbers) not checked yet."""
+        blocks = np.unique(rows // self._per_block)
+        for block in blocks[~self._checked[blocks]]:
+            start = int(block) * self._per_block
+            block_images = self._images[start : start + self._per_block]
+            if image_block_hashes(block_images, self._per_block)[0] != self._expected[block]:
+                stop = min(start + self._per_block, len(self._images))
+                raise corrupted(
+                    self._path, f"images {start} to {stop - 1} differ from their SHA-256"
+                )
+            self._checked[block] = True
+
+
+def _touched_rows(key: Any, n: int) -> np.ndarray:
+    """The valid row numbers (along axis 0) an index expression reads from N rows."""
+    first = key[0] if isinstance(key, tuple) and key else key
+    if first is Ellipsis or first is None:
+        return np.arange(n)
+    if isinstance(first, slice):
+        return np.arange(*first.indices(n))
+    rows = np.asarray(first)
+    if rows.dtype == bool and rows.ndim == 0:
+        return np.arange(n) if rows else np.zeros(0, dtype=np.int64)
+    if rows.dtype == bool:  # a mask over the leading axis, or over more axes
+        rows = np.flatnonzero(rows.reshape(len(rows), -1).any(axis=1))
+        return rows[rows < n]
+    if not np.issubdtype(rows.dtype, np.integer):
+        return np.zeros(0, dtype=np.int64)  # numpy refuses such an index itself
+    rows = rows.astype(np.int64).ravel()
+    rows = np.where(rows < 0, rows + n, rows)
+    return rows[(rows >= 0) & (rows < n)]
+
+
+def _map_images(path: Path, manifest: StoreManifest) -> CheckedImages:
     if not path.is_file():
         raise InputError(path, "missing; this library store is incomplete")
     try:
@@ -190,19 +263,33 @@ def _map_images(path: Path) -> np.memmap:
         raise InputError(path, f"cannot be read as HDF5 ({exc})") from None
     if offset is None or dtype != np.dtype("<f4"):
         raise InputError(path, "images are not a contiguous float32 array; re-run ingest")
-    return np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=shape)
+    if list(shape) != manifest.image_shape:
+        raise InputError(path, f"holds images {shape}, its manifest says {manifest.image_shape}")
+    if offset + 4 * int(np.prod(shape)) > path.stat().st_size:
+        raise corrupted(path, "is shorter than its images")
+    images = CheckedImages(path, dtype="<f4", mode="r", offset=offset, shape=shape)
+    record = None if manifest.files is None else manifest.files.get(IMAGES_FILE)
+    if manifest.files is not None:
+        if record is None or record.blocks is None:
+            raise InputError(path, "has no block checksums in the manifest; the store was altered")
+        expected_blocks = -(-len(images) // record.blocks.images_per_block)
+        if len(record.blocks.sha256) != expected_blocks:
+            raise InputError(path, "the manifest's block checksums do not cover its images")
+        images._check = _BlockCheck(path, images, record.blocks)
+    return images
 
 
-def _read_table(path: Path, param_names: list[str], n: int) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(path, "missing; this library store is incomplete")
+def _read_table(path: Path, manifest: StoreManifest, n: int) -> pd.DataFrame:
+    data = read_checked(path, manifest.files)
     try:
-        table = pd.read_parquet(path)
+        table = pd.read_parquet(io.BytesIO(data))
     except (OSError, ValueError) as exc:
         raise InputError(path, f"cannot be read as Parquet ({exc})") from None
-    missing = [c for c in (*ID_COLUMNS, *param_names) if c not in table.columns]
+    missing = [c for c in (*ID_COLUMNS, *manifest.parameters) if c not in table.columns]
     if missing:
         raise InputError(path, f"lacks column(s) {', '.join(missing)}")
     if len(table) != n:
         raise InputError(path, f"has {len(table)} rows but the store holds {n} images")
+    if not np.array_equal(table["image_id"].to_numpy(), np.arange(n)):
+        raise InputError(path, "image_id is not the row number 0 .. N-1; re-run ingest")
     return table

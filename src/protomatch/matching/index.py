@@ -8,6 +8,7 @@ and library fingerprints; an index is refused with any other model or library.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Callable
@@ -19,20 +20,20 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from protomatch._artefact import (
-    atomic_directory,
-    provenance,
-    read_manifest,
-    write_json_atomic,
-)
+from protomatch._artefact import atomic_directory, provenance, write_json_atomic
+from protomatch._integrity import file_record, note_no_checksums, read_checked
 from protomatch._locking import claims_output
+from protomatch._manifests import IndexManifest, load_manifest
 from protomatch.errors import InputError
 from protomatch.library.store import LibraryStore
 from protomatch.neural_nets.trained import TrainedModel, load_model
 
 log = logging.getLogger(__name__)
 
-INDEX_SCHEMA_VERSION = 1
+INDEX_SCHEMA_VERSION = IndexManifest.SCHEMA_VERSION
+FAISS_FILE = "faiss.index"
+IDS_FILE = "ids.npy"
+EMBEDDINGS_FILE = "embeddings.npy"
 _NEIGHBOUR_SAMPLE = 1000
 _IVF_POINTS_PER_CELL = 64
 
@@ -167,9 +168,10 @@ def build_index(
     systems = store.table["system"].astype(str).to_numpy()
     stats = neighbour_similarity(embeddings, systems)
     with atomic_directory(out, overwrite) as tmp:
-        faiss.write_index(make_faiss_index(embeddings, config), str(tmp / "faiss.index"))
-        np.save(tmp / "ids.npy", ids, allow_pickle=False)
-        np.save(tmp / "embeddings.npy", embeddings, allow_pickle=False)
+        faiss.write_index(make_faiss_index(embeddings, config), str(tmp / FAISS_FILE))
+        np.save(tmp / IDS_FILE, ids, allow_pickle=False)
+        np.save(tmp / EMBEDDINGS_FILE, embeddings, allow_pickle=False)
+        files = {name: file_record(tmp / name) for name in (FAISS_FILE, IDS_FILE, EMBEDDINGS_FILE)}
         write_json_atomic(
             tmp / "index.json",
             {
@@ -180,6 +182,7 @@ def build_index(
                 "model": {"path": str(Path(model).resolve()), "fingerprint": trained.fingerprint},
                 "library": {"path": str(store.path.resolve()), "fingerprint": store.fingerprint},
                 "neighbour_similarity": stats,
+                "files": files,
             },
         )
     return IndexResult(Path(out), len(ids), int(embeddings.shape[1]), config.kind, stats)
@@ -264,6 +267,59 @@ def neighbour_similarity(
     }
 
 
+def read_index_files(path: Path, manifest: IndexManifest) -> tuple[Any, np.ndarray]:
+    """The FAISS index and store ids of an index folder, checked against ``index.json``.
+
+    Parameters
+    ----------
+    path
+        The index folder.
+    manifest
+        Its validated ``index.json``.
+
+    Returns
+    -------
+    faiss_index : faiss.Index
+        The index of ``manifest.n_images`` vectors of ``manifest.dim`` dimensions.
+    ids : numpy.ndarray
+        (n_images,) int store row of each vector, each in [0, n_images).
+
+    Raises
+    ------
+    InputError
+        If a file differs from its checksum, cannot be read or disagrees with ``index.json``.
+    """
+    import faiss
+
+    faiss_bytes = read_checked(path / FAISS_FILE, manifest.files)
+    ids_bytes = read_checked(path / IDS_FILE, manifest.files)
+    try:
+        faiss_index = faiss.deserialize_index(np.frombuffer(faiss_bytes, dtype=np.uint8))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1][:200]
+        raise InputError(path / FAISS_FILE, f"is not a readable FAISS index ({first})") from None
+    try:
+        ids = np.load(io.BytesIO(ids_bytes), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(path / IDS_FILE, f"is not a readable .npy file ({exc})") from None
+    if faiss_index.ntotal != manifest.n_images or faiss_index.d != manifest.dim:
+        raise InputError(
+            path / FAISS_FILE,
+            f"holds {faiss_index.ntotal} vectors of dimension {faiss_index.d}; index.json "
+            f"says {manifest.n_images} of {manifest.dim}",
+        )
+    _check_ids(path / IDS_FILE, ids, manifest.n_images)
+    return faiss_index, ids
+
+
+def _check_ids(path: Path, ids: np.ndarray, n: int) -> None:
+    """Refuse ids that are not n integer store rows in 0 .. n-1."""
+    if ids.shape != (n,) or ids.dtype.kind not in "iu":
+        raise InputError(path, f"holds {ids.dtype} ids of shape {ids.shape}, not {n} store rows")
+    if n and not 0 <= ids.min() <= ids.max() < n:
+        raise InputError(path, f"holds ids outside the library's rows 0 .. {n - 1}")
+
+
 class EmbeddingIndex:
     """An index folder opened with the model and library it was built from (checked)."""
 
@@ -307,32 +363,30 @@ class EmbeddingIndex:
             The index with its model and store, whose fingerprints must match the recorded
             ones (otherwise :class:`~protomatch.errors.InputError`).
         """
-        import faiss
-
         path = Path(path)
-        manifest = read_manifest(path / "index.json", "index", INDEX_SCHEMA_VERSION)
-        trained = load_model(model or manifest["model"]["path"])
-        if trained.fingerprint != manifest["model"]["fingerprint"]:
+        manifest = load_manifest(path / "index.json", IndexManifest)
+        if not manifest.has_checksums:
+            note_no_checksums(path, "index")
+        trained = load_model(model or manifest.model.path)
+        if trained.fingerprint != manifest.model.fingerprint:
             raise InputError(
                 path,
-                f"index was built by model {manifest['model']['fingerprint']}, not by "
-                f"{model or manifest['model']['path']} ({trained.fingerprint}); rebuild it",
+                f"index was built by model {manifest.model.fingerprint}, not by "
+                f"{model or manifest.model.path} ({trained.fingerprint}); rebuild it",
             )
-        store = LibraryStore.open(library or manifest["library"]["path"])
-        if store.fingerprint != manifest["library"]["fingerprint"]:
+        store = LibraryStore.open(library or manifest.library.path)
+        if store.fingerprint != manifest.library.fingerprint:
             raise InputError(
                 path,
-                f"index was built from library {manifest['library']['fingerprint']}, not from "
+                f"index was built from library {manifest.library.fingerprint}, not from "
                 f"{store.path} ({store.fingerprint}); rebuild it",
             )
-        try:
-            faiss_index = faiss.read_index(str(path / "faiss.index"))
-            ids = np.load(path / "ids.npy", allow_pickle=False)
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise InputError(path, f"index files are unreadable ({exc})") from None
-        if faiss_index.ntotal != len(ids) or len(ids) != len(store):
-            raise InputError(path, "index, ids and library disagree on the number of images")
-        return cls(path, manifest, faiss_index, ids, trained, store)
+        faiss_index, ids = read_index_files(path, manifest)
+        if len(store) != manifest.n_images:
+            raise InputError(path, "index and library disagree on the number of images")
+        if manifest.dim != trained.encoder_config.embedding_dim:
+            raise InputError(path, "index and model disagree on the embedding size")
+        return cls(path, manifest.as_dict(), faiss_index, ids, trained, store)
 
     def __len__(self) -> int:
         return len(self.ids)

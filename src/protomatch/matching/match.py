@@ -24,7 +24,9 @@ import pydantic
 import torch
 
 from protomatch._artefact import atomic_directory, provenance, write_json_atomic
+from protomatch._integrity import folder_records
 from protomatch._locking import claims_output
+from protomatch._manifests import ReportManifest
 from protomatch._text import safe_name
 from protomatch.calibration.intervals import IntervalCalibration
 from protomatch.errors import InputError, ProtomatchError
@@ -76,7 +78,7 @@ __all__ = ["MatchConfig", "MatchResult", "TargetResult", "match_observations"]
 
 log = logging.getLogger(__name__)
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = ReportManifest.SCHEMA_VERSION
 _SHOWN_MATCHES = 11
 _DISPLAY_NOISE_SIGMAS = 2.0
 _OBSERVATION_CAVEAT = (
@@ -285,7 +287,8 @@ def match_observations(
             entries = [(r.name, Path(r.name), r.summary) for r in results]
             write_report_index(tmp, entries, batch_phrase(batch))
         manifest = _report_manifest(opened, results, config)
-        write_json_atomic(tmp / "manifest.json", {**manifest, "batch_test": batch})
+        files = folder_records(tmp)
+        write_json_atomic(tmp / "manifest.json", {**manifest, "batch_test": batch, "files": files})
     return MatchResult(out, tuple(results), batch)
 
 
@@ -367,7 +370,7 @@ def _report_manifest(
 ) -> dict[str, Any]:
     """What made this report: the index, model and library it searched, and the query."""
     return {
-        **provenance("match-report", REPORT_SCHEMA_VERSION),
+        **provenance(ReportManifest.KIND, REPORT_SCHEMA_VERSION),
         "index": {"path": str(index.path.resolve())},
         "model": dict(index.manifest["model"]),
         "library": dict(index.manifest["library"]),

@@ -11,11 +11,10 @@ says so where the estimate is read. The same evaluation fits the interval calibr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from protomatch._artefact import read_manifest
+from protomatch._manifests import CalibrationManifest, EvaluationManifest, load_manifest
 from protomatch.calibration.intervals import IntervalCalibration
 from protomatch.errors import InputError
 
@@ -30,12 +29,12 @@ __all__ = [
 ]
 
 #: The manifest kind and version of ``evaluate --observations``'s metrics.json.
-EVALUATION_KIND = "observation-evaluation"
-EVALUATION_SCHEMA_VERSION = 1
+EVALUATION_KIND = EvaluationManifest.KIND
+EVALUATION_SCHEMA_VERSION = EvaluationManifest.SCHEMA_VERSION
 METRICS_FILE = "metrics.json"
 #: The interval calibrations fitted by ``evaluate --observations``, beside its metrics.
 CALIBRATION_FILE = "calibration.json"
-CALIBRATION_KIND = "interval-calibration"
+CALIBRATION_KIND = CalibrationManifest.KIND
 
 
 def read_validation(
@@ -63,14 +62,13 @@ def read_validation(
         made before verdicts were recorded.
     """
     path = Path(folder) / METRICS_FILE
-    metrics = read_manifest(path, EVALUATION_KIND, EVALUATION_SCHEMA_VERSION)
+    metrics = load_manifest(path, EvaluationManifest)
     _check_made_with(path, metrics, model_fingerprint, library_fingerprint)
-    verdict = metrics.get("verdict")
-    if not isinstance(verdict, Mapping) or not isinstance(verdict.get("parameters"), Mapping):
+    if metrics.verdict is None:
         raise InputError(
             path, "has no per-parameter verdict; rerun protomatch evaluate --observations"
         )
-    return {"folder": str(Path(folder).resolve()), **verdict}
+    return {"folder": str(Path(folder).resolve()), **metrics.verdict.model_dump()}
 
 
 def read_calibrations(
@@ -101,29 +99,29 @@ def read_calibrations(
         raise InputError(
             path.parent, f"has no {CALIBRATION_FILE}; rerun protomatch evaluate --observations"
         )
-    record = read_manifest(path, CALIBRATION_KIND, EVALUATION_SCHEMA_VERSION)
+    record = load_manifest(path, CalibrationManifest)
     _check_made_with(path, record, model_fingerprint, library_fingerprint)
-    calibrations = record.get("calibrations")
-    if not isinstance(calibrations, Mapping):
-        raise InputError(path, "holds no calibrations")
     try:
-        return {str(m): IntervalCalibration.from_record(c) for m, c in calibrations.items()}
-    except (TypeError, ValueError, AttributeError) as error:
+        return {m: IntervalCalibration.from_record(c) for m, c in record.calibrations.items()}
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as error:
         raise InputError(path, f"is not a valid calibration: {error}") from None
 
 
 def _check_made_with(
-    path: Path, record: Mapping[str, Any], model_fingerprint: str, library_fingerprint: str
+    path: Path,
+    record: EvaluationManifest | CalibrationManifest,
+    model_fingerprint: str,
+    library_fingerprint: str,
 ) -> None:
     """Refuse an evaluation artefact of another model or library."""
-    evaluated = (record.get("model") or {}).get("fingerprint")
+    evaluated = record.model.fingerprint
     if evaluated != model_fingerprint:
         raise InputError(
             path,
             f"evaluates model {evaluated}, not the index's model {model_fingerprint}; "
             "evaluate this model (protomatch evaluate MODEL STORE --observations OBS)",
         )
-    library = (record.get("library") or {}).get("fingerprint")
+    library = record.library.fingerprint
     if library != library_fingerprint:
         raise InputError(
             path, f"was made with library {library}, not the index's {library_fingerprint}"

@@ -8,6 +8,7 @@ normalised, what it scored, and on which library it was trained (fingerprint).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,17 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
-from protomatch._artefact import (
-    atomic_path,
-    fingerprint_bytes,
-    provenance,
-    read_manifest,
-    write_json_atomic,
-)
+from protomatch._artefact import atomic_path, provenance, read_json, write_json_atomic
+from protomatch._integrity import corrupted, file_record, read_checked
+from protomatch._manifests import CheckpointRecord, ModelManifest, load_manifest
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.library.params import ParameterNormaliser
 from protomatch.library.preprocess import PreprocessConfig, intensity_transform
@@ -36,7 +32,7 @@ from protomatch.neural_nets.siamese import SiameseNetwork
 if TYPE_CHECKING:
     from protomatch.library.store import LibraryStore
 
-MODEL_SCHEMA_VERSION = 1
+MODEL_SCHEMA_VERSION = ModelManifest.SCHEMA_VERSION
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "model.json"
 
@@ -218,7 +214,9 @@ def save_model(out: Path, network: SiameseNetwork, manifest: Mapping[str, Any]) 
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
     payload = {**provenance("model", MODEL_SCHEMA_VERSION), **manifest}
-    payload["fingerprint"] = _weights_fingerprint(out / WEIGHTS_FILE)
+    record = file_record(out / WEIGHTS_FILE)
+    payload["fingerprint"] = record["sha256"][:16]
+    payload["files"] = {WEIGHTS_FILE: record}
     write_json_atomic(out / MANIFEST_FILE, payload)
 
 
@@ -232,7 +230,7 @@ def update_model_manifest(out: Path, fields: Mapping[str, Any]) -> None:
     fields
         The fields to set.
     """
-    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    manifest = read_json(out / MANIFEST_FILE)
     manifest.update(fields)
     write_json_atomic(out / MANIFEST_FILE, manifest)
 
@@ -262,28 +260,26 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedM
     if folder.is_file():
         folder = folder.parent
     _refuse_unfinished(folder)
-    manifest = read_manifest(folder / MANIFEST_FILE, "model", MODEL_SCHEMA_VERSION)
+    manifest = load_manifest(folder / MANIFEST_FILE, ModelManifest)
     try:
-        encoder_config = EncoderConfig(**manifest["architecture"])
-        preprocess = PreprocessConfig(**manifest["preprocessing"])
-        normaliser = ParameterNormaliser.from_dict(manifest["parameters"]["normalisation"])
-        weights = tuple(float(w) for w in manifest["parameters"]["weights"])
-        brightness = manifest.get("brightness")
-        brightness = None if brightness is None else ParameterNormaliser.from_dict(brightness)
-    except (KeyError, TypeError, ValidationError) as exc:
-        message = str(exc).splitlines()[0]
-        raise InputError(folder / MANIFEST_FILE, f"incomplete model manifest ({message})") from None
-    network = SiameseNetwork.from_config(encoder_config)
-    state = load_tensors(folder / WEIGHTS_FILE)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError:
-        raise InputError(
-            folder / WEIGHTS_FILE, "weights do not fit the architecture in model.json"
-        ) from None
+        normaliser = ParameterNormaliser.from_dict(manifest.parameters.normalisation.model_dump())
+        brightness = None
+        if manifest.brightness is not None:
+            brightness = ParameterNormaliser.from_dict(manifest.brightness.model_dump())
+    except ProtomatchError as exc:
+        raise InputError(folder / MANIFEST_FILE, f"bad field parameters: {exc}") from None
+    state = _read_weights(folder / WEIGHTS_FILE, manifest)
+    network = _network_for(manifest.architecture, state, folder / WEIGHTS_FILE)
     network.to(device).eval()
+    weights = tuple(manifest.parameters.weights)
     return TrainedModel(
-        network, encoder_config, preprocess, normaliser, weights, manifest, brightness
+        network,
+        manifest.architecture,
+        manifest.preprocessing,
+        normaliser,
+        weights,
+        manifest.as_dict(),
+        brightness,
     )
 
 
@@ -309,6 +305,34 @@ def _refuse_unfinished(folder: Path) -> None:
         )
 
 
+def _read_weights(path: Path, manifest: ModelManifest) -> dict[str, torch.Tensor]:
+    """The weights, checked against the manifest's SHA-256 (older models: the fingerprint)."""
+    data = read_checked(path, manifest.files)
+    if hashlib.sha256(data).hexdigest()[:16] != manifest.fingerprint:
+        raise corrupted(path, f"does not match the model's fingerprint {manifest.fingerprint}")
+    return _tensors(path, data)
+
+
+def _network_for(
+    config: EncoderConfig, state: Mapping[str, torch.Tensor], path: Path
+) -> SiameseNetwork:
+    """The network of ``config`` holding ``state``; its shapes are compared before allocating."""
+    try:
+        with torch.device("meta"):
+            skeleton = SiameseNetwork.from_config(config)
+    except (ProtomatchError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        problem = str(exc).strip().splitlines()[0][:200]
+        raise InputError(
+            path.parent / MANIFEST_FILE, f"architecture cannot be built ({problem})"
+        ) from None
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    if expected != {name: tuple(t.shape) for name, t in state.items()}:
+        raise InputError(path, "weights do not fit the architecture in model.json")
+    network = SiameseNetwork.from_config(config)
+    network.load_state_dict(state)
+    return network
+
+
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Read the tensors of a safetensors file.
 
@@ -327,16 +351,15 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     InputError
         One line, for a missing or corrupt file.
     """
-    if not path.is_file():
-        raise InputError(path, "missing")
+    return _tensors(path, read_checked(path, None))
+
+
+def _tensors(path: Path, data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors of ``path``'s bytes ``data``, or one InputError line."""
     try:
-        return load_file(str(path))
+        return load(data)
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(path, f"is not a readable safetensors file ({exc})") from None
-
-
-def _weights_fingerprint(path: Path) -> str:
-    return fingerprint_bytes([path.read_bytes()])
 
 
 # --- checkpoints: model + optimiser + scheduler + progress, for an exact --resume ----------
@@ -370,7 +393,11 @@ def save_checkpoint(
             tensors[f"optim.{param_id}.{slot}"] = torch.as_tensor(value).detach().cpu().clone()
     with atomic_path(folder / "last.safetensors") as tmp:
         save_file(tensors, str(tmp))
-    meta = {"param_groups": optimizer_state["param_groups"], "progress": dict(progress)}
+    meta = {
+        "param_groups": optimizer_state["param_groups"],
+        "progress": dict(progress),
+        "files": {"last.safetensors": file_record(folder / "last.safetensors")},
+    }
     write_json_atomic(folder / "last.json", meta)
 
 
@@ -398,12 +425,10 @@ def load_checkpoint(
     InputError
         For an unreadable checkpoint or one that does not fit this configuration.
     """
-    meta_path = folder / "last.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(meta_path, f"is not a readable checkpoint record ({exc})") from None
-    tensors = load_tensors(folder / "last.safetensors")
+    meta = load_manifest(folder / "last.json", CheckpointRecord)
+    tensors = _tensors(
+        folder / "last.safetensors", read_checked(folder / "last.safetensors", meta.files)
+    )
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -412,10 +437,11 @@ def load_checkpoint(
             state.setdefault(int(param_id), {})[slot] = value
     try:
         network.load_state_dict(model_state)
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    except (RuntimeError, KeyError, ValueError) as exc:
+        groups = [group.model_dump() for group in meta.param_groups]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         message = str(exc).splitlines()[0]
         raise InputError(
             folder, f"checkpoint does not fit this configuration ({message})"
         ) from None
-    return meta["progress"]
+    return dict(meta.progress)
