@@ -455,8 +455,6 @@ def _load_hdf5(
         record = read_library_file(path, param_names, max_side)
     except InputError as exc:
         return _Failed(source, str(exc.path), exc.problem)
-    if problem := nonfinite_problem(record.images, "projection"):
-        return _Failed(source, str(path), problem)
     images, peaks, totals = prepare_images(record.images, config)
     side = record.images.shape[-1]
     attributes = record.attributes
@@ -488,8 +486,6 @@ def _load_catalog_row(
         pixels = read_library_image(image, max_side)
     except InputError as exc:
         return _Failed(source, str(exc.path), exc.problem)
-    if problem := nonfinite_problem(pixels[None], "image"):
-        return _Failed(source, str(image.source), problem)
     images, peaks, totals = prepare_images(pixels[None], config)
     side = pixels.shape[-1]
     return _Loaded(

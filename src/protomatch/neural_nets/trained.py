@@ -9,7 +9,6 @@ normalised, what it scored, and on which library it was trained (fingerprint).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,8 +258,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedM
     folder = Path(path)
     if folder.is_file():
         folder = folder.parent
-    _refuse_unfinished(folder)
+    if not (folder / MANIFEST_FILE).is_file():
+        _refuse_unfinished(folder, None)
     manifest = load_manifest(folder / MANIFEST_FILE, ModelManifest)
+    _refuse_unfinished(folder, manifest)
     try:
         normaliser = ParameterNormaliser.from_dict(manifest.parameters.normalisation.model_dump())
         brightness = None
@@ -283,18 +284,14 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedM
     )
 
 
-def _refuse_unfinished(folder: Path) -> None:
+def _refuse_unfinished(folder: Path, manifest: ModelManifest | None) -> None:
     """Refuse a model folder whose training has not finished (killed, or still running).
 
     Its model.json says ``"complete": false`` (one written before that field existed is
     taken as complete), or there is a checkpoint but no model.json yet.
     """
-    manifest_path = folder / MANIFEST_FILE
-    if manifest_path.is_file():
-        try:
-            unfinished = json.loads(manifest_path.read_text()).get("complete") is False
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            return  # read_manifest says what is wrong with it
+    if manifest is not None:
+        unfinished = manifest.as_dict().get("complete") is False
     else:
         unfinished = (folder / "checkpoints" / "last.json").is_file()
     if unfinished:
