@@ -9,6 +9,7 @@ import pytest
 
 from protomatch import __version__
 from protomatch.info import describe_artefact
+from tests.damage import copy_artefact, edit_manifest
 
 
 def test_version_prints_the_package_version(run_cli) -> None:
@@ -46,6 +47,14 @@ def test_info_on_a_model_shows_its_library_and_parameters(run_cli, tiny_model: P
     assert "library pixel scale:" in out and "AU/pixel" in out
     assert "disk_size [AU]" in out
     assert "best epoch:" in out
+
+
+def test_info_says_a_model_is_unfinished(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    model = copy_artefact(tiny_model, tmp_path / "model")
+    assert "UNFINISHED" not in run_cli("info", model)[1]
+    edit_manifest(model / "model.json", complete=False)
+    status, out, _ = run_cli("info", model)
+    assert status == 0 and "UNFINISHED" in out and "--resume" in out
 
 
 def test_info_on_an_index_includes_its_store(tiny_model: Path, tiny_store: Path, tmp_path) -> None:

@@ -117,6 +117,10 @@ def _model_lines(manifest: Mapping[str, Any]) -> list[str]:
     if best:
         numbers = ", ".join(f"{k} {v:.4g}" for k, v in best.items() if isinstance(v, float))
         lines.append(f"  best epoch: {numbers}")
+    if manifest.get("complete") is False:
+        lines.append(
+            "  UNFINISHED: training was killed or is still running (finish it with train --resume)"
+        )
     return lines
 
 
