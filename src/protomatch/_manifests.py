@@ -69,7 +69,8 @@ class ImageBlocks(_Record):
     last block may be shorter), as little-endian float32 bytes in row-major order.
     """
 
-    images_per_block: PositiveInt
+    # bounded so that block offsets stay within numpy's 64-bit indices
+    images_per_block: Annotated[int, Field(ge=1, le=2**31)]
     sha256: list[Sha256]
 
 

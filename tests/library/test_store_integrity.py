@@ -113,6 +113,15 @@ def test_current_store_without_checksums_is_refused(store: Path) -> None:
         LibraryStore.open(store)
 
 
+def test_an_absurd_block_size_is_one_line(store: Path) -> None:
+    # found by the long fuzz run: 2**63 images per block overflowed numpy's indices
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["files"]["images.h5"]["blocks"]["images_per_block"] = 2**63
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="images_per_block"):
+        LibraryStore.open(store).images[0:1]
+
+
 def test_images_h5_of_another_shape_is_refused(store: Path) -> None:
     edit_manifest(store / "manifest.json", image_shape=[191, 32, 32])
     with pytest.raises(InputError, match=r"holds images \(192, 32, 32\), its manifest says"):
