@@ -126,3 +126,10 @@ def test_overwrite_replaces_an_artefact_of_the_same_kind(
         ingest_library(tiny_library, out, workers=1)
     ingest_library(tiny_library, out, workers=1, overwrite=True)
     assert artefact_kind(out) == "library-store"
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"kind": ' + "9" * 5000 + "}", "\udcff"])
+def test_an_unreadable_manifest_names_no_kind(tmp_path: Path, content: str) -> None:
+    # a 5000-digit integer raised ValueError from json before manifests were read via read_json
+    (tmp_path / "manifest.json").write_bytes(content.encode("utf-8", "surrogateescape"))
+    assert artefact_kind(tmp_path) is None

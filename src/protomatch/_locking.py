@@ -21,14 +21,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from protomatch._artefact import ensure_writable_output, remove_stale_temporaries
+from protomatch._artefact import ensure_writable_output, read_json, remove_stale_temporaries
 from protomatch.errors import InputError
 
 __all__ = ["artefact_kind", "claim_output", "claims_output", "output_lock"]
@@ -194,8 +193,8 @@ def artefact_kind(folder: Path) -> str | None:
 
 def _manifest_kind(path: Path) -> str | None:
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = read_json(path)
+    except InputError:
         return None
     kind = manifest.get("kind") if isinstance(manifest, dict) else None
     return kind if isinstance(kind, str) else None

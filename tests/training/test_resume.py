@@ -169,3 +169,11 @@ def test_a_killed_training_run_is_locked_refused_then_resumed(
     assert resumed.returncode == 0, resumed.stderr
     assert _manifest(model)["changed_on_resume"][0]["to"] == stopped + 1
     assert load_model(model).manifest["metrics"]["epochs_run"] == stopped + 1
+
+
+def test_an_unreadable_checkpoint_record_is_one_line(tmp_path: Path) -> None:
+    record = tmp_path / "checkpoints" / "last.json"
+    record.parent.mkdir()
+    record.write_text('{"progress": ' + "9" * 5000 + "}")
+    with pytest.raises(InputError, match=r"last\.json: is not valid JSON"):
+        run_record(tmp_path)

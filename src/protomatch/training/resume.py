@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from protomatch._artefact import read_json
 from protomatch.errors import InputError, ProtomatchError
 from protomatch.neural_nets.trained import MANIFEST_FILE, update_model_manifest
 from protomatch.training.config import TrainConfig
@@ -66,9 +67,7 @@ def run_record(out: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(out, f"has no checkpoint to resume from ({_CHECKPOINT_RECORD})")
     try:
-        record = json.loads(path.read_text())["progress"]["run"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"is not a readable checkpoint record ({exc})") from None
+        record = read_json(path)["progress"]["run"]
     except (KeyError, TypeError):
         raise InputError(
             path,
