@@ -49,6 +49,12 @@ def test_model_from_before_checksums_is_checked_by_its_fingerprint(model: Path) 
         load_model(model)
 
 
+def test_a_fingerprint_unlike_the_recorded_weights_is_refused(model: Path) -> None:
+    edit_manifest(model / "model.json", fingerprint="0123456789abcdef")
+    with pytest.raises(InputError, match="does not match the model's fingerprint"):
+        load_model(model)
+
+
 def test_checkpoint_weights_are_checked(model: Path) -> None:
     from protomatch.neural_nets.trained import load_checkpoint
 

@@ -305,7 +305,10 @@ def _refuse_unfinished(folder: Path, manifest: ModelManifest | None) -> None:
 def _read_weights(path: Path, manifest: ModelManifest) -> dict[str, torch.Tensor]:
     """The weights, checked against the manifest's SHA-256 (older models: the fingerprint)."""
     data = read_checked(path, manifest.files)
-    if hashlib.sha256(data).hexdigest()[:16] != manifest.fingerprint:
+    record = None if manifest.files is None else manifest.files.get(path.name)
+    # read_checked has hashed the bytes against the record; only older models are hashed here
+    digest = hashlib.sha256(data).hexdigest() if record is None else record.sha256
+    if digest[:16] != manifest.fingerprint:
         raise corrupted(path, f"does not match the model's fingerprint {manifest.fingerprint}")
     return _tensors(path, data)
 
